@@ -1,0 +1,216 @@
+//! The causal change log: every change a document holds, indexed for exact, fast export.
+
+use std::collections::HashMap;
+
+use super::change::Change;
+use super::id::{OpId, PeerId};
+use super::version::{Frontier, VersionVector};
+use crate::Error;
+
+/// All changes of a document, per peer, in counter order.
+///
+/// Each peer's changes are contiguous (a change is only added once everything before it is
+/// known), so "what does version `v` lack" is one binary search per peer, never a scan of the
+/// whole history.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChangeLog {
+    by_peer: HashMap<PeerId, Vec<Change>>,
+    version: VersionVector,
+    frontier: Frontier,
+    /// History at or below this version was trimmed away; its effect lives in the base state.
+    trimmed: VersionVector,
+    /// Lamport time one past every operation ever seen (including trimmed ones).
+    lamport_end: u32,
+}
+
+impl ChangeLog {
+    /// A log whose history below `trimmed` is gone (a document loaded from a state snapshot).
+    pub(crate) fn with_trimmed(trimmed: VersionVector, frontier: Frontier, lamport_end: u32) -> Self {
+        ChangeLog { by_peer: HashMap::new(), version: trimmed.clone(), frontier, trimmed, lamport_end }
+    }
+
+    pub(crate) fn version(&self) -> &VersionVector {
+        &self.version
+    }
+
+    pub(crate) fn frontier(&self) -> &Frontier {
+        &self.frontier
+    }
+
+    pub(crate) fn trimmed(&self) -> &VersionVector {
+        &self.trimmed
+    }
+
+    pub(crate) fn lamport_end(&self) -> u32 {
+        self.lamport_end
+    }
+
+    /// Number of changes held (not counting trimmed history).
+    pub(crate) fn len(&self) -> usize {
+        self.by_peer.values().map(Vec::len).sum()
+    }
+
+    /// Add a change whose dependencies and predecessors are all present.
+    pub(crate) fn push(&mut self, change: Change) {
+        debug_assert_eq!(change.id.counter, self.version.get(change.id.peer));
+        self.version.extend_to(&change.span());
+        self.frontier.advance(&change.deps, change.last_id());
+        self.lamport_end = self.lamport_end.max(change.lamport_end());
+        self.by_peer.entry(change.id.peer).or_default().push(change);
+    }
+
+    /// The change holding `id`, if it is in the (untrimmed) log.
+    pub(crate) fn get(&self, id: OpId) -> Option<&Change> {
+        let changes = self.by_peer.get(&id.peer)?;
+        let at = changes.partition_point(|c| c.id.counter + c.len <= id.counter);
+        changes.get(at).filter(|c| c.id.counter <= id.counter)
+    }
+
+    /// Lamport time of operation `id`: `None` if unknown; for trimmed history, the lamport end of
+    /// the trimmed part stands in, which is at least as large.
+    pub(crate) fn lamport_of(&self, id: OpId) -> Option<u32> {
+        if let Some(change) = self.get(id) {
+            return Some(change.lamport + (id.counter - change.id.counter));
+        }
+        self.trimmed.contains(id).then_some(self.lamport_end)
+    }
+
+    /// Every change `version` lacks, in an order that respects causality.
+    ///
+    /// Fails with [`Error::HistoryTrimmed`] if part of what is lacking was trimmed away.
+    pub(crate) fn changes_since(&self, version: &VersionVector) -> Result<Vec<&Change>, Error> {
+        let mut out = Vec::new();
+        for (peer, end) in self.version.iter() {
+            let from = version.get(peer);
+            if from >= end {
+                continue;
+            }
+            if from < self.trimmed.get(peer) {
+                return Err(Error::HistoryTrimmed);
+            }
+            let changes = &self.by_peer[&peer];
+            let at = changes.partition_point(|c| c.id.counter + c.len <= from);
+            out.extend(&changes[at..]);
+        }
+        sort_causally(&mut out);
+        Ok(out)
+    }
+
+    /// Every change inside `version` (which must include the trimmed part), causally ordered.
+    pub(crate) fn changes_within(&self, version: &VersionVector) -> Vec<&Change> {
+        let mut out: Vec<&Change> = Vec::new();
+        for (peer, changes) in &self.by_peer {
+            let end = version.get(*peer);
+            out.extend(changes.iter().take_while(|c| c.id.counter + c.len <= end));
+        }
+        sort_causally(&mut out);
+        out
+    }
+
+    /// The version vector of the causal closure of `frontier`.
+    ///
+    /// Fails with [`Error::UnknownVersion`] if a head is unknown or cuts a change in the middle,
+    /// and [`Error::HistoryTrimmed`] if the closure does not include the trimmed part.
+    pub(crate) fn version_of(&self, frontier: &Frontier) -> Result<VersionVector, Error> {
+        let mut version = VersionVector::new();
+        let mut stack: Vec<OpId> = Vec::new();
+        for &head in frontier.ids() {
+            if !self.version.contains(head) {
+                return Err(Error::UnknownVersion);
+            }
+            match self.get(head) {
+                Some(change) if change.last_id() != head => return Err(Error::UnknownVersion),
+                _ => stack.push(head),
+            }
+        }
+        while let Some(id) = stack.pop() {
+            let known = version.get(id.peer);
+            if id.counter < known {
+                continue;
+            }
+            version.set(id.peer, id.counter + 1);
+            // Walk this peer's changes down to what was already included, collecting their deps.
+            let mut counter = id.counter;
+            loop {
+                let Some(change) = self.get(OpId::new(id.peer, counter)) else {
+                    // Below the log: trimmed history, whose closure is the trimmed version.
+                    for (peer, end) in self.trimmed.iter() {
+                        if end > version.get(peer) {
+                            version.set(peer, end);
+                        }
+                    }
+                    break;
+                };
+                stack.extend(change.deps.ids().iter().copied());
+                if change.id.counter <= known || change.id.counter == 0 {
+                    break;
+                }
+                counter = change.id.counter - 1;
+            }
+        }
+        if !version.includes(&self.trimmed) {
+            return Err(Error::HistoryTrimmed);
+        }
+        Ok(version)
+    }
+
+    /// Whether `version` ends on change boundaries for every peer (a version one can check out).
+    pub(crate) fn is_change_boundary(&self, version: &VersionVector) -> bool {
+        version.iter().all(|(peer, end)| {
+            end == self.trimmed.get(peer)
+                || self.get(OpId::new(peer, end - 1)).is_some_and(|c| c.id.counter + c.len == end)
+        })
+    }
+
+    /// The heads of the causal closure `version` (which must be causally closed and end on
+    /// change boundaries).
+    pub(crate) fn frontier_of(&self, version: &VersionVector) -> Frontier {
+        if version == &self.version {
+            return self.frontier.clone();
+        }
+        let mut heads: Vec<OpId> = version.iter().map(|(peer, end)| OpId::new(peer, end - 1)).collect();
+        let deps: Vec<OpId> =
+            heads.iter().filter_map(|&id| self.get(id)).flat_map(|c| c.deps.ids().iter().copied()).collect();
+        // A head another head depends on (directly or through its own peer's earlier changes)
+        // is not a head; direct deps catch the common case, and `version_of` verifies the rest.
+        heads.retain(|h| !deps.iter().any(|d| d.peer == h.peer && d.counter >= h.counter));
+        let frontier = Frontier::from_ids(heads);
+        match self.version_of(&frontier) {
+            Ok(v) if &v == version => frontier,
+            _ => self.minimal_frontier(version),
+        }
+    }
+
+    /// Slow but exact: drop every head that is in the closure of another head.
+    fn minimal_frontier(&self, version: &VersionVector) -> Frontier {
+        let heads: Vec<OpId> = version.iter().map(|(peer, end)| OpId::new(peer, end - 1)).collect();
+        let kept = heads.iter().copied().filter(|&h| {
+            !heads.iter().any(|&other| {
+                other != h && self.version_of(&Frontier::from(other)).is_ok_and(|v| v.contains(h))
+            })
+        });
+        Frontier::from_ids(kept)
+    }
+
+    /// Drop every change inside `version`; the caller keeps their effect in a base state.
+    pub(crate) fn trim(&mut self, version: &VersionVector) {
+        for (peer, changes) in self.by_peer.iter_mut() {
+            let end = version.get(*peer);
+            changes.retain(|c| c.id.counter + c.len > end);
+        }
+        self.by_peer.retain(|_, changes| !changes.is_empty());
+        self.trimmed.merge(version);
+    }
+
+    /// All changes, causally ordered (ties broken by peer and counter, so the order is canonical).
+    pub(crate) fn all(&self) -> Vec<&Change> {
+        let mut out: Vec<&Change> = self.by_peer.values().flatten().collect();
+        sort_causally(&mut out);
+        out
+    }
+}
+
+/// Lamport order is a topological order of the causal graph; peer and counter make it total.
+pub(crate) fn sort_causally(changes: &mut [&Change]) {
+    changes.sort_unstable_by_key(|c| (c.lamport, c.id.peer, c.id.counter));
+}

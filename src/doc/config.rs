@@ -1,0 +1,46 @@
+//! Document configuration.
+
+/// Limits and policies of a [`crate::Document`]. Construct with [`Default`] and the builder
+/// methods; fields may be added in later versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DocumentConfig {
+    /// Refuse remote changes whose timestamp is further than this ahead of the wall clock fed
+    /// through [`crate::Document::set_wall_clock`] (`None`: accept any). Protects the hybrid
+    /// clock, and with it last-writer-wins ordering, from a peer with a broken clock.
+    pub max_clock_drift_ms: Option<u64>,
+    /// How many changes may wait for missing dependencies before imports are refused.
+    pub max_pending_changes: usize,
+    /// The largest decoded (decompressed) payload accepted by imports and loads.
+    pub max_decoded_bytes: usize,
+}
+
+impl Default for DocumentConfig {
+    fn default() -> Self {
+        DocumentConfig {
+            max_clock_drift_ms: Some(24 * 60 * 60 * 1000),
+            max_pending_changes: 100_000,
+            max_decoded_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl DocumentConfig {
+    /// Set [`DocumentConfig::max_clock_drift_ms`].
+    pub fn with_max_clock_drift_ms(mut self, drift: Option<u64>) -> Self {
+        self.max_clock_drift_ms = drift;
+        self
+    }
+
+    /// Set [`DocumentConfig::max_pending_changes`].
+    pub fn with_max_pending_changes(mut self, limit: usize) -> Self {
+        self.max_pending_changes = limit;
+        self
+    }
+
+    /// Set [`DocumentConfig::max_decoded_bytes`].
+    pub fn with_max_decoded_bytes(mut self, limit: usize) -> Self {
+        self.max_decoded_bytes = limit;
+        self
+    }
+}

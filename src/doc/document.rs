@@ -1,0 +1,740 @@
+//! The document: state, history, and the ways in and out of it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::change::Change;
+use super::change_log::ChangeLog;
+use super::clock::{HybridClock, Timestamp};
+use super::codec::{self, EncodeOptions, PayloadKind};
+use super::config::DocumentConfig;
+use super::event::{DocEvent, Origin};
+use super::id::{Counter, IdSpan, OpId, PeerId};
+use super::op::{ContainerId, ContainerKind, Element};
+use super::state::{ContainerState, DocState, Overlay};
+use super::transaction::Transaction;
+use super::types::CounterRef;
+use super::types::ListRef;
+use super::types::MapRef;
+use super::types::MovableListRef;
+use super::types::OrSetRef;
+use super::types::RegisterRef;
+use super::types::TextRef;
+use super::version::{Frontier, VersionVector};
+use crate::{DecodeError, Error};
+
+/// A CRDT document: a set of named containers (text, lists, maps, ...) that any number of
+/// replicas edit independently and that converge once they have exchanged their changes.
+///
+/// * Edit through a [`Transaction`] ([`Document::transact`]); read through the typed handles
+///   ([`Document::text`], [`Document::map`], ...).
+/// * Sync by exporting what another replica lacks ([`Document::export_since`]) and importing
+///   it there ([`Document::import`]). Import is idempotent and order-free.
+/// * Persist with [`Document::encode`] / [`Document::load`], or without history with
+///   [`Document::encode_state`].
+///
+/// The document never reads a clock or an RNG: feed wall-clock time with
+/// [`Document::set_wall_clock`] if you want meaningful timestamps and drift protection.
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub(crate) peer: PeerId,
+    config: DocumentConfig,
+    pub(crate) clock: HybridClock,
+    pub(crate) log: ChangeLog,
+    pub(crate) state: DocState,
+    /// The state at the trimmed version, kept so that older versions can still be checked out.
+    base: Option<Box<StateSnapshot>>,
+    /// Changes waiting for dependencies, by first id.
+    pending: BTreeMap<OpId, Change>,
+    events: Option<VecDeque<DocEvent>>,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportStatus {
+    /// Changes applied (including previously buffered ones that became ready).
+    pub applied: usize,
+    /// Changes ignored because the document already had them.
+    pub duplicates: usize,
+    /// Changes now waiting for missing dependencies (see [`Document::missing_dependencies`]).
+    pub pending: usize,
+    /// Previously buffered changes discarded because they turned out invalid once their
+    /// dependencies arrived.
+    pub discarded: usize,
+}
+
+/// The state of every container at one version, without history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StateSnapshot {
+    version: VersionVector,
+    frontier: Frontier,
+    lamport_end: u32,
+    max_timestamp: Timestamp,
+    state: DocState,
+}
+
+/// A document with its history: the trimmed base (if any) and every change after it.
+#[derive(Serialize)]
+struct DocumentPayload<'a> {
+    base: Option<&'a StateSnapshot>,
+    changes: Vec<&'a Change>,
+}
+
+#[derive(Deserialize)]
+struct OwnedDocumentPayload {
+    base: Option<StateSnapshot>,
+    changes: Vec<Change>,
+}
+
+impl Document {
+    /// An empty document edited by `peer`.
+    pub fn new(peer: PeerId) -> Self {
+        Self::with_config(peer, DocumentConfig::default())
+    }
+
+    /// An empty document with explicit limits.
+    pub fn with_config(peer: PeerId, config: DocumentConfig) -> Self {
+        Document {
+            peer,
+            clock: HybridClock::new(config.max_clock_drift_ms),
+            config,
+            log: ChangeLog::default(),
+            state: DocState::default(),
+            base: None,
+            pending: BTreeMap::new(),
+            events: None,
+        }
+    }
+
+    /// The peer id this replica edits as.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DocumentConfig {
+        &self.config
+    }
+
+    /// Feed the current wall-clock time (milliseconds since the Unix epoch). Timestamps of
+    /// later local changes use it, and remote changes too far ahead of it are refused.
+    pub fn set_wall_clock(&mut self, unix_ms: u64) {
+        self.clock.set_wall_ms(unix_ms);
+    }
+
+    /// The greatest hybrid timestamp issued or seen.
+    pub fn last_timestamp(&self) -> Timestamp {
+        self.clock.last()
+    }
+
+    /// The current version: how many operations of each peer the document holds.
+    pub fn version(&self) -> &VersionVector {
+        self.log.version()
+    }
+
+    /// The current version as its heads.
+    pub fn frontier(&self) -> &Frontier {
+        self.log.frontier()
+    }
+
+    /// The version below which history was trimmed (empty if never trimmed).
+    pub fn trimmed_version(&self) -> &VersionVector {
+        self.log.trimmed()
+    }
+
+    /// Number of changes in the history (not counting trimmed history).
+    pub fn change_count(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Start a transaction. Edits made through it become one change.
+    pub fn transact(&mut self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
+
+    // ---- reading -------------------------------------------------------------------------
+
+    /// Read the root text named `name` (empty if it was never edited).
+    pub fn text(&self, name: &str) -> TextRef<'_> {
+        TextRef::new(self, &ContainerId::root(name, ContainerKind::Text))
+    }
+
+    /// Read the root list named `name`.
+    pub fn list<T>(&self, name: &str) -> ListRef<'_, T> {
+        ListRef::new(self, &ContainerId::root(name, ContainerKind::List))
+    }
+
+    /// Read the root movable list named `name`.
+    pub fn movable_list<T>(&self, name: &str) -> MovableListRef<'_, T> {
+        MovableListRef::new(self, &ContainerId::root(name, ContainerKind::MovableList))
+    }
+
+    /// Read the root map named `name`.
+    pub fn map<K, V>(&self, name: &str) -> MapRef<'_, K, V> {
+        MapRef::new(self, &ContainerId::root(name, ContainerKind::Map))
+    }
+
+    /// Read the root register named `name`.
+    pub fn register<T>(&self, name: &str) -> RegisterRef<'_, T> {
+        RegisterRef::new(self, &ContainerId::root(name, ContainerKind::Register))
+    }
+
+    /// Read the root counter named `name`.
+    pub fn counter(&self, name: &str) -> CounterRef<'_> {
+        CounterRef::new(self, &ContainerId::root(name, ContainerKind::Counter))
+    }
+
+    /// Read the root set named `name`.
+    pub fn or_set<T>(&self, name: &str) -> OrSetRef<'_, T> {
+        OrSetRef::new(self, &ContainerId::root(name, ContainerKind::OrSet))
+    }
+
+    fn checked(&self, id: &ContainerId, kind: ContainerKind) -> Result<(), Error> {
+        if id.kind() != kind {
+            return Err(Error::WrongKind { expected: kind, actual: id.kind() });
+        }
+        if !self.state.has_container(id) {
+            return Err(Error::UnknownContainer);
+        }
+        Ok(())
+    }
+
+    /// Read any text container, root or nested.
+    pub fn text_by_id(&self, id: &ContainerId) -> Result<TextRef<'_>, Error> {
+        self.checked(id, ContainerKind::Text).map(|()| TextRef::new(self, id))
+    }
+
+    /// Read any list container, root or nested.
+    pub fn list_by_id<T>(&self, id: &ContainerId) -> Result<ListRef<'_, T>, Error> {
+        self.checked(id, ContainerKind::List).map(|()| ListRef::new(self, id))
+    }
+
+    /// Read any movable list container, root or nested.
+    pub fn movable_list_by_id<T>(&self, id: &ContainerId) -> Result<MovableListRef<'_, T>, Error> {
+        self.checked(id, ContainerKind::MovableList).map(|()| MovableListRef::new(self, id))
+    }
+
+    /// Read any map container, root or nested.
+    pub fn map_by_id<K, V>(&self, id: &ContainerId) -> Result<MapRef<'_, K, V>, Error> {
+        self.checked(id, ContainerKind::Map).map(|()| MapRef::new(self, id))
+    }
+
+    /// Read any register container, root or nested.
+    pub fn register_by_id<T>(&self, id: &ContainerId) -> Result<RegisterRef<'_, T>, Error> {
+        self.checked(id, ContainerKind::Register).map(|()| RegisterRef::new(self, id))
+    }
+
+    /// Read any counter container, root or nested.
+    pub fn counter_by_id(&self, id: &ContainerId) -> Result<CounterRef<'_>, Error> {
+        self.checked(id, ContainerKind::Counter).map(|()| CounterRef::new(self, id))
+    }
+
+    /// Read any set container, root or nested.
+    pub fn or_set_by_id<T>(&self, id: &ContainerId) -> Result<OrSetRef<'_, T>, Error> {
+        self.checked(id, ContainerKind::OrSet).map(|()| OrSetRef::new(self, id))
+    }
+
+    /// Every container that exists, root and nested, in id order.
+    pub fn containers(&self) -> Vec<ContainerId> {
+        self.state.containers().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The whole document as JSON: an object with one member per root container, nested
+    /// containers inlined where they are referenced.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut roots = serde_json::Map::new();
+        for (id, _) in self.state.containers() {
+            if let ContainerId::Root { name, .. } = id {
+                roots.insert(name.clone(), self.container_json(id, 0));
+            }
+        }
+        serde_json::Value::Object(roots)
+    }
+
+    /// JSON of one container. Depth is bounded so that a hostile document cannot recurse deep.
+    pub fn container_json(&self, id: &ContainerId, depth: usize) -> serde_json::Value {
+        const MAX_DEPTH: usize = 64;
+        if depth > MAX_DEPTH {
+            return serde_json::Value::Null;
+        }
+        let element = |elem_id: OpId, e: &Element| match e {
+            Element::Value(v) => v.to_json(),
+            Element::Container(kind) => {
+                self.container_json(&ContainerId::Child { id: elem_id, kind: *kind }, depth + 1)
+            }
+        };
+        let Some((_, state)) = self.state.containers().find(|(cid, _)| *cid == id) else {
+            return serde_json::Value::Null;
+        };
+        match state {
+            ContainerState::Text(seq) => serde_json::Value::String(seq.to_content()),
+            ContainerState::List(seq) => {
+                let mut out = Vec::new();
+                seq.for_each_visible(|first, items| {
+                    for (i, item) in items.iter().enumerate() {
+                        out.push(element(OpId::new(first.peer, first.counter + i as Counter), item));
+                    }
+                });
+                serde_json::Value::Array(out)
+            }
+            ContainerState::MovableList(list) => {
+                let mut out = Vec::new();
+                list.for_each(|elem, item| out.push(element(elem, item)));
+                serde_json::Value::Array(out)
+            }
+            ContainerState::Map(map) => {
+                let mut out = serde_json::Map::new();
+                for (key, op, value) in map.iter() {
+                    let key = match key {
+                        super::value::Value::String(s) => s.clone(),
+                        other => other.to_json().to_string(),
+                    };
+                    out.insert(key, element(op, value));
+                }
+                serde_json::Value::Object(out)
+            }
+            ContainerState::Register(register) => {
+                register.get().map_or(serde_json::Value::Null, |(op, e)| element(op, e))
+            }
+            ContainerState::Counter(counter) => counter.value().into(),
+            ContainerState::OrSet(set) => set.members().map(super::value::Value::to_json).collect(),
+        }
+    }
+
+    // ---- events --------------------------------------------------------------------------
+
+    /// Start (or stop) queueing a [`DocEvent`] per transaction and per import. Off by default,
+    /// so that a document nobody listens to does not accumulate events.
+    pub fn set_events_enabled(&mut self, enabled: bool) {
+        self.events = enabled.then(VecDeque::new);
+    }
+
+    /// The next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<DocEvent> {
+        self.events.as_mut()?.pop_front()
+    }
+
+    pub(crate) fn emit(&mut self, origin: Origin, containers: Vec<ContainerId>, changes: Vec<IdSpan>) {
+        if let Some(events) = &mut self.events {
+            events.push_back(DocEvent { origin, containers, changes });
+        }
+    }
+
+    // ---- sync ----------------------------------------------------------------------------
+
+    /// The changes `version` lacks, in causal order, for a sync layer that sends them itself.
+    pub fn changes_since(&self, version: &VersionVector) -> Result<Vec<Change>, Error> {
+        Ok(self.log.changes_since(version)?.into_iter().cloned().collect())
+    }
+
+    /// Encode the changes `version` lacks. Import the result on the replica at `version`.
+    ///
+    /// Cost is proportional to what is exported, plus a binary search per peer.
+    pub fn export_since(&self, version: &VersionVector) -> Result<Vec<u8>, Error> {
+        self.export_since_with(version, EncodeOptions::default())
+    }
+
+    /// [`Document::export_since`] with encoding options (lz4).
+    pub fn export_since_with(
+        &self,
+        version: &VersionVector,
+        options: EncodeOptions,
+    ) -> Result<Vec<u8>, Error> {
+        let changes = self.log.changes_since(version)?;
+        Ok(codec::encode(PayloadKind::Changes, &changes, options))
+    }
+
+    /// Import encoded changes, a document or a state snapshot from another replica.
+    ///
+    /// Idempotent and order-free: known changes are skipped; changes whose dependencies are
+    /// missing wait and are applied as soon as the dependencies arrive. On error nothing
+    /// changed.
+    pub fn import(&mut self, bytes: &[u8]) -> Result<ImportStatus, Error> {
+        let kind = codec::peek_kind(bytes)?;
+        let max = self.config.max_decoded_bytes;
+        match kind {
+            PayloadKind::Changes => {
+                let (_, changes): (_, Vec<Change>) = codec::decode(&[kind], bytes, max)?;
+                self.apply_changes(changes)
+            }
+            PayloadKind::Document => {
+                let (_, payload): (_, OwnedDocumentPayload) = codec::decode(&[kind], bytes, max)?;
+                match payload.base {
+                    Some(base) if !self.version().includes(&base.version) => {
+                        self.import_state_snapshot(base, payload.changes)
+                    }
+                    _ => self.apply_changes(payload.changes),
+                }
+            }
+            PayloadKind::StateSnapshot => {
+                let (_, snapshot): (_, StateSnapshot) = codec::decode(&[kind], bytes, max)?;
+                self.import_state_snapshot(snapshot, Vec::new())
+            }
+        }
+    }
+
+    /// A snapshot can only be merged into a document that has nothing the snapshot lacks:
+    /// states without history cannot be merged op by op.
+    fn import_state_snapshot(
+        &mut self,
+        snapshot: StateSnapshot,
+        changes: Vec<Change>,
+    ) -> Result<ImportStatus, Error> {
+        if self.version().includes(&snapshot.version) {
+            return Ok(ImportStatus { duplicates: 1, ..Default::default() });
+        }
+        if !snapshot.version.includes(self.version()) {
+            return Err(Error::HistoryTrimmed);
+        }
+        let loaded = Document::from_parts(self.peer, self.config.clone(), Some(snapshot), changes)?;
+        let events = self.events.take();
+        let containers = loaded.containers();
+        let clock_wall = self.clock.wall_ms();
+        *self = loaded;
+        if let Some(wall) = clock_wall {
+            self.clock.set_wall_ms(wall);
+        }
+        self.events = events;
+        self.emit(Origin::Remote, containers, Vec::new());
+        Ok(ImportStatus { applied: 1, ..Default::default() })
+    }
+
+    /// Apply changes (decoded or taken from another document). Same guarantees as
+    /// [`Document::import`].
+    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ImportStatus, Error> {
+        let mut status = ImportStatus::default();
+        let mut fresh: BTreeMap<OpId, Change> = BTreeMap::new();
+        for mut change in changes {
+            change.validate_shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
+            if self.is_known(&change)?
+                || fresh.contains_key(&change.id)
+                || self.pending.contains_key(&change.id)
+            {
+                status.duplicates += 1;
+                continue;
+            }
+            self.clock.check(change.timestamp)?;
+            fresh.insert(change.id, change);
+        }
+
+        // Phase 1: find what becomes ready and validate it against state plus what the batch
+        // adds, without touching the document.
+        let mut version = self.version().clone();
+        let mut overlay = Overlay::default();
+        let mut ready: Vec<(Change, bool)> = Vec::new();
+        let mut waiting: Vec<(Change, bool)> = fresh
+            .into_values()
+            .map(|c| (c, true))
+            .chain(self.pending.values().cloned().map(|c| (c, false)))
+            .collect();
+        let mut discarded: BTreeSet<OpId> = BTreeSet::new();
+        loop {
+            waiting.sort_unstable_by_key(|(c, _)| (c.lamport, c.id.peer, c.id.counter));
+            let before = waiting.len();
+            let mut still = Vec::with_capacity(waiting.len());
+            for (change, is_new) in waiting {
+                let is_ready = change.id.counter == version.get(change.id.peer)
+                    && change.deps.ids().iter().all(|d| version.contains(*d));
+                if !is_ready {
+                    still.push((change, is_new));
+                    continue;
+                }
+                match self.validate_change(&change, &mut overlay) {
+                    Ok(()) => {
+                        version.extend_to(&change.span());
+                        ready.push((change, is_new));
+                    }
+                    Err(reason) if is_new => return Err(Error::InvalidChange { change: change.id, reason }),
+                    Err(_) => {
+                        discarded.insert(change.id);
+                    }
+                }
+            }
+            waiting = still;
+            if waiting.len() == before {
+                break;
+            }
+        }
+        if waiting.len() > self.config.max_pending_changes {
+            return Err(Error::TooManyPending {
+                pending: waiting.len(),
+                limit: self.config.max_pending_changes,
+            });
+        }
+
+        // Phase 2: apply. Nothing below can fail.
+        let mut containers = BTreeSet::new();
+        let mut spans = Vec::new();
+        for (change, _) in ready {
+            self.pending.remove(&change.id);
+            self.clock.observe(change.timestamp);
+            for (id, op) in change.op_ids() {
+                containers.insert(op.container.clone());
+                containers.extend(self.state.apply(id, change.timestamp, op));
+            }
+            spans.push(change.span());
+            self.log.push(change);
+            status.applied += 1;
+        }
+        for id in &discarded {
+            self.pending.remove(id);
+        }
+        for (change, is_new) in waiting {
+            if is_new {
+                self.pending.insert(change.id, change);
+            }
+        }
+        status.pending = self.pending.len();
+        status.discarded = discarded.len();
+        if !spans.is_empty() {
+            self.emit(Origin::Remote, containers.into_iter().collect(), spans);
+        }
+        Ok(status)
+    }
+
+    /// Whether the change is already in the log; an overlap that is not an exact match means
+    /// two replicas used the same peer id.
+    fn is_known(&self, change: &Change) -> Result<bool, Error> {
+        let have = self.version().get(change.id.peer);
+        if change.id.counter >= have {
+            return Ok(false);
+        }
+        match self.log.get(change.id) {
+            Some(existing) if existing.id == change.id && existing.len == change.len => {
+                if existing.ops == change.ops && existing.deps == change.deps {
+                    Ok(true)
+                } else {
+                    Err(Error::ConflictingChange(change.id))
+                }
+            }
+            // Trimmed history: we cannot compare, and the state already includes it.
+            None if change.span().end_counter() <= self.log.trimmed().get(change.id.peer) => Ok(true),
+            _ => Err(Error::ConflictingChange(change.id)),
+        }
+    }
+
+    fn validate_change(&self, change: &Change, overlay: &mut Overlay) -> Result<(), &'static str> {
+        let dep_lamport = change
+            .deps
+            .ids()
+            .iter()
+            .filter_map(|d| self.log.lamport_of(*d))
+            .map(|l| l.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        if change.lamport < dep_lamport && self.log.trimmed().is_empty() {
+            return Err("Lamport time not after its dependencies");
+        }
+        for (id, op) in change.op_ids() {
+            self.state.validate(overlay, id, op)?;
+        }
+        Ok(())
+    }
+
+    /// The id spans this document is waiting for before it can apply buffered changes.
+    pub fn missing_dependencies(&self) -> Vec<IdSpan> {
+        let mut missing: BTreeMap<PeerId, Counter> = BTreeMap::new();
+        let mut need = |id: OpId| {
+            if !self.version().contains(id) && !self.pending_covers(id) {
+                let end = missing.entry(id.peer).or_insert(0);
+                *end = (*end).max(id.counter + 1);
+            }
+        };
+        for change in self.pending.values() {
+            if change.id.counter > 0 {
+                need(OpId::new(change.id.peer, change.id.counter - 1));
+            }
+            for dep in change.deps.ids() {
+                need(*dep);
+            }
+        }
+        missing
+            .into_iter()
+            .map(|(peer, end)| {
+                let from = self.version().get(peer);
+                IdSpan::new(OpId::new(peer, from), end - from)
+            })
+            .collect()
+    }
+
+    fn pending_covers(&self, id: OpId) -> bool {
+        self.pending.range(..=id).next_back().is_some_and(|(_, c)| c.span().contains(id))
+    }
+
+    /// How many received changes wait for missing dependencies.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ---- persistence ---------------------------------------------------------------------
+
+    /// Encode the whole document with its history. [`Document::load`] restores it.
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(EncodeOptions::default())
+    }
+
+    /// [`Document::encode`] with options (lz4).
+    pub fn encode_with(&self, options: EncodeOptions) -> Vec<u8> {
+        let payload = DocumentPayload { base: self.base.as_deref(), changes: self.log.all() };
+        codec::encode(PayloadKind::Document, &payload, options)
+    }
+
+    /// Encode the current state without history: smaller, and enough to keep syncing with
+    /// replicas at or after this version.
+    pub fn encode_state(&self) -> Vec<u8> {
+        self.encode_state_with(EncodeOptions::default())
+    }
+
+    /// [`Document::encode_state`] with options (lz4).
+    pub fn encode_state_with(&self, options: EncodeOptions) -> Vec<u8> {
+        codec::encode(PayloadKind::StateSnapshot, &self.snapshot(), options)
+    }
+
+    fn snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
+            version: self.version().clone(),
+            frontier: self.frontier().clone(),
+            lamport_end: self.log.lamport_end(),
+            max_timestamp: self.max_timestamp(),
+            state: self.state.clone(),
+        }
+    }
+
+    fn max_timestamp(&self) -> Timestamp {
+        let base = self.base.as_ref().map_or(Timestamp::ZERO, |b| b.max_timestamp);
+        self.log.all().iter().map(|c| c.timestamp).fold(base, Timestamp::max)
+    }
+
+    /// Load a document encoded by [`Document::encode`] or [`Document::encode_state`], to be
+    /// edited as `peer`.
+    pub fn load(bytes: &[u8], peer: PeerId) -> Result<Document, Error> {
+        Self::load_with_config(bytes, peer, DocumentConfig::default())
+    }
+
+    /// [`Document::load`] with explicit limits.
+    pub fn load_with_config(bytes: &[u8], peer: PeerId, config: DocumentConfig) -> Result<Document, Error> {
+        let expected = [PayloadKind::Document, PayloadKind::StateSnapshot];
+        let max = config.max_decoded_bytes;
+        match codec::peek_kind(bytes)? {
+            PayloadKind::Document => {
+                let (_, payload): (_, OwnedDocumentPayload) = codec::decode(&expected, bytes, max)?;
+                Self::from_parts(peer, config, payload.base, payload.changes)
+            }
+            PayloadKind::StateSnapshot => {
+                let (_, snapshot): (_, StateSnapshot) = codec::decode(&expected, bytes, max)?;
+                Self::from_parts(peer, config, Some(snapshot), Vec::new())
+            }
+            PayloadKind::Changes => {
+                Err(DecodeError::WrongKind { expected: "a document", found: "changes" }.into())
+            }
+        }
+    }
+
+    fn from_parts(
+        peer: PeerId,
+        config: DocumentConfig,
+        base: Option<StateSnapshot>,
+        changes: Vec<Change>,
+    ) -> Result<Document, Error> {
+        // Loading is not a sync: drift checks apply to live peers, not to stored history.
+        let mut doc = Document::with_config(peer, config.clone().with_max_clock_drift_ms(None));
+        if let Some(base) = base {
+            if !base.state.is_consistent() || !base.frontier.is_canonical() {
+                return Err(DecodeError::Malformed("inconsistent state snapshot".into()).into());
+            }
+            doc.log = ChangeLog::with_trimmed(base.version.clone(), base.frontier.clone(), base.lamport_end);
+            doc.state = base.state.clone();
+            doc.clock.observe(base.max_timestamp);
+            doc.base = Some(Box::new(base));
+        }
+        let status = doc.apply_changes(changes)?;
+        if status.pending > 0 {
+            return Err(DecodeError::Malformed("document history has gaps".into()).into());
+        }
+        doc.config = config;
+        doc.clock = {
+            let mut clock = HybridClock::new(doc.config.max_clock_drift_ms);
+            clock.observe(doc.clock.last());
+            clock
+        };
+        Ok(doc)
+    }
+
+    // ---- history -------------------------------------------------------------------------
+
+    /// The version vector of the version whose heads are `frontier`.
+    pub fn version_of(&self, frontier: &Frontier) -> Result<VersionVector, Error> {
+        self.log.version_of(frontier)
+    }
+
+    /// A copy of this document that edits as `peer` (which must differ from every other
+    /// replica's, including this one's).
+    pub fn fork(&self, peer: PeerId) -> Document {
+        let mut fork = self.clone();
+        fork.peer = peer;
+        fork.events = None;
+        fork
+    }
+
+    /// A copy of this document as it was at `frontier`, editing as `peer`. Use it to look at
+    /// (check out) an old version, or to edit concurrently from there and
+    /// [merge](Document::merge) back.
+    pub fn fork_at(&self, frontier: &Frontier, peer: PeerId) -> Result<Document, Error> {
+        if frontier == self.frontier() {
+            return Ok(self.fork(peer));
+        }
+        let version = self.log.version_of(frontier)?;
+        self.fork_at_version(&version, peer)
+    }
+
+    fn fork_at_version(&self, version: &VersionVector, peer: PeerId) -> Result<Document, Error> {
+        if !self.log.is_change_boundary(version) {
+            return Err(Error::UnknownVersion);
+        }
+        let changes: Vec<Change> = self.log.changes_within(version).into_iter().cloned().collect();
+        let mut fork =
+            Document::from_parts(peer, self.config.clone(), self.base.as_deref().cloned(), changes)?;
+        if let Some(wall) = self.clock.wall_ms() {
+            fork.clock.set_wall_ms(wall);
+        }
+        Ok(fork)
+    }
+
+    /// Bring in every change of `other` that this document lacks.
+    pub fn merge(&mut self, other: &Document) -> Result<ImportStatus, Error> {
+        let mut changes = match other.log.changes_since(self.version()) {
+            Ok(changes) => changes.into_iter().cloned().collect::<Vec<_>>(),
+            Err(Error::HistoryTrimmed) => return self.import(&other.encode()),
+            Err(e) => return Err(e),
+        };
+        changes.extend(other.pending.values().cloned());
+        self.apply_changes(changes)
+    }
+
+    /// Drop history up to `version`, which every replica you sync with must already have
+    /// (the server knows this from their version vectors). The state is unchanged; replicas at
+    /// or after `version` keep syncing; older ones get [`Error::HistoryTrimmed`] from
+    /// [`Document::export_since`] and need a state snapshot instead.
+    pub fn trim_history(&mut self, version: &VersionVector) -> Result<(), Error> {
+        if !self.version().includes(version) || !self.log.is_change_boundary(version) {
+            return Err(Error::UnknownVersion);
+        }
+        if !version.includes(self.log.trimmed()) {
+            return Err(Error::HistoryTrimmed);
+        }
+        let frontier = self.log.frontier_of(version);
+        if &self.log.version_of(&frontier)? != version {
+            return Err(Error::UnknownVersion);
+        }
+        let base = if version == self.version() {
+            self.snapshot()
+        } else {
+            self.fork_at_version(version, self.peer)?.snapshot()
+        };
+        self.log.trim(version);
+        self.base = Some(Box::new(base));
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! The CRDT document: identity, clocks, versions, the change log, state and the types.
+
+pub(crate) mod change;
+pub(crate) mod change_log;
+pub(crate) mod clock;
+pub(crate) mod codec;
+pub(crate) mod config;
+pub(crate) mod document;
+pub(crate) mod event;
+pub(crate) mod id;
+pub(crate) mod op;
+pub(crate) mod state;
+pub(crate) mod transaction;
+pub(crate) mod types;
+pub(crate) mod value;
+pub(crate) mod version;

@@ -1,0 +1,148 @@
+//! Operations: what a change does to which container.
+
+use serde::{Deserialize, Serialize};
+
+use super::clock::Timestamp;
+use super::id::{Counter, IdSpan, OpId};
+use super::types::sequence::Anchor;
+use super::value::Value;
+
+/// The kind of a container: which CRDT it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ContainerKind {
+    /// Collaborative text ([`crate::TextRef`]).
+    Text,
+    /// An ordered list ([`crate::ListRef`]).
+    List,
+    /// A list whose elements can be moved and updated in place ([`crate::MovableListRef`]).
+    MovableList,
+    /// A last-writer-wins map ([`crate::MapRef`]).
+    Map,
+    /// A last-writer-wins register ([`crate::RegisterRef`]).
+    Register,
+    /// A counter ([`crate::CounterRef`]).
+    Counter,
+    /// An add-wins observed-remove set ([`crate::OrSetRef`]).
+    OrSet,
+}
+
+/// The identity of a container in a document.
+///
+/// Root containers are named by the application and exist implicitly on every replica;
+/// child containers are created by an operation (a map entry or list item) and named by it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ContainerId {
+    /// A top-level container, named by the application.
+    Root {
+        /// The name the application uses.
+        name: String,
+        /// The container's type.
+        kind: ContainerKind,
+    },
+    /// A container nested in a map or list, named by the operation that created it.
+    Child {
+        /// The id of the creating operation (the map entry or the list element).
+        id: OpId,
+        /// The container's type.
+        kind: ContainerKind,
+    },
+}
+
+impl ContainerId {
+    /// A root container id.
+    pub fn root(name: impl Into<String>, kind: ContainerKind) -> Self {
+        ContainerId::Root { name: name.into(), kind }
+    }
+
+    /// The container's type.
+    pub fn kind(&self) -> ContainerKind {
+        match self {
+            ContainerId::Root { kind, .. } | ContainerId::Child { kind, .. } => *kind,
+        }
+    }
+}
+
+/// What a list item, map value or register holds: a plain value or a nested container.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum Element {
+    /// A plain value.
+    Value(Value),
+    /// A nested container of this kind; its id is `ContainerId::Child` of the element's op id.
+    Container(ContainerKind),
+}
+
+/// Total order of last-writer-wins writes: hybrid timestamp first, then the op id, which is
+/// unique, so two different writes never tie.
+pub(crate) type Stamp = (Timestamp, OpId);
+
+/// One operation inside a change. Its ids are `id .. id + id_len()`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Op {
+    /// The container the operation edits.
+    pub container: ContainerId,
+    /// What it does.
+    pub content: OpContent,
+}
+
+/// The effect of an operation, per container kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum OpContent {
+    /// Insert characters into a text; one id per character.
+    TextInsert { anchor: Anchor, text: String },
+    /// Insert items into a list; one id per item.
+    ListInsert { anchor: Anchor, items: Vec<Element> },
+    /// Delete elements of a text or list by id.
+    SeqDelete { spans: Vec<IdSpan> },
+    /// Insert items into a movable list; item `i` gets element id and position id `id + i`.
+    MovableInsert { anchor: Anchor, items: Vec<Element> },
+    /// Move an element of a movable list to a new position (the op id names the position).
+    MovableMove { elem: OpId, anchor: Anchor },
+    /// Replace the value of a movable list element, keeping its identity.
+    MovableSet { elem: OpId, value: Element },
+    /// Delete elements of a movable list.
+    MovableDelete { elems: Vec<OpId> },
+    /// Set (`Some`) or delete (`None`) a map key.
+    MapSet { key: Value, value: Option<Element> },
+    /// Set a register.
+    RegisterSet { value: Element },
+    /// Add to a counter.
+    CounterAdd { delta: i64 },
+    /// Add a member to a set; the op id is the add's tag.
+    SetAdd { value: Value },
+    /// Remove the tags of a member that the remover had observed.
+    SetRemove { value: Value, tags: Vec<OpId> },
+}
+
+impl OpContent {
+    /// How many ids the operation consumes.
+    pub(crate) fn id_len(&self) -> usize {
+        match self {
+            OpContent::TextInsert { text, .. } => text.chars().count(),
+            OpContent::ListInsert { items, .. } | OpContent::MovableInsert { items, .. } => items.len(),
+            _ => 1,
+        }
+    }
+
+    /// The container kind this operation applies to.
+    pub(crate) fn target_kind(&self) -> ContainerKind {
+        match self {
+            OpContent::TextInsert { .. } => ContainerKind::Text,
+            OpContent::ListInsert { .. } => ContainerKind::List,
+            OpContent::SeqDelete { .. } => ContainerKind::List,
+            OpContent::MovableInsert { .. }
+            | OpContent::MovableMove { .. }
+            | OpContent::MovableSet { .. }
+            | OpContent::MovableDelete { .. } => ContainerKind::MovableList,
+            OpContent::MapSet { .. } => ContainerKind::Map,
+            OpContent::RegisterSet { .. } => ContainerKind::Register,
+            OpContent::CounterAdd { .. } => ContainerKind::Counter,
+            OpContent::SetAdd { .. } | OpContent::SetRemove { .. } => ContainerKind::OrSet,
+        }
+    }
+}
+
+/// Sum of `id_len` over ops, refusing anything that does not fit a counter.
+pub(crate) fn ops_id_len(ops: &[Op]) -> Option<Counter> {
+    ops.iter().try_fold(0 as Counter, |acc, op| acc.checked_add(Counter::try_from(op.content.id_len()).ok()?))
+}

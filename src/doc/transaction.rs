@@ -1,0 +1,184 @@
+//! Transactions: several operations that become one change.
+
+use std::collections::BTreeSet;
+
+use super::change::Change;
+use super::clock::Timestamp;
+use super::id::{Counter, OpId};
+use super::op::{ContainerId, ContainerKind, Op, OpContent};
+use super::types::CounterMut;
+use super::types::ListMut;
+use super::types::MapMut;
+use super::types::MovableListMut;
+use super::types::OrSetMut;
+use super::types::RegisterMut;
+use super::types::TextMut;
+use crate::{Document, Error};
+
+/// A group of edits that becomes one [`Change`] when committed.
+///
+/// Edits take effect on the document immediately (reads inside the transaction see them);
+/// the change is recorded, and a [`crate::DocEvent`] with [`crate::Origin::Local`] queued, when
+/// the transaction is committed or dropped. An edit that returns an error had no effect.
+pub struct Transaction<'d> {
+    doc: &'d mut Document,
+    start: Counter,
+    next: Counter,
+    timestamp: Option<Timestamp>,
+    ops: Vec<Op>,
+    changed: BTreeSet<ContainerId>,
+}
+
+impl<'d> Transaction<'d> {
+    pub(crate) fn new(doc: &'d mut Document) -> Self {
+        let start = doc.log.version().get(doc.peer);
+        Transaction { doc, start, next: start, timestamp: None, ops: Vec::new(), changed: BTreeSet::new() }
+    }
+
+    /// The document, for reading.
+    pub fn doc(&self) -> &Document {
+        self.doc
+    }
+
+    /// Apply and record one operation; returns its first id.
+    pub(crate) fn push_op(&mut self, container: ContainerId, content: OpContent) -> Result<OpId, Error> {
+        if !self.doc.state.has_container(&container) {
+            return Err(Error::UnknownContainer);
+        }
+        let len = Counter::try_from(content.id_len()).map_err(|_| Error::CounterOverflow)?;
+        let end = self.next.checked_add(len).ok_or(Error::CounterOverflow)?;
+        // Lamport time must fit too; it only runs out if a peer sent hostile Lamport times.
+        self.doc.log.lamport_end().checked_add(end - self.start).ok_or(Error::CounterOverflow)?;
+        let timestamp = match self.timestamp {
+            Some(ts) => ts,
+            None => {
+                let ts = self.doc.clock.tick()?;
+                self.timestamp = Some(ts);
+                ts
+            }
+        };
+        let id = OpId::new(self.doc.peer, self.next);
+        let op = Op { container, content };
+        let created = self.doc.state.apply(id, timestamp, &op);
+        self.changed.insert(op.container.clone());
+        self.changed.extend(created);
+        self.ops.push(op);
+        self.next = end;
+        Ok(id)
+    }
+
+    /// Edit the root text named `name`.
+    pub fn text(&mut self, name: &str) -> TextMut<'_, 'd> {
+        TextMut::new(self, ContainerId::root(name, ContainerKind::Text))
+    }
+
+    /// Edit the root list named `name`.
+    pub fn list<T>(&mut self, name: &str) -> ListMut<'_, 'd, T> {
+        ListMut::new(self, ContainerId::root(name, ContainerKind::List))
+    }
+
+    /// Edit the root movable list named `name`.
+    pub fn movable_list<T>(&mut self, name: &str) -> MovableListMut<'_, 'd, T> {
+        MovableListMut::new(self, ContainerId::root(name, ContainerKind::MovableList))
+    }
+
+    /// Edit the root map named `name`.
+    pub fn map<K, V>(&mut self, name: &str) -> MapMut<'_, 'd, K, V> {
+        MapMut::new(self, ContainerId::root(name, ContainerKind::Map))
+    }
+
+    /// Edit the root register named `name`.
+    pub fn register<T>(&mut self, name: &str) -> RegisterMut<'_, 'd, T> {
+        RegisterMut::new(self, ContainerId::root(name, ContainerKind::Register))
+    }
+
+    /// Edit the root counter named `name`.
+    pub fn counter(&mut self, name: &str) -> CounterMut<'_, 'd> {
+        CounterMut::new(self, ContainerId::root(name, ContainerKind::Counter))
+    }
+
+    /// Edit the root set named `name`.
+    pub fn or_set<T>(&mut self, name: &str) -> OrSetMut<'_, 'd, T> {
+        OrSetMut::new(self, ContainerId::root(name, ContainerKind::OrSet))
+    }
+
+    fn checked(&self, id: &ContainerId, kind: ContainerKind) -> Result<ContainerId, Error> {
+        if id.kind() != kind {
+            return Err(Error::WrongKind { expected: kind, actual: id.kind() });
+        }
+        if !self.doc.state.has_container(id) {
+            return Err(Error::UnknownContainer);
+        }
+        Ok(id.clone())
+    }
+
+    /// Edit any text container, root or nested.
+    pub fn text_by_id(&mut self, id: &ContainerId) -> Result<TextMut<'_, 'd>, Error> {
+        let id = self.checked(id, ContainerKind::Text)?;
+        Ok(TextMut::new(self, id))
+    }
+
+    /// Edit any list container, root or nested.
+    pub fn list_by_id<T>(&mut self, id: &ContainerId) -> Result<ListMut<'_, 'd, T>, Error> {
+        let id = self.checked(id, ContainerKind::List)?;
+        Ok(ListMut::new(self, id))
+    }
+
+    /// Edit any movable list container, root or nested.
+    pub fn movable_list_by_id<T>(&mut self, id: &ContainerId) -> Result<MovableListMut<'_, 'd, T>, Error> {
+        let id = self.checked(id, ContainerKind::MovableList)?;
+        Ok(MovableListMut::new(self, id))
+    }
+
+    /// Edit any map container, root or nested.
+    pub fn map_by_id<K, V>(&mut self, id: &ContainerId) -> Result<MapMut<'_, 'd, K, V>, Error> {
+        let id = self.checked(id, ContainerKind::Map)?;
+        Ok(MapMut::new(self, id))
+    }
+
+    /// Edit any register container, root or nested.
+    pub fn register_by_id<T>(&mut self, id: &ContainerId) -> Result<RegisterMut<'_, 'd, T>, Error> {
+        let id = self.checked(id, ContainerKind::Register)?;
+        Ok(RegisterMut::new(self, id))
+    }
+
+    /// Edit any counter container, root or nested.
+    pub fn counter_by_id(&mut self, id: &ContainerId) -> Result<CounterMut<'_, 'd>, Error> {
+        let id = self.checked(id, ContainerKind::Counter)?;
+        Ok(CounterMut::new(self, id))
+    }
+
+    /// Edit any set container, root or nested.
+    pub fn or_set_by_id<T>(&mut self, id: &ContainerId) -> Result<OrSetMut<'_, 'd, T>, Error> {
+        let id = self.checked(id, ContainerKind::OrSet)?;
+        Ok(OrSetMut::new(self, id))
+    }
+
+    /// Record the change (if any edit was made). Dropping the transaction does the same.
+    pub fn commit(self) {}
+
+    fn finish(&mut self) {
+        let Some(timestamp) = self.timestamp else { return };
+        if self.ops.is_empty() {
+            return;
+        }
+        let change = Change {
+            id: OpId::new(self.doc.peer, self.start),
+            deps: self.doc.log.frontier().clone(),
+            lamport: self.doc.log.lamport_end(),
+            timestamp,
+            ops: std::mem::take(&mut self.ops),
+            len: self.next - self.start,
+        };
+        let span = change.span();
+        self.doc.log.push(change);
+        let containers = std::mem::take(&mut self.changed).into_iter().collect();
+        self.doc.emit(super::event::Origin::Local, containers, vec![span]);
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

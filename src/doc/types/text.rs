@@ -1,0 +1,262 @@
+//! `Text`: collaborative plain text.
+//!
+//! Positions are in Unicode scalar values (Rust `char`s). Editors that count in UTF-16 code
+//! units (JavaScript, Java, Windows) or in UTF-8 bytes convert with the `utf16_*` and `utf8_*`
+//! methods. Concurrent runs typed at the same place never interleave (Fugue).
+
+use serde::{Deserialize, Serialize};
+
+use super::sequence::Sequence;
+use crate::doc::id::OpId;
+use crate::doc::op::{ContainerId, OpContent};
+use crate::doc::transaction::Transaction;
+use crate::{Document, Error};
+
+/// A position between two elements of a text or list that stays attached to the same
+/// element while other replicas edit around it: the caret of a remote user.
+///
+/// Create one with [`TextRef::cursor_at`] and turn it back into an index with
+/// [`TextRef::resolve_cursor`]. Cursors are plain data (serde), so they can be sent to other
+/// replicas, which resolve them against their own copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Cursor {
+    /// The start of the container.
+    Start,
+    /// Just before the element with this id (even once it is deleted).
+    Before(OpId),
+    /// Just after the element with this id (used at the end of the container).
+    After(OpId),
+}
+
+pub(crate) fn cursor_at<C: super::sequence::SeqContent>(
+    seq: Option<&Sequence<C>>,
+    pos: usize,
+) -> Result<Cursor, Error> {
+    let len = seq.map_or(0, Sequence::len);
+    if pos > len {
+        return Err(Error::OutOfBounds { index: pos, len });
+    }
+    Ok(match seq {
+        Some(seq) if pos < len => seq.id_at(pos).map_or(Cursor::Start, Cursor::Before),
+        Some(seq) if len > 0 => seq.id_at(len - 1).map_or(Cursor::Start, Cursor::After),
+        _ => Cursor::Start,
+    })
+}
+
+pub(crate) fn resolve_cursor<C: super::sequence::SeqContent>(
+    seq: Option<&Sequence<C>>,
+    cursor: &Cursor,
+) -> Option<usize> {
+    match (*cursor, seq) {
+        (Cursor::Start, _) => Some(0),
+        (Cursor::Before(id), Some(seq)) => seq.position_of(id),
+        (Cursor::After(id), Some(seq)) => {
+            let visible = !seq.is_deleted(id)?;
+            seq.position_of(id).map(|p| p + usize::from(visible))
+        }
+        _ => None,
+    }
+}
+
+/// Read access to a text.
+pub struct TextRef<'a> {
+    seq: Option<&'a Sequence<String>>,
+}
+
+impl<'a> TextRef<'a> {
+    pub(crate) fn new(doc: &'a Document, id: &ContainerId) -> Self {
+        TextRef { seq: doc.state.text(id) }
+    }
+
+    /// Length in Unicode scalar values.
+    pub fn len(&self) -> usize {
+        self.seq.map_or(0, Sequence::len)
+    }
+
+    /// Whether the text is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The characters in `start..end` (Unicode scalar positions).
+    pub fn slice(&self, start: usize, end: usize) -> Result<String, Error> {
+        if start > end || end > self.len() {
+            return Err(Error::OutOfBounds { index: end.max(start), len: self.len() });
+        }
+        Ok(self.seq.map_or_else(String::new, |s| s.slice(start, end - start)))
+    }
+
+    /// Length in UTF-16 code units.
+    pub fn utf16_len(&self) -> usize {
+        self.to_string().encode_utf16().count()
+    }
+
+    /// Length in UTF-8 bytes.
+    pub fn utf8_len(&self) -> usize {
+        self.to_string().len()
+    }
+
+    /// Convert a Unicode scalar position to a UTF-16 offset.
+    pub fn utf16_from_char(&self, pos: usize) -> Result<usize, Error> {
+        let s = self.to_string();
+        let len = self.len();
+        if pos > len {
+            return Err(Error::OutOfBounds { index: pos, len });
+        }
+        Ok(s.chars().take(pos).map(char::len_utf16).sum())
+    }
+
+    /// Convert a UTF-16 offset to a Unicode scalar position. An offset inside a surrogate pair
+    /// is an error.
+    pub fn char_from_utf16(&self, offset: usize) -> Result<usize, Error> {
+        convert_offset(&self.to_string(), offset, char::len_utf16)
+    }
+
+    /// Convert a Unicode scalar position to a UTF-8 byte offset.
+    pub fn utf8_from_char(&self, pos: usize) -> Result<usize, Error> {
+        let s = self.to_string();
+        let len = self.len();
+        if pos > len {
+            return Err(Error::OutOfBounds { index: pos, len });
+        }
+        Ok(s.char_indices().nth(pos).map_or(s.len(), |(i, _)| i))
+    }
+
+    /// Convert a UTF-8 byte offset to a Unicode scalar position. An offset inside a character
+    /// is an error.
+    pub fn char_from_utf8(&self, offset: usize) -> Result<usize, Error> {
+        convert_offset(&self.to_string(), offset, char::len_utf8)
+    }
+
+    /// A stable cursor at `pos` (before the character now at `pos`).
+    pub fn cursor_at(&self, pos: usize) -> Result<Cursor, Error> {
+        cursor_at(self.seq, pos)
+    }
+
+    /// Where `cursor` is now; `None` if it names an element this replica does not have yet.
+    pub fn resolve_cursor(&self, cursor: &Cursor) -> Option<usize> {
+        resolve_cursor(self.seq, cursor)
+    }
+}
+
+impl std::fmt::Display for TextRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(seq) = self.seq {
+            let mut result = Ok(());
+            seq.for_each_visible(|_, s| {
+                if result.is_ok() {
+                    result = f.write_str(s);
+                }
+            });
+            result?;
+        }
+        Ok(())
+    }
+}
+
+fn convert_offset(s: &str, offset: usize, unit_len: fn(char) -> usize) -> Result<usize, Error> {
+    let mut units = 0;
+    for (i, c) in s.chars().enumerate() {
+        if units == offset {
+            return Ok(i);
+        }
+        units += unit_len(c);
+        if units > offset {
+            return Err(Error::OutOfBounds { index: offset, len: units });
+        }
+    }
+    if units == offset {
+        Ok(s.chars().count())
+    } else {
+        Err(Error::OutOfBounds { index: offset, len: units })
+    }
+}
+
+/// Write access to a text, inside a [`Transaction`].
+pub struct TextMut<'t, 'd> {
+    txn: &'t mut Transaction<'d>,
+    id: ContainerId,
+}
+
+impl<'t, 'd> TextMut<'t, 'd> {
+    pub(crate) fn new(txn: &'t mut Transaction<'d>, id: ContainerId) -> Self {
+        TextMut { txn, id }
+    }
+
+    fn seq(&self) -> Option<&Sequence<String>> {
+        self.txn.doc().state.text(&self.id)
+    }
+
+    /// Read the text as it is now, inside the transaction.
+    pub fn read(&self) -> TextRef<'_> {
+        TextRef { seq: self.seq() }
+    }
+
+    /// Insert `text` at `pos` (Unicode scalar position).
+    pub fn insert(&mut self, pos: usize, text: &str) -> Result<(), Error> {
+        let len = self.read().len();
+        if pos > len {
+            return Err(Error::OutOfBounds { index: pos, len });
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        let anchor =
+            self.seq().map_or_else(|| Sequence::<String>::new().local_anchor(0), |s| s.local_anchor(pos));
+        self.txn.push_op(self.id.clone(), OpContent::TextInsert { anchor, text: text.to_owned() })?;
+        Ok(())
+    }
+
+    /// Delete `len` characters starting at `pos`.
+    pub fn delete(&mut self, pos: usize, len: usize) -> Result<(), Error> {
+        let total = self.read().len();
+        let end = pos.checked_add(len).ok_or(Error::OutOfBounds { index: usize::MAX, len: total })?;
+        if end > total {
+            return Err(Error::OutOfBounds { index: end, len: total });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let spans = self.seq().map(|s| s.visible_spans(pos, len)).unwrap_or_default();
+        self.txn.push_op(self.id.clone(), OpContent::SeqDelete { spans })?;
+        Ok(())
+    }
+
+    /// Replace `del` characters at `pos` with `text`.
+    pub fn splice(&mut self, pos: usize, del: usize, text: &str) -> Result<(), Error> {
+        self.delete(pos, del)?;
+        self.insert(pos, text)
+    }
+
+    /// Append `text` at the end.
+    pub fn push_str(&mut self, text: &str) -> Result<(), Error> {
+        let len = self.read().len();
+        self.insert(len, text)
+    }
+
+    /// Make the text equal to `new` with a minimal set of inserts and deletes (Myers diff over
+    /// characters), so that concurrent edits elsewhere in the text survive.
+    pub fn set_text(&mut self, new: &str) -> Result<(), Error> {
+        let old: Vec<char> = self.read().to_string().chars().collect();
+        let new: Vec<char> = new.chars().collect();
+        let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &old, &new);
+        // Back to front, so that earlier old indices stay valid.
+        for op in ops.iter().rev() {
+            let (old_index, old_len, new_range) = match *op {
+                similar::DiffOp::Equal { .. } => continue,
+                similar::DiffOp::Delete { old_index, old_len, .. } => (old_index, old_len, 0..0),
+                similar::DiffOp::Insert { old_index, new_index, new_len } => {
+                    (old_index, 0, new_index..new_index + new_len)
+                }
+                similar::DiffOp::Replace { old_index, old_len, new_index, new_len } => {
+                    (old_index, old_len, new_index..new_index + new_len)
+                }
+            };
+            self.delete(old_index, old_len)?;
+            let inserted: String = new[new_range].iter().collect();
+            self.insert(old_index, &inserted)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! Version vectors and frontiers: two ways to name a version of a document.
+//!
+//! A [`VersionVector`] says, for every peer, how many of its operations a version contains
+//! (counters `0..n`). A [`Frontier`] names the same version by its heads: the last operations
+//! that no other operation in the version depends on. Frontiers are tiny (usually one id) and
+//! are what changes store as dependencies; version vectors make "what does the other side
+//! lack" a per-peer comparison.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::id::{Counter, IdSpan, OpId, PeerId};
+
+/// For each peer, the number of its operations contained in a version.
+///
+/// Entries are kept sorted by peer, so equal versions have equal encodings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<PeerId, Counter>);
+
+impl VersionVector {
+    /// The empty version (no operations).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many operations of `peer` the version contains.
+    pub fn get(&self, peer: PeerId) -> Counter {
+        self.0.get(&peer).copied().unwrap_or(0)
+    }
+
+    /// Set the number of operations of `peer` (zero removes the entry).
+    pub fn set(&mut self, peer: PeerId, end: Counter) {
+        if end == 0 {
+            self.0.remove(&peer);
+        } else {
+            self.0.insert(peer, end);
+        }
+    }
+
+    /// Whether the version contains operation `id`.
+    pub fn contains(&self, id: OpId) -> bool {
+        id.counter < self.get(id.peer)
+    }
+
+    /// Whether the version contains every id of `span`.
+    pub fn contains_span(&self, span: &IdSpan) -> bool {
+        span.len == 0 || span.end_counter() <= self.get(span.peer())
+    }
+
+    /// Grow the version to include `span` (and, implicitly, everything before it of that peer).
+    pub fn extend_to(&mut self, span: &IdSpan) {
+        let end = span.end_counter();
+        if end > self.get(span.peer()) {
+            self.0.insert(span.peer(), end);
+        }
+    }
+
+    /// Include everything `other` includes.
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (&peer, &end) in &other.0 {
+            if end > self.get(peer) {
+                self.0.insert(peer, end);
+            }
+        }
+    }
+
+    /// Whether this version contains every operation of `other`.
+    pub fn includes(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(&peer, &end)| self.get(peer) >= end)
+    }
+
+    /// The spans this version has and `other` lacks, one per peer.
+    pub fn spans_missing_from(&self, other: &VersionVector) -> Vec<IdSpan> {
+        self.0
+            .iter()
+            .filter_map(|(&peer, &end)| {
+                let from = other.get(peer);
+                (end > from).then(|| IdSpan::new(OpId::new(peer, from), end - from))
+            })
+            .collect()
+    }
+
+    /// Iterate `(peer, number of operations)` in peer order.
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, Counter)> + '_ {
+        self.0.iter().map(|(&p, &c)| (p, c))
+    }
+
+    /// Whether the version holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The total number of operations in the version.
+    pub fn total_ops(&self) -> u64 {
+        self.0.values().map(|&c| u64::from(c)).sum()
+    }
+}
+
+impl FromIterator<(PeerId, Counter)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (PeerId, Counter)>>(iter: I) -> Self {
+        let mut vv = VersionVector::new();
+        for (peer, end) in iter {
+            if end > vv.get(peer) {
+                vv.set(peer, end);
+            }
+        }
+        vv
+    }
+}
+
+/// The heads of a version: operations that nothing else in the version depends on.
+///
+/// Ids are kept sorted and unique, so equal frontiers compare and encode equally.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frontier(SmallVec<[OpId; 2]>);
+
+impl Frontier {
+    /// The frontier of the empty document.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A frontier from any ids; they are sorted and deduplicated.
+    pub fn from_ids(ids: impl IntoIterator<Item = OpId>) -> Self {
+        let mut ids: SmallVec<[OpId; 2]> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Frontier(ids)
+    }
+
+    /// The head ids, sorted.
+    pub fn ids(&self) -> &[OpId] {
+        &self.0
+    }
+
+    /// Whether this is the empty document's frontier.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Advance the frontier past a new change whose last id is `last` and whose dependencies
+    /// were `deps`: the dependencies stop being heads and `last` becomes one.
+    pub(crate) fn advance(&mut self, deps: &Frontier, last: OpId) {
+        self.0.retain(|id| !(deps.0.contains(id) || (id.peer == last.peer && id.counter < last.counter)));
+        if let Err(at) = self.0.binary_search(&last) {
+            self.0.insert(at, last);
+        }
+    }
+
+    /// Whether the frontier is well-formed: sorted, unique (a decoded frontier may not be).
+    pub(crate) fn is_canonical(&self) -> bool {
+        self.0.windows(2).all(|w| w[0] < w[1])
+    }
+}
+
+impl From<OpId> for Frontier {
+    fn from(id: OpId) -> Self {
+        Frontier(smallvec::smallvec![id])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(p: u64, c: Counter) -> OpId {
+        OpId::new(PeerId::new(p), c)
+    }
+
+    #[test]
+    fn missing_spans_are_per_peer_differences() {
+        let a: VersionVector = [(PeerId::new(1), 10), (PeerId::new(2), 3)].into_iter().collect();
+        let b: VersionVector = [(PeerId::new(1), 4), (PeerId::new(3), 9)].into_iter().collect();
+        assert_eq!(a.spans_missing_from(&b), vec![IdSpan::new(id(1, 4), 6), IdSpan::new(id(2, 0), 3)]);
+        assert!(!a.includes(&b));
+        let mut c = a.clone();
+        c.merge(&b);
+        assert!(c.includes(&a) && c.includes(&b));
+    }
+
+    #[test]
+    fn frontier_advance_replaces_dependencies() {
+        let mut f = Frontier::from_ids([id(1, 4), id(2, 7)]);
+        f.advance(&Frontier::from(id(1, 4)), id(3, 0));
+        assert_eq!(f.ids(), &[id(2, 7), id(3, 0)]);
+        f.advance(&Frontier::from_ids([id(2, 7), id(3, 0)]), id(3, 5));
+        assert_eq!(f.ids(), &[id(3, 5)]);
+    }
+}
