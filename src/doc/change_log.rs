@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::change::Change;
-use super::id::{OpId, PeerId};
+use super::id::{Counter, OpId, PeerId};
 use super::version::{Frontier, VersionVector};
 use crate::Error;
 
@@ -19,6 +19,8 @@ pub(crate) struct ChangeLog {
     frontier: Frontier,
     /// History at or below this version was trimmed away; its effect lives in the base state.
     trimmed: VersionVector,
+    /// The heads of `trimmed`: a version includes the trimmed part iff it includes these.
+    trimmed_frontier: Frontier,
     /// Lamport time one past every operation ever seen (including trimmed ones).
     lamport_end: u32,
 }
@@ -26,7 +28,14 @@ pub(crate) struct ChangeLog {
 impl ChangeLog {
     /// A log whose history below `trimmed` is gone (a document loaded from a state snapshot).
     pub(crate) fn with_trimmed(trimmed: VersionVector, frontier: Frontier, lamport_end: u32) -> Self {
-        ChangeLog { by_peer: HashMap::new(), version: trimmed.clone(), frontier, trimmed, lamport_end }
+        ChangeLog {
+            by_peer: HashMap::new(),
+            version: trimmed.clone(),
+            trimmed_frontier: frontier.clone(),
+            frontier,
+            trimmed,
+            lamport_end,
+        }
     }
 
     pub(crate) fn version(&self) -> &VersionVector {
@@ -123,6 +132,10 @@ impl ChangeLog {
                 _ => stack.push(head),
             }
         }
+        // The walk stops where history was trimmed; how far into the trimmed part it reached
+        // per peer decides whether the version contains all of it (then the base state stands
+        // for it) or only part (then it cannot be rebuilt).
+        let mut reached_trimmed: HashMap<PeerId, Counter> = HashMap::new();
         while let Some(id) = stack.pop() {
             let known = version.get(id.peer);
             if id.counter < known {
@@ -133,12 +146,8 @@ impl ChangeLog {
             let mut counter = id.counter;
             loop {
                 let Some(change) = self.get(OpId::new(id.peer, counter)) else {
-                    // Below the log: trimmed history, whose closure is the trimmed version.
-                    for (peer, end) in self.trimmed.iter() {
-                        if end > version.get(peer) {
-                            version.set(peer, end);
-                        }
-                    }
+                    let reached = reached_trimmed.entry(id.peer).or_insert(0);
+                    *reached = (*reached).max(counter + 1);
                     break;
                 };
                 stack.extend(change.deps.ids().iter().copied());
@@ -148,8 +157,16 @@ impl ChangeLog {
                 counter = change.id.counter - 1;
             }
         }
-        if !version.includes(&self.trimmed) {
-            return Err(Error::HistoryTrimmed);
+        if !self.trimmed.is_empty() {
+            let contains_trimmed = self
+                .trimmed_frontier
+                .ids()
+                .iter()
+                .all(|head| reached_trimmed.get(&head.peer).is_some_and(|&end| end > head.counter));
+            if !contains_trimmed {
+                return Err(Error::HistoryTrimmed);
+            }
+            version.merge(&self.trimmed);
         }
         Ok(version)
     }
@@ -192,14 +209,16 @@ impl ChangeLog {
         Frontier::from_ids(kept)
     }
 
-    /// Drop every change inside `version`; the caller keeps their effect in a base state.
-    pub(crate) fn trim(&mut self, version: &VersionVector) {
+    /// Drop every change inside `version` (whose heads are `frontier`); the caller keeps their
+    /// effect in a base state.
+    pub(crate) fn trim(&mut self, version: &VersionVector, frontier: Frontier) {
         for (peer, changes) in self.by_peer.iter_mut() {
             let end = version.get(*peer);
             changes.retain(|c| c.id.counter + c.len > end);
         }
         self.by_peer.retain(|_, changes| !changes.is_empty());
         self.trimmed.merge(version);
+        self.trimmed_frontier = frontier;
     }
 
     /// All changes, causally ordered (ties broken by peer and counter, so the order is canonical).

@@ -389,6 +389,9 @@ impl Document {
             return Err(Error::HistoryTrimmed);
         }
         let loaded = Document::from_parts(self.peer, self.config.clone(), Some(snapshot), changes)?;
+        // Buffered changes survive the swap: those the snapshot already holds are dropped,
+        // the rest wait on (or now apply on top of) the loaded state.
+        let pending = std::mem::take(&mut self.pending);
         let events = self.events.take();
         let containers = loaded.containers();
         let clock_wall = self.clock.wall_ms();
@@ -398,7 +401,11 @@ impl Document {
         }
         self.events = events;
         self.emit(Origin::Remote, containers, Vec::new());
-        Ok(ImportStatus { applied: 1, ..Default::default() })
+        self.pending =
+            pending.into_iter().filter(|(_, c)| !self.version().contains_span(&c.span())).collect();
+        let mut status = self.apply_changes(Vec::new())?;
+        status.applied += 1;
+        Ok(status)
     }
 
     /// Apply changes (decoded or taken from another document). Same guarantees as
@@ -718,11 +725,11 @@ impl Document {
     /// or after `version` keep syncing; older ones get [`Error::HistoryTrimmed`] from
     /// [`Document::export_since`] and need a state snapshot instead.
     pub fn trim_history(&mut self, version: &VersionVector) -> Result<(), Error> {
-        if !self.version().includes(version) || !self.log.is_change_boundary(version) {
-            return Err(Error::UnknownVersion);
-        }
         if !version.includes(self.log.trimmed()) {
             return Err(Error::HistoryTrimmed);
+        }
+        if !self.version().includes(version) || !self.log.is_change_boundary(version) {
+            return Err(Error::UnknownVersion);
         }
         let frontier = self.log.frontier_of(version);
         if &self.log.version_of(&frontier)? != version {
@@ -733,7 +740,7 @@ impl Document {
         } else {
             self.fork_at_version(version, self.peer)?.snapshot()
         };
-        self.log.trim(version);
+        self.log.trim(version, frontier);
         self.base = Some(Box::new(base));
         Ok(())
     }

@@ -12,7 +12,7 @@ use super::types::map::MapState;
 use super::types::movable_list::MovableListState;
 use super::types::or_set::OrSetState;
 use super::types::register::RegisterState;
-use super::types::sequence::{Anchor, Sequence};
+use super::types::sequence::{Anchor, Sequence, Side};
 
 /// The state of one container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -192,16 +192,28 @@ impl Overlay {
 }
 
 impl DocState {
-    fn anchor_ok(&self, overlay: &Overlay, container: &ContainerId, anchor: &Anchor) -> bool {
-        let Some(parent) = anchor.parent else { return true };
-        if overlay.has_element(container, parent) {
-            return true;
+    /// Whether a run of `len` new ids starting at `id` can hang at `anchor`: the parent exists
+    /// (in state or earlier in the batch), the ids are unused, and the root gets no left child.
+    fn anchor_ok(
+        &self,
+        overlay: &Overlay,
+        container: &ContainerId,
+        id: OpId,
+        anchor: &Anchor,
+        len: usize,
+    ) -> bool {
+        if anchor.parent.is_none() && anchor.side == Side::Left {
+            return false;
         }
+        let parent_in_batch = anchor.parent.is_some_and(|p| overlay.has_element(container, p));
+        let as_root = Anchor { parent: None, side: Side::Right };
+        let anchor = if parent_in_batch { &as_root } else { anchor };
         match self.containers.get(container) {
-            Some(ContainerState::Text(seq)) => seq.contains(parent),
-            Some(ContainerState::List(seq)) => seq.contains(parent),
-            Some(ContainerState::MovableList(list)) => list.can_insert_after(parent),
-            _ => false,
+            Some(ContainerState::Text(seq)) => seq.can_insert(id, anchor, len),
+            Some(ContainerState::List(seq)) => seq.can_insert(id, anchor, len),
+            Some(ContainerState::MovableList(list)) => list.can_insert(id, anchor, len),
+            Some(_) => false,
+            None => anchor.parent.is_none(),
         }
     }
 
@@ -244,7 +256,7 @@ impl DocState {
         let own_span = IdSpan::new(id, len);
         let items: &[Element] = match &op.content {
             OpContent::TextInsert { anchor, .. } | OpContent::ListInsert { anchor, .. } => {
-                if !self.anchor_ok(overlay, container, anchor) {
+                if !self.anchor_ok(overlay, container, id, anchor, len as usize) {
                     return Err("insert anchored to an unknown element");
                 }
                 overlay.elements.entry(container.clone()).or_default().push(own_span);
@@ -260,7 +272,7 @@ impl DocState {
                 &[]
             }
             OpContent::MovableInsert { anchor, items } => {
-                if !self.anchor_ok(overlay, container, anchor) {
+                if !self.anchor_ok(overlay, container, id, anchor, len as usize) {
                     return Err("insert anchored to an unknown element");
                 }
                 overlay.elements.entry(container.clone()).or_default().push(own_span);
@@ -269,7 +281,7 @@ impl DocState {
             }
             OpContent::MovableMove { elem, anchor } => {
                 if !self.movable_elem_ok(overlay, container, *elem)
-                    || !self.anchor_ok(overlay, container, anchor)
+                    || !self.anchor_ok(overlay, container, id, anchor, 1)
                 {
                     return Err("move of an unknown element or to an unknown anchor");
                 }

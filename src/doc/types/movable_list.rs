@@ -39,6 +39,7 @@ struct Live {
 struct Deleted(BTreeMap<OpId, Counter>);
 
 impl Deleted {
+    /// Whether element `id` was deleted.
     fn contains(&self, id: OpId) -> bool {
         self.0.range(..=id).next_back().is_some_and(|(start, &end)| start.peer == id.peer && id.counter < end)
     }
@@ -75,6 +76,7 @@ impl Deleted {
         true
     }
 
+    /// The ranges as spans, ascending.
     fn spans(&self) -> Vec<IdSpan> {
         self.0.iter().map(|(&start, &end)| IdSpan::new(start, end - start.counter)).collect()
     }
@@ -153,6 +155,7 @@ impl MovableListState {
         self.positions.position_of(self.live.get(&elem)?.pos)
     }
 
+    #[cfg(test)]
     /// Whether an insert or move may anchor to `parent`: it is a position entry, current or not.
     pub fn can_insert_after(&self, parent: OpId) -> bool {
         self.positions.contains(parent)
@@ -278,6 +281,7 @@ impl MovableListState {
     }
 }
 
+/// A live element as encoded (its position is the visible entry that holds its id).
 #[derive(Serialize)]
 struct ElemRef<'a> {
     elem: OpId,
@@ -286,6 +290,7 @@ struct ElemRef<'a> {
     pos_ts: Timestamp,
 }
 
+/// The encoded form, borrowed from the state; see [`Repr`].
 #[derive(Serialize)]
 struct ReprRef<'a> {
     positions: &'a Sequence<Vec<OpId>>,
@@ -293,6 +298,7 @@ struct ReprRef<'a> {
     deleted: Vec<IdSpan>,
 }
 
+/// A decoded [`ElemRef`].
 #[derive(Deserialize)]
 struct ElemRepr {
     elem: OpId,
