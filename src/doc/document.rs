@@ -191,7 +191,8 @@ impl Document {
         OrSetRef::new(self, &ContainerId::root(name, ContainerKind::OrSet))
     }
 
-    fn checked(&self, id: &ContainerId, kind: ContainerKind) -> Result<(), Error> {
+    /// Whether `id` names an existing container of `kind`.
+    pub(crate) fn checked(&self, id: &ContainerId, kind: ContainerKind) -> Result<(), Error> {
         if id.kind() != kind {
             return Err(Error::WrongKind { expected: kind, actual: id.kind() });
         }
@@ -265,7 +266,7 @@ impl Document {
                 self.container_json(&ContainerId::Child { id: elem_id, kind: *kind }, depth + 1)
             }
         };
-        let Some((_, state)) = self.state.containers().find(|(cid, _)| *cid == id) else {
+        let Some(state) = self.state.get(id) else {
             return serde_json::Value::Null;
         };
         match state {

@@ -79,6 +79,10 @@ impl DocState {
     state_getter!(counter, Counter, CounterState);
     state_getter!(or_set, OrSet, OrSetState);
 
+    pub(crate) fn get(&self, id: &ContainerId) -> Option<&ContainerState> {
+        self.containers.get(id)
+    }
+
     /// Whether the container exists (roots always do, implicitly).
     pub(crate) fn has_container(&self, id: &ContainerId) -> bool {
         matches!(id, ContainerId::Root { .. }) || self.containers.contains_key(id)

@@ -103,13 +103,7 @@ impl<'d> Transaction<'d> {
     }
 
     fn checked(&self, id: &ContainerId, kind: ContainerKind) -> Result<ContainerId, Error> {
-        if id.kind() != kind {
-            return Err(Error::WrongKind { expected: kind, actual: id.kind() });
-        }
-        if !self.doc.state.has_container(id) {
-            return Err(Error::UnknownContainer);
-        }
-        Ok(id.clone())
+        self.doc.checked(id, kind).map(|()| id.clone())
     }
 
     /// Edit any text container, root or nested.

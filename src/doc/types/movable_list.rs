@@ -343,24 +343,7 @@ mod tests {
     use crate::doc::id::PeerId;
     use crate::doc::value::Value;
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-        }
-
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
-    }
+    use super::super::test_rng::Rng;
 
     fn id(peer: u64, counter: Counter) -> OpId {
         OpId::new(PeerId::new(peer), counter)

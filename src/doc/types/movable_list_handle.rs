@@ -168,10 +168,7 @@ impl<'t, 'd, T: Serialize + DeserializeOwned> MovableListMut<'t, 'd, T> {
     /// Delete `len` items starting at `index`.
     pub fn delete(&mut self, index: usize, len: usize) -> Result<(), Error> {
         let total = self.read().len();
-        let end = index.checked_add(len).ok_or(Error::OutOfBounds { index: usize::MAX, len: total })?;
-        if end > total {
-            return Err(Error::OutOfBounds { index: end, len: total });
-        }
+        let end = super::checked_range(index, len, total)?;
         if len == 0 {
             return Ok(());
         }

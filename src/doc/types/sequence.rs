@@ -1036,25 +1036,13 @@ mod tests {
 
     use super::*;
 
-    /// A tiny deterministic generator, so failures replay exactly.
-    struct Rng(u64);
+    use super::super::test_rng::Rng;
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
+    trait TextRng {
+        fn text(&mut self, max: usize) -> String;
+    }
 
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-        }
-
-        fn chance(&mut self, percent: u64) -> bool {
-            self.next() % 100 < percent
-        }
-
+    impl TextRng for Rng {
         /// Between 1 and `max` characters, some of them outside ASCII.
         fn text(&mut self, max: usize) -> String {
             let len = 1 + self.below(max);

@@ -211,10 +211,7 @@ impl<'t, 'd> TextMut<'t, 'd> {
     /// Delete `len` characters starting at `pos`.
     pub fn delete(&mut self, pos: usize, len: usize) -> Result<(), Error> {
         let total = self.read().len();
-        let end = pos.checked_add(len).ok_or(Error::OutOfBounds { index: usize::MAX, len: total })?;
-        if end > total {
-            return Err(Error::OutOfBounds { index: end, len: total });
-        }
+        super::checked_range(pos, len, total)?;
         if len == 0 {
             return Ok(());
         }
