@@ -1,5 +1,6 @@
 //! Criterion benches of the document over the shared editing traces: local replay, remote
-//! replay of the same changes into a fresh replica, encode and decode.
+//! replay of the same changes into a fresh replica, encode, decode, fork at an old version and
+//! merge.
 //!
 //! `cargo bench --bench document`. Traces are read from `../shared/traces/`; a missing folder
 //! skips the benches with a message.
@@ -40,6 +41,22 @@ fn traces(c: &mut Criterion) {
         let encoded = doc.encode();
         group.bench_function("decode", |b| {
             b.iter(|| Document::load(&encoded, PeerId::new(1_001)).expect("loads"))
+        });
+
+        // Time travel: check out the version halfway through the history.
+        let old = crdt_sync::Frontier::from(changes[changes.len() / 2].last_id());
+        group.bench_function("fork_at_half", |b| {
+            b.iter(|| doc.fork_at(&old, PeerId::new(1_002)).expect("a recorded version checks out"))
+        });
+
+        // Merge: a replica that stopped halfway catches up with the whole document.
+        let behind = doc.fork_at(&old, PeerId::new(1_003)).expect("a recorded version checks out");
+        group.bench_function("merge_second_half", |b| {
+            b.iter(|| {
+                let mut replica = behind.clone();
+                replica.merge(&doc).expect("merge");
+                replica
+            })
         });
         group.finish();
     }

@@ -48,6 +48,12 @@ pub enum Error {
         /// The container's length.
         len: usize,
     },
+    /// A UTF-16 or UTF-8 offset falls inside a character.
+    #[error("offset {offset} is inside a character")]
+    NotCharBoundary {
+        /// The offset asked for.
+        offset: usize,
+    },
     /// A container was used as a kind it is not.
     #[error("container is a {actual:?}, not a {expected:?}")]
     WrongKind {

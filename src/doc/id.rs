@@ -106,3 +106,26 @@ impl IdSpan {
         id.peer == self.start.peer && id.counter >= self.start.counter && id.counter < self.end_counter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn peer_ids_come_from_the_injected_rng_deterministically() {
+        let a = PeerId::from_rng(&mut rand::rngs::StdRng::seed_from_u64(7));
+        let b = PeerId::from_rng(&mut rand::rngs::StdRng::seed_from_u64(7));
+        let c = PeerId::from_rng(&mut rand::rngs::StdRng::seed_from_u64(8));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn spans_do_not_wrap_at_the_end_of_the_counter_space() {
+        let span = IdSpan::new(OpId::new(PeerId::new(1), Counter::MAX - 1), 5);
+        assert_eq!(span.end_counter(), Counter::MAX);
+        assert!(OpId::new(PeerId::new(1), Counter::MAX).checked_add(1).is_none());
+        assert!(span.contains(OpId::new(PeerId::new(1), Counter::MAX - 1)));
+    }
+}

@@ -87,46 +87,86 @@ impl<'a> TextRef<'a> {
         Ok(self.seq.map_or_else(String::new, |s| s.slice(start, end - start)))
     }
 
+    /// Visit the characters in order until `f` returns `false`, without building a string.
+    fn walk_chars(&self, mut f: impl FnMut(char) -> bool) {
+        let Some(seq) = self.seq else { return };
+        let mut going = true;
+        seq.for_each_visible(|_, piece| {
+            if going {
+                going = piece.chars().all(&mut f);
+            }
+        });
+    }
+
+    /// Code units (of `unit_len`) in the first `pos` characters.
+    fn units_before(&self, pos: usize, unit_len: fn(char) -> usize) -> Result<usize, Error> {
+        let len = self.len();
+        if pos > len {
+            return Err(Error::OutOfBounds { index: pos, len });
+        }
+        let (mut chars, mut units) = (0, 0);
+        self.walk_chars(|c| {
+            if chars == pos {
+                return false;
+            }
+            chars += 1;
+            units += unit_len(c);
+            true
+        });
+        Ok(units)
+    }
+
+    /// The character position at `offset` code units (of `unit_len`).
+    fn chars_before_units(&self, offset: usize, unit_len: fn(char) -> usize) -> Result<usize, Error> {
+        let (mut chars, mut units, mut inside) = (0, 0, false);
+        self.walk_chars(|c| {
+            if units >= offset {
+                return false;
+            }
+            units += unit_len(c);
+            chars += 1;
+            inside = units > offset;
+            !inside
+        });
+        if inside {
+            Err(Error::NotCharBoundary { offset })
+        } else if units == offset {
+            Ok(chars)
+        } else {
+            Err(Error::OutOfBounds { index: offset, len: units })
+        }
+    }
+
     /// Length in UTF-16 code units.
     pub fn utf16_len(&self) -> usize {
-        self.to_string().encode_utf16().count()
+        self.units_before(self.len(), char::len_utf16).unwrap_or(0)
     }
 
     /// Length in UTF-8 bytes.
     pub fn utf8_len(&self) -> usize {
-        self.to_string().len()
+        self.units_before(self.len(), char::len_utf8).unwrap_or(0)
     }
 
     /// Convert a Unicode scalar position to a UTF-16 offset.
     pub fn utf16_from_char(&self, pos: usize) -> Result<usize, Error> {
-        let s = self.to_string();
-        let len = self.len();
-        if pos > len {
-            return Err(Error::OutOfBounds { index: pos, len });
-        }
-        Ok(s.chars().take(pos).map(char::len_utf16).sum())
+        self.units_before(pos, char::len_utf16)
     }
 
     /// Convert a UTF-16 offset to a Unicode scalar position. An offset inside a surrogate pair
-    /// is an error.
+    /// is [`Error::NotCharBoundary`].
     pub fn char_from_utf16(&self, offset: usize) -> Result<usize, Error> {
-        convert_offset(&self.to_string(), offset, char::len_utf16)
+        self.chars_before_units(offset, char::len_utf16)
     }
 
     /// Convert a Unicode scalar position to a UTF-8 byte offset.
     pub fn utf8_from_char(&self, pos: usize) -> Result<usize, Error> {
-        let s = self.to_string();
-        let len = self.len();
-        if pos > len {
-            return Err(Error::OutOfBounds { index: pos, len });
-        }
-        Ok(s.char_indices().nth(pos).map_or(s.len(), |(i, _)| i))
+        self.units_before(pos, char::len_utf8)
     }
 
     /// Convert a UTF-8 byte offset to a Unicode scalar position. An offset inside a character
-    /// is an error.
+    /// is [`Error::NotCharBoundary`].
     pub fn char_from_utf8(&self, offset: usize) -> Result<usize, Error> {
-        convert_offset(&self.to_string(), offset, char::len_utf8)
+        self.chars_before_units(offset, char::len_utf8)
     }
 
     /// A stable cursor at `pos` (before the character now at `pos`).
@@ -152,24 +192,6 @@ impl std::fmt::Display for TextRef<'_> {
             result?;
         }
         Ok(())
-    }
-}
-
-fn convert_offset(s: &str, offset: usize, unit_len: fn(char) -> usize) -> Result<usize, Error> {
-    let mut units = 0;
-    for (i, c) in s.chars().enumerate() {
-        if units == offset {
-            return Ok(i);
-        }
-        units += unit_len(c);
-        if units > offset {
-            return Err(Error::OutOfBounds { index: offset, len: units });
-        }
-    }
-    if units == offset {
-        Ok(s.chars().count())
-    } else {
-        Err(Error::OutOfBounds { index: offset, len: units })
     }
 }
 
