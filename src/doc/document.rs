@@ -317,6 +317,11 @@ impl Document {
         self.events.as_mut()?.pop_front()
     }
 
+    /// Whether anyone listens for events (callers skip building them otherwise).
+    pub(crate) fn events_enabled(&self) -> bool {
+        self.events.is_some()
+    }
+
     pub(crate) fn emit(&mut self, origin: Origin, containers: Vec<ContainerId>, changes: Vec<IdSpan>) {
         if let Some(events) = &mut self.events {
             events.push_back(DocEvent { origin, containers, changes });

@@ -60,7 +60,9 @@ impl<'d> Transaction<'d> {
         let id = OpId::new(self.doc.peer, self.next);
         let op = Op { container, content };
         let created = self.doc.state.apply(id, timestamp, &op);
-        self.changed.insert(op.container.clone());
+        if !self.changed.contains(&op.container) {
+            self.changed.insert(op.container.clone());
+        }
         self.changed.extend(created);
         self.ops.push(op);
         self.next = end;
@@ -166,8 +168,10 @@ impl<'d> Transaction<'d> {
         };
         let span = change.span();
         self.doc.log.push(change);
-        let containers = std::mem::take(&mut self.changed).into_iter().collect();
-        self.doc.emit(super::event::Origin::Local, containers, vec![span]);
+        if self.doc.events_enabled() {
+            let containers = std::mem::take(&mut self.changed).into_iter().collect();
+            self.doc.emit(super::event::Origin::Local, containers, vec![span]);
+        }
     }
 }
 
