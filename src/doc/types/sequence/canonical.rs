@@ -1,0 +1,231 @@
+//! The canonical serialized form of a [`Sequence`]: maximal runs in document order.
+//!
+//! Replicas holding the same inserts and deletes encode to the same bytes however the operations
+//! were batched or ordered; decoding rebuilds the tree and checks that the runs are in the order
+//! it implies, so hostile bytes are an error, never a corrupt sequence.
+
+use std::borrow::Cow;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::*;
+
+impl<C: SeqContent> Sequence<C> {
+    /// Maximal runs in document order: what is serialized and compared.
+    fn canonical_runs(&self) -> Vec<Run<Cow<'_, C>>> {
+        let mut out: Vec<Run<Cow<'_, C>>> = Vec::new();
+        let mut last_end = None;
+        for piece in self.chunks.iter().flat_map(|c| &c.pieces) {
+            let explicit = self.segments.get(&piece.start.peer).and_then(|m| m.get(&piece.start.counter));
+            let continues = explicit.is_none() && last_end == Some(piece.start);
+            last_end = Some(OpId::new(piece.start.peer, piece.end()));
+            if continues && let Some(run) = out.last_mut() {
+                match (&mut run.body, &piece.content) {
+                    (Body::Visible(content), Some(more)) => {
+                        content.to_mut().append(more.clone());
+                        continue;
+                    }
+                    (Body::Deleted(len), None) => {
+                        *len += piece.len;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let body = match &piece.content {
+                Some(content) => Body::Visible(Cow::Borrowed(content)),
+                None => Body::Deleted(piece.len),
+            };
+            out.push(Run { start: piece.start, anchor: explicit.map(|s| s.anchor), body });
+        }
+        out
+    }
+
+    /// Rebuild from decoded runs, checking everything a hostile encoder could get wrong.
+    fn from_runs(runs: Vec<Run<C>>) -> Result<Self, &'static str> {
+        // Pieces in document order, merged where the canonical form would have merged them.
+        let mut pieces: Vec<(Piece<C>, Option<Anchor>)> = Vec::with_capacity(runs.len());
+        for run in runs {
+            let (len, content) = match run.body {
+                Body::Visible(content) => {
+                    (Counter::try_from(content.len()).map_err(|_| "run too long")?, Some(content))
+                }
+                Body::Deleted(len) => (len, None),
+            };
+            if len == 0 {
+                return Err("empty run");
+            }
+            if run.start.counter.checked_add(len).is_none() {
+                return Err("run ids overflow the counter");
+            }
+            let anchor = run.anchor.filter(|a| !continues_chain(run.start, a));
+            let piece = Piece { start: run.start, len, content };
+            if anchor.is_none()
+                && let Some((prev, _)) = pieces.last_mut()
+                && prev.start.peer == piece.start.peer
+                && prev.end() == piece.start.counter
+                && prev.content.is_some() == piece.content.is_some()
+            {
+                prev.len += piece.len;
+                if let (Some(a), Some(b)) = (prev.content.as_mut(), piece.content) {
+                    a.append(b);
+                }
+                continue;
+            }
+            pieces.push((piece, anchor));
+        }
+
+        // Chains, from the runs in id order.
+        let mut by_id: Vec<(OpId, Counter, Option<Anchor>)> =
+            pieces.iter().map(|(p, a)| (p.start, p.end(), *a)).collect();
+        by_id.sort_unstable_by_key(|r| r.0);
+        let mut seq = Sequence::<C>::default();
+        for (i, &(start, end, anchor)) in by_id.iter().enumerate() {
+            if i > 0 && by_id[i - 1].0.peer == start.peer && by_id[i - 1].1 > start.counter {
+                return Err("duplicate element id");
+            }
+            let segments = seq.segments.entry(start.peer).or_default();
+            match anchor {
+                Some(anchor) => {
+                    segments.insert(start.counter, Segment { end, anchor });
+                }
+                None => match segments.range_mut(..start.counter).next_back() {
+                    Some((_, segment)) if segment.end == start.counter => segment.end = end,
+                    _ => return Err("run continues a chain whose previous element is missing"),
+                },
+            }
+        }
+        // Explicit anchors name existing parents; children are pushed in ascending id order.
+        for &(start, _, anchor) in &by_id {
+            let Some(anchor) = anchor else { continue };
+            let kids = match (anchor.parent, anchor.side) {
+                (None, Side::Right) => &mut seq.root_kids,
+                (None, Side::Left) => return Err("left child of the root"),
+                (Some(p), _) if !seq.contains(p) => return Err("anchor names a missing element"),
+                (Some(p), Side::Left) => kids_mut(&mut seq.left_kids, p),
+                (Some(p), Side::Right) => kids_mut(&mut seq.right_kids, p),
+            };
+            kids.push(start);
+        }
+        let parents: Vec<OpId> =
+            seq.right_kids.iter().flat_map(|(&p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
+        for parent in parents {
+            seq.refresh_branch(parent);
+        }
+
+        // The runs must be in the order the tree implies (which also rules out cycles, whose
+        // elements the traversal never reaches).
+        let mut stored: Vec<(PeerId, Counter, Counter)> = Vec::with_capacity(pieces.len());
+        for (piece, _) in &pieces {
+            push_range(&mut stored, piece.start.peer, piece.start.counter, piece.end());
+        }
+        if seq.tree_order() != stored {
+            return Err("runs are not in the order their anchors imply");
+        }
+
+        let mut pieces = pieces.into_iter().map(|(p, _)| p).peekable();
+        while pieces.peek().is_some() {
+            let key = seq.chunks.len();
+            let chunk_pieces: Vec<Piece<C>> = pieces.by_ref().take(MAX_PIECES / 2).collect();
+            let visible: usize = chunk_pieces.iter().map(Piece::visible_len).sum();
+            let total: usize = chunk_pieces.iter().map(|p| p.len as usize).sum();
+            for piece in &chunk_pieces {
+                seq.pieces.entry(piece.start.peer).or_default().insert(piece.start.counter, key);
+            }
+            seq.chunks.push(Chunk { key, pieces: chunk_pieces, visible, total });
+            seq.chunk_pos.push(key);
+            seq.visible += visible;
+            seq.total += total;
+        }
+        Ok(seq)
+    }
+
+    /// The in-order traversal of the tree, as merged id ranges `(peer, start, end)`.
+    pub(super) fn tree_order(&self) -> Vec<(PeerId, Counter, Counter)> {
+        enum Task {
+            /// Visit the subtree of an element.
+            Subtree(OpId),
+            /// Emit an element and what follows it on its chain, then its right subtrees.
+            Emit(OpId),
+        }
+        let mut out = Vec::new();
+        let mut stack: Vec<Task> = self.root_kids.iter().rev().map(|&k| Task::Subtree(k)).collect();
+        while let Some(task) = stack.pop() {
+            match task {
+                Task::Subtree(id) => {
+                    stack.push(Task::Emit(id));
+                    stack.extend(kids_of(&self.left_kids, id).iter().rev().map(|&k| Task::Subtree(k)));
+                }
+                Task::Emit(id) => {
+                    let Some((_, segment)) = self.segment_of(id) else { continue };
+                    let (peer, from, end) = (id.peer, id.counter, segment.end);
+                    // The chain runs on uninterrupted until an element with left children or
+                    // one whose predecessor has explicit right children.
+                    let left = self.left_kids.get(&peer).and_then(|m| m.range(from + 1..end).next());
+                    let right = self.right_kids.get(&peer).and_then(|m| m.range(from..end).next());
+                    let to = end.min(left.map_or(end, |(&c, _)| c)).min(right.map_or(end, |(&c, _)| c + 1));
+                    push_range(&mut out, peer, from, to);
+                    let last = OpId::new(peer, to - 1);
+                    let mut next: Kids = kids_of(&self.right_kids, last).iter().copied().collect();
+                    if to < end {
+                        let chain = OpId::new(peer, to);
+                        next.insert(next.partition_point(|&k| k < chain), chain);
+                    }
+                    stack.extend(next.iter().rev().map(|&k| Task::Subtree(k)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Append the range `from..to` of `peer`, extending the last range when they touch.
+pub(super) fn push_range(
+    out: &mut Vec<(PeerId, Counter, Counter)>,
+    peer: PeerId,
+    from: Counter,
+    to: Counter,
+) {
+    match out.last_mut() {
+        Some(last) if last.0 == peer && last.2 == from => last.2 = to,
+        _ => out.push((peer, from, to)),
+    }
+}
+
+/// A serialized run's elements: the content, or only how many tombstones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) enum Body<C> {
+    Visible(C),
+    Deleted(Counter),
+}
+
+/// One maximal run of the canonical form, in document order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct Run<C> {
+    pub(super) start: OpId,
+    /// The anchor of the first element; `None` when it continues the chain of `start - 1`.
+    pub(super) anchor: Option<Anchor>,
+    pub(super) body: Body<C>,
+}
+
+impl<C: SeqContent> PartialEq for Sequence<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self.total_len() == other.total_len()
+            && self.canonical_runs() == other.canonical_runs()
+    }
+}
+
+impl<C: SeqContent> Serialize for Sequence<C> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.canonical_runs().serialize(serializer)
+    }
+}
+
+impl<'de, C: SeqContent> Deserialize<'de> for Sequence<C> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let runs = Vec::<Run<C>>::deserialize(deserializer)?;
+        Sequence::from_runs(runs).map_err(D::Error::custom)
+    }
+}
