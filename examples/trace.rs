@@ -97,6 +97,17 @@ fn run(args: &Args) -> Result<bool, String> {
     }
 
     let doc = &replicas[0];
+    let encoded = doc.encode();
+    #[allow(clippy::disallowed_methods)] // the trace tool measures real time
+    let decode_started = Instant::now();
+    let loaded = crdt_sync::Document::load(&encoded, crdt_sync::PeerId::new(u64::MAX))
+        .map_err(|e| format!("loading the encoded document: {e}"))?;
+    let loaded_text = loaded.text("text").to_string();
+    let decode_elapsed = decode_started.elapsed();
+    if loaded_text != trace.end_content {
+        eprintln!("the decoded document differs from endContent");
+        all_match = false;
+    }
     let report = serde_json::json!({
         "trace": name,
         "via": args.via,
@@ -106,8 +117,9 @@ fn run(args: &Args) -> Result<bool, String> {
         "elapsed_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         "ops_per_sec": (ops as f64 / elapsed.as_secs_f64()).round(),
         "final_chars": doc.text("text").len(),
-        "encoded_bytes": doc.encode().len(),
+        "encoded_bytes": encoded.len(),
         "encoded_bytes_lz4": doc.encode_with(EncodeOptions::lz4()).len(),
+        "decode_ms": (decode_elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         "peak_rss_bytes": peak_rss_bytes(),
     });
     println!("{report}");

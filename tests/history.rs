@@ -66,12 +66,15 @@ fn encode_and_load_round_trip_with_history() {
 }
 
 #[test]
-fn lz4_makes_repetitive_documents_smaller_and_still_loads() {
+fn repetitive_documents_encode_small_with_or_without_lz4_and_still_load() {
     let mut a = doc_at(1, 0);
-    a.transact().text("t").insert(0, &"the same words again and again ".repeat(200)).unwrap();
+    let words = "the same words again and again ".repeat(200);
+    a.transact().text("t").insert(0, &words).unwrap();
     let plain = a.encode();
+    // The history's text column is already DEFLATE-compressed; lz4 is kept only if it helps.
+    assert!(plain.len() < words.len() / 4, "{} bytes for {} bytes of text", plain.len(), words.len());
     let compressed = a.encode_with(EncodeOptions::lz4());
-    assert!(compressed.len() < plain.len() / 4, "{} vs {}", compressed.len(), plain.len());
+    assert!(compressed.len() <= plain.len(), "{} vs {}", compressed.len(), plain.len());
     let loaded = Document::load(&compressed, PeerId::new(2)).unwrap();
     assert_eq!(text(&loaded), text(&a));
     let state = a.encode_state_with(EncodeOptions::lz4());

@@ -41,7 +41,10 @@ fn source() -> (Document, Document) {
             txn.map::<String, i64>("m").insert_container(&"n".to_string(), ContainerKind::List).unwrap();
         txn.list_by_id::<String>(&nested).unwrap().push(&"inner".to_string()).unwrap();
     }
-    s.transact().text("marker").insert(0, MARKER).unwrap();
+    // The marker names a container too: container names are stored as length-prefixed strings in
+    // every encoding (the columnar container table, the snapshot's container ids), so the
+    // length-patching test below always finds one.
+    s.transact().text(MARKER).insert(0, MARKER).unwrap();
     s.transact().text("t").delete(0, 2).unwrap();
     (s, target)
 }
@@ -58,8 +61,12 @@ struct Input {
 /// truncation and bit-flip checks; two larger ones exercise the sampled checks.
 fn inputs(s: &Document, target: &Document) -> Vec<Input> {
     let mut large = s.fork(PeerId::new(3));
-    for i in 0..80 {
-        large.transact().text("t").push_str(&format!("w{i} ")).unwrap();
+    // Scattered edits with varied text: columnar runs and DEFLATE cannot shrink these much.
+    for i in 0u64..400 {
+        let len = large.text("t").len();
+        let pos = (i as usize * 7_919) % (len + 1);
+        let word = format!("{:x} ", i.wrapping_mul(2_654_435_761) % 1_000_003);
+        large.transact().text("t").insert(pos, &word).unwrap();
     }
     let input = |name, bytes: Vec<u8>, lz4, doc: &Document| Input { name, bytes, lz4, json: doc.to_json() };
     let out = vec![
@@ -74,13 +81,14 @@ fn inputs(s: &Document, target: &Document) -> Vec<Input> {
         input("document (large)", large.encode(), false, &large),
     ];
     for i in &out {
-        assert_eq!(
-            i.bytes[6] & 1 == 1,
-            i.lz4,
-            "{}: lz4 flag (compression must pay off for the test to mean anything)",
-            i.name
-        );
+        // lz4 is kept only where it pays: the columnar history is already DEFLATE-compressed,
+        // so change exports and documents may stay uncompressed even when lz4 was asked for.
+        if !i.lz4 {
+            assert_eq!(i.bytes[6] & 1, 0, "{}: lz4 flag set without being asked for", i.name);
+        }
     }
+    // The lz4 path must still be exercised by at least one input.
+    assert!(out.iter().any(|i| i.bytes[6] & 1 == 1), "no input is lz4-compressed");
     assert!(out.iter().filter(|i| i.bytes.len() > 1024).count() >= 2, "some inputs must be large");
     out
 }
@@ -442,8 +450,9 @@ fn oversized_lengths_inside_the_payload_are_refused() {
             }
         }
         if name.starts_with("changes") {
-            // A changes payload starts with the number of changes.
-            targets.push(("number of changes".into(), 0));
+            // A columnar changes payload starts with its format version, then the number of
+            // changes.
+            targets.push(("number of changes".into(), 1));
         }
         for (field, at) in targets {
             for (i, varint) in HUGE_VARINTS.iter().enumerate() {

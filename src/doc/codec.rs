@@ -8,12 +8,17 @@
 //! 6       1     flags: bit 0 = payload is lz4-compressed
 //! 7       4     CRC-32 of the payload bytes as stored (little endian)
 //! 11      4     uncompressed payload length (little endian), checked against the limit
-//! 15      ...   payload: postcard, optionally lz4 block-compressed
+//! 15      ...   payload, optionally lz4 block-compressed
 //! ```
+//!
+//! Payloads: changes are the columnar encoding of `super::columnar`; a document is postcard of
+//! `{ base: Option<state snapshot>, changes: columnar bytes }`; a state snapshot is postcard.
 //!
 //! The checksum turns bit flips into [`DecodeError::ChecksumMismatch`] instead of a
 //! well-formed but different document; the declared length is checked against
 //! [`crate::DocumentConfig::max_decoded_bytes`] before anything is allocated for it.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,10 +72,16 @@ impl EncodeOptions {
     }
 }
 
+/// Wrap a postcard encoding of `value`.
 pub(crate) fn encode<T: Serialize + ?Sized>(kind: PayloadKind, value: &T, options: EncodeOptions) -> Vec<u8> {
-    // Serializing our own in-memory types into a Vec cannot fail: they contain no maps with
-    // non-string keys for formats that need them and postcard supports every serde type we use.
+    // Serializing our own in-memory types into a Vec cannot fail: every sequence they contain
+    // has a known length, which is all postcard needs.
     let raw = postcard::to_allocvec(value).expect("postcard serialization of document types is infallible");
+    encode_raw(kind, raw, options)
+}
+
+/// Wrap an already encoded payload.
+pub(crate) fn encode_raw(kind: PayloadKind, raw: Vec<u8>, options: EncodeOptions) -> Vec<u8> {
     let raw_len = u32::try_from(raw.len()).unwrap_or(u32::MAX);
     let (flags, payload) = if options.lz4 {
         let compressed = lz4_flex::block::compress(&raw);
@@ -108,11 +119,12 @@ pub(crate) fn peek_kind(bytes: &[u8]) -> Result<PayloadKind, DecodeError> {
         .ok_or(DecodeError::Malformed(format!("unknown payload kind {}", bytes[5])))
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(
+/// Check the envelope and return the raw payload (decompressed if needed).
+pub(crate) fn decode_raw<'a>(
     expected: &[PayloadKind],
-    bytes: &[u8],
+    bytes: &'a [u8],
     max_decoded_bytes: usize,
-) -> Result<(PayloadKind, T), DecodeError> {
+) -> Result<(PayloadKind, Cow<'a, [u8]>), DecodeError> {
     let kind = peek_kind(bytes)?;
     if !expected.contains(&kind) {
         return Err(DecodeError::WrongKind { expected: expected[0].name(), found: kind.name() });
@@ -130,23 +142,25 @@ pub(crate) fn decode<T: DeserializeOwned>(
     if raw_len > max_decoded_bytes {
         return Err(DecodeError::TooLarge { size: raw_len as u64, limit: max_decoded_bytes as u64 });
     }
-    let decompressed;
-    let raw = if flags & FLAG_LZ4 != 0 {
-        decompressed = lz4_flex::block::decompress(payload, raw_len).map_err(|_| DecodeError::Lz4)?;
+    if flags & FLAG_LZ4 != 0 {
+        let decompressed = lz4_flex::block::decompress(payload, raw_len).map_err(|_| DecodeError::Lz4)?;
         if decompressed.len() != raw_len {
             return Err(DecodeError::Lz4);
         }
-        &decompressed[..]
+        Ok((kind, Cow::Owned(decompressed)))
+    } else if payload.len() != raw_len {
+        Err(DecodeError::Truncated)
     } else {
-        if payload.len() != raw_len {
-            return Err(DecodeError::Truncated);
-        }
-        payload
-    };
+        Ok((kind, Cow::Borrowed(payload)))
+    }
+}
+
+/// Decode a postcard payload that must fill the whole buffer.
+pub(crate) fn from_postcard<T: DeserializeOwned>(raw: &[u8]) -> Result<T, DecodeError> {
     let (value, rest) =
         postcard::take_from_bytes::<T>(raw).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Malformed(format!("{} trailing bytes", rest.len())));
     }
-    Ok((kind, value))
+    Ok(value)
 }

@@ -8,6 +8,7 @@ use super::change::Change;
 use super::change_log::ChangeLog;
 use super::clock::{HybridClock, Timestamp};
 use super::codec::{self, EncodeOptions, PayloadKind};
+use super::columnar;
 use super::config::DocumentConfig;
 use super::event::{DocEvent, Origin};
 use super::id::{Counter, IdSpan, OpId, PeerId};
@@ -75,17 +76,28 @@ pub(crate) struct StateSnapshot {
     state: DocState,
 }
 
-/// A document with its history: the trimmed base (if any) and every change after it.
+/// A document with its history: the trimmed base (if any) and every change after it, in the
+/// columnar encoding.
 #[derive(Serialize)]
 struct DocumentPayload<'a> {
     base: Option<&'a StateSnapshot>,
-    changes: Vec<&'a Change>,
+    changes: Vec<u8>,
 }
 
 #[derive(Deserialize)]
 struct OwnedDocumentPayload {
     base: Option<StateSnapshot>,
-    changes: Vec<Change>,
+    changes: Vec<u8>,
+}
+
+/// Decode a whole-document payload (state snapshot and columnar history).
+fn decode_document(
+    raw: &[u8],
+    max_decoded_bytes: usize,
+) -> Result<(Option<StateSnapshot>, Vec<Change>), Error> {
+    let payload: OwnedDocumentPayload = codec::from_postcard(raw)?;
+    let changes = columnar::decode_changes(&payload.changes, max_decoded_bytes)?;
+    Ok((payload.base, changes))
 }
 
 impl Document {
@@ -349,7 +361,7 @@ impl Document {
         options: EncodeOptions,
     ) -> Result<Vec<u8>, Error> {
         let changes = self.log.changes_since(version)?;
-        Ok(codec::encode(PayloadKind::Changes, &changes, options))
+        Ok(codec::encode_raw(PayloadKind::Changes, columnar::encode_changes(&changes), options))
     }
 
     /// Import encoded changes, a document or a state snapshot from another replica.
@@ -358,24 +370,22 @@ impl Document {
     /// missing wait and are applied as soon as the dependencies arrive. On error nothing
     /// changed.
     pub fn import(&mut self, bytes: &[u8]) -> Result<ImportStatus, Error> {
-        let kind = codec::peek_kind(bytes)?;
         let max = self.config.max_decoded_bytes;
+        let all = [PayloadKind::Changes, PayloadKind::Document, PayloadKind::StateSnapshot];
+        let (kind, raw) = codec::decode_raw(&all, bytes, max)?;
         match kind {
             PayloadKind::Changes => {
-                let (_, changes): (_, Vec<Change>) = codec::decode(&[kind], bytes, max)?;
+                let changes = columnar::decode_changes(&raw, max)?;
                 self.apply_changes(changes)
             }
-            PayloadKind::Document => {
-                let (_, payload): (_, OwnedDocumentPayload) = codec::decode(&[kind], bytes, max)?;
-                match payload.base {
-                    Some(base) if !self.version().includes(&base.version) => {
-                        self.import_state_snapshot(base, payload.changes)
-                    }
-                    _ => self.apply_changes(payload.changes),
+            PayloadKind::Document => match decode_document(&raw, max)? {
+                (Some(base), changes) if !self.version().includes(&base.version) => {
+                    self.import_state_snapshot(base, changes)
                 }
-            }
+                (_, changes) => self.apply_changes(changes),
+            },
             PayloadKind::StateSnapshot => {
-                let (_, snapshot): (_, StateSnapshot) = codec::decode(&[kind], bytes, max)?;
+                let snapshot: StateSnapshot = codec::from_postcard(&raw)?;
                 self.import_state_snapshot(snapshot, Vec::new())
             }
         }
@@ -590,7 +600,8 @@ impl Document {
 
     /// [`Document::encode`] with options (lz4).
     pub fn encode_with(&self, options: EncodeOptions) -> Vec<u8> {
-        let payload = DocumentPayload { base: self.base.as_deref(), changes: self.log.all() };
+        let changes = columnar::encode_changes(&self.log.all());
+        let payload = DocumentPayload { base: self.base.as_deref(), changes };
         codec::encode(PayloadKind::Document, &payload, options)
     }
 
@@ -630,18 +641,16 @@ impl Document {
     pub fn load_with_config(bytes: &[u8], peer: PeerId, config: DocumentConfig) -> Result<Document, Error> {
         let expected = [PayloadKind::Document, PayloadKind::StateSnapshot];
         let max = config.max_decoded_bytes;
-        match codec::peek_kind(bytes)? {
-            PayloadKind::Document => {
-                let (_, payload): (_, OwnedDocumentPayload) = codec::decode(&expected, bytes, max)?;
-                Self::from_parts(peer, config, payload.base, payload.changes)
-            }
-            PayloadKind::StateSnapshot => {
-                let (_, snapshot): (_, StateSnapshot) = codec::decode(&expected, bytes, max)?;
-                Self::from_parts(peer, config, Some(snapshot), Vec::new())
-            }
-            PayloadKind::Changes => {
-                Err(DecodeError::WrongKind { expected: "a document", found: "changes" }.into())
-            }
+        if codec::peek_kind(bytes)? == PayloadKind::Changes {
+            return Err(DecodeError::WrongKind { expected: "a document", found: "changes" }.into());
+        }
+        let (kind, raw) = codec::decode_raw(&expected, bytes, max)?;
+        if kind == PayloadKind::Document {
+            let (base, changes) = decode_document(&raw, max)?;
+            Self::from_parts(peer, config, base, changes)
+        } else {
+            let snapshot: StateSnapshot = codec::from_postcard(&raw)?;
+            Self::from_parts(peer, config, Some(snapshot), Vec::new())
         }
     }
 

@@ -4,6 +4,7 @@ pub(crate) mod change;
 pub(crate) mod change_log;
 pub(crate) mod clock;
 pub(crate) mod codec;
+pub(crate) mod columnar;
 pub(crate) mod config;
 pub(crate) mod document;
 pub(crate) mod event;

@@ -180,19 +180,60 @@ fn collect_children(first: OpId, items: &[Element], out: &mut Vec<ContainerId>) 
 #[derive(Default)]
 pub(crate) struct Overlay {
     /// Sequence element ids (text/list elements, movable list positions) per container.
-    elements: HashMap<ContainerId, Vec<IdSpan>>,
+    elements: HashMap<ContainerId, IdRanges>,
     /// Movable list element ids per container.
-    movable_elems: HashMap<ContainerId, Vec<IdSpan>>,
+    movable_elems: HashMap<ContainerId, IdRanges>,
     containers: HashSet<ContainerId>,
+}
+
+/// Id spans indexed by their first id: a lookup is a logarithmic search, not a scan, because a
+/// whole document's history is one batch when it is loaded.
+#[derive(Default)]
+struct IdRanges(BTreeMap<OpId, u32>);
+
+impl IdRanges {
+    /// The end counter of the range holding `id`, if any.
+    fn end_of_range_holding(&self, id: OpId) -> Option<u32> {
+        let (start, len) = self.0.range(..=id).next_back()?;
+        let end = start.counter.saturating_add(*len);
+        (start.peer == id.peer && id.counter < end).then_some(end)
+    }
+
+    fn contains(&self, id: OpId) -> bool {
+        self.end_of_range_holding(id).is_some()
+    }
+
+    /// Whether every id of `span` lies in some range (ranges may abut).
+    fn covers(&self, span: &IdSpan) -> bool {
+        let mut counter = span.start.counter;
+        while counter < span.end_counter() {
+            match self.end_of_range_holding(OpId::new(span.start.peer, counter)) {
+                Some(end) => counter = end,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+fn record(map: &mut HashMap<ContainerId, IdRanges>, container: &ContainerId, span: IdSpan) {
+    match map.get_mut(container) {
+        Some(ranges) => ranges.0.insert(span.start, span.len),
+        None => map.entry(container.clone()).or_default().0.insert(span.start, span.len),
+    };
 }
 
 impl Overlay {
     fn has_element(&self, container: &ContainerId, id: OpId) -> bool {
-        self.elements.get(container).is_some_and(|spans| spans.iter().any(|s| s.contains(id)))
+        self.elements.get(container).is_some_and(|r| r.contains(id))
+    }
+
+    fn covers_elements(&self, container: &ContainerId, span: &IdSpan) -> bool {
+        self.elements.get(container).is_some_and(|r| r.covers(span))
     }
 
     fn has_movable_elem(&self, container: &ContainerId, id: OpId) -> bool {
-        self.movable_elems.get(container).is_some_and(|spans| spans.iter().any(|s| s.contains(id)))
+        self.movable_elems.get(container).is_some_and(|r| r.contains(id))
     }
 }
 
@@ -229,7 +270,7 @@ impl DocState {
             Some(ContainerState::List(seq)) => seq.contains_span(s),
             _ => false,
         };
-        if span.len == 0 || in_state(span) {
+        if span.len == 0 || in_state(span) || overlay.covers_elements(container, span) {
             return span.len > 0;
         }
         // Mixed spans happen when a run was typed across two changes of one batch: check id by
@@ -264,7 +305,7 @@ impl DocState {
                 if !self.anchor_ok(overlay, container, id, anchor, len as usize) {
                     return Err("insert anchored to an unknown element");
                 }
-                overlay.elements.entry(container.clone()).or_default().push(own_span);
+                record(&mut overlay.elements, container, own_span);
                 match &op.content {
                     OpContent::ListInsert { items, .. } => items,
                     _ => &[],
@@ -280,8 +321,8 @@ impl DocState {
                 if !self.anchor_ok(overlay, container, id, anchor, len as usize) {
                     return Err("insert anchored to an unknown element");
                 }
-                overlay.elements.entry(container.clone()).or_default().push(own_span);
-                overlay.movable_elems.entry(container.clone()).or_default().push(own_span);
+                record(&mut overlay.elements, container, own_span);
+                record(&mut overlay.movable_elems, container, own_span);
                 items
             }
             OpContent::MovableMove { elem, anchor } => {
@@ -290,7 +331,7 @@ impl DocState {
                 {
                     return Err("move of an unknown element or to an unknown anchor");
                 }
-                overlay.elements.entry(container.clone()).or_default().push(own_span);
+                record(&mut overlay.elements, container, own_span);
                 &[]
             }
             OpContent::MovableSet { elem, value } => {
@@ -313,5 +354,28 @@ impl DocState {
         collect_children(id, items, &mut created);
         overlay.containers.extend(created);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doc::id::PeerId;
+
+    fn id(peer: u64, counter: u32) -> OpId {
+        OpId::new(PeerId::new(peer), counter)
+    }
+
+    #[test]
+    fn id_ranges_find_ids_and_cover_abutting_spans() {
+        let mut ranges = IdRanges::default();
+        ranges.0.insert(id(1, 0), 5);
+        ranges.0.insert(id(1, 5), 3);
+        ranges.0.insert(id(2, 10), 1);
+        assert!(ranges.contains(id(1, 4)) && ranges.contains(id(1, 7)) && ranges.contains(id(2, 10)));
+        assert!(!ranges.contains(id(1, 8)) && !ranges.contains(id(2, 9)) && !ranges.contains(id(3, 0)));
+        assert!(ranges.covers(&IdSpan::new(id(1, 2), 6)), "two abutting ranges cover a span across them");
+        assert!(!ranges.covers(&IdSpan::new(id(1, 2), 7)), "one id past the end is not covered");
+        assert!(!ranges.covers(&IdSpan::new(id(2, 9), 2)));
     }
 }

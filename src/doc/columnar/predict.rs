@@ -1,0 +1,120 @@
+//! What the columns predict from: per author, the changes and ops seen so far in the buffer.
+//!
+//! Encoder and decoder keep this state identically (both update it after every op and change
+//! with the same values), so a column only stores how far the truth is from the prediction,
+//! which for one person typing is almost always zero.
+
+use crate::doc::id::{Counter, OpId};
+use crate::doc::op::OpContent;
+use crate::doc::types::sequence::{Anchor, Side};
+
+/// One author's state.
+#[derive(Clone, Debug, Default)]
+struct PeerState {
+    /// One past the last counter of the peer's latest change (0 before any).
+    next_counter: Counter,
+    /// Lamport time one past the latest change.
+    lamport_end: u32,
+    /// Id ranges `(start, end, lamport)` of the peer's changes, sorted and disjoint (a change
+    /// that would break the order starts a new list), to find a dependency's Lamport time.
+    spans: Vec<(Counter, Counter, u32)>,
+    /// Where the author's next insert most likely hangs: right of the last element they
+    /// inserted, or left of the first element they deleted (where Fugue puts text typed after
+    /// a backspace).
+    cursor: Option<Anchor>,
+    /// The id of the author's latest delete op and the start of its first span: a delete right
+    /// after it most likely removes the element before (another backspace).
+    last_delete: Option<(Counter, Counter)>,
+}
+
+/// Per-author prediction state, indexed like the peer table.
+#[derive(Debug, Default)]
+pub(super) struct History {
+    peers: Vec<PeerState>,
+}
+
+impl History {
+    pub(super) fn with_peers(count: usize) -> Self {
+        History { peers: vec![PeerState::default(); count] }
+    }
+
+    fn peer(&self, index: usize) -> Option<&PeerState> {
+        self.peers.get(index)
+    }
+
+    fn peer_mut(&mut self, index: usize) -> &mut PeerState {
+        if self.peers.len() <= index {
+            self.peers.resize_with(index + 1, PeerState::default);
+        }
+        &mut self.peers[index]
+    }
+
+    /// One past the last counter of the peer's latest change so far.
+    pub(super) fn next_counter(&self, index: usize) -> Counter {
+        self.peer(index).map_or(0, |p| p.next_counter)
+    }
+
+    fn lamport_of(&self, index: usize, counter: Counter) -> Option<u32> {
+        let spans = &self.peer(index)?.spans;
+        let at = spans.partition_point(|&(start, _, _)| start <= counter).checked_sub(1)?;
+        let (start, end, lamport) = spans[at];
+        (counter < end).then(|| lamport.checked_add(counter - start)).flatten()
+    }
+
+    /// The Lamport time a change most likely has: one past everything it depends on (that the
+    /// buffer holds) and past the author's previous change.
+    pub(super) fn expected_lamport(&self, index: usize, deps: &[(usize, Counter)]) -> u32 {
+        let own = self.peer(index).map_or(0, |p| p.lamport_end);
+        deps.iter()
+            .filter_map(|&(peer, counter)| self.lamport_of(peer, counter))
+            .map(|l| l.saturating_add(1))
+            .fold(own, u32::max)
+    }
+
+    /// Record a change of `len` ids (after its ops).
+    pub(super) fn record_change(&mut self, index: usize, counter: Counter, len: Counter, lamport: u32) {
+        let peer = self.peer_mut(index);
+        if peer.spans.last().is_some_and(|&(_, end, _)| counter < end) {
+            peer.spans.clear();
+        }
+        let end = counter.saturating_add(len);
+        peer.spans.push((counter, end, lamport));
+        peer.next_counter = end;
+        peer.lamport_end = lamport.saturating_add(len);
+    }
+
+    pub(super) fn cursor(&self, index: usize) -> Option<Anchor> {
+        self.peer(index)?.cursor
+    }
+
+    /// The most likely start counter of the first span of a delete op with id `op`.
+    pub(super) fn predicted_delete_start(&self, index: usize, op: Counter) -> i64 {
+        match self.peer(index).and_then(|p| p.last_delete) {
+            Some((last_op, start)) if last_op.checked_add(1) == Some(op) => i64::from(start) - 1,
+            _ => i64::from(op) - 1,
+        }
+    }
+
+    /// Update the predictions after the author's op with first id `id`.
+    pub(super) fn record_op(&mut self, index: usize, id: OpId, content: &OpContent) {
+        match content {
+            OpContent::TextInsert { .. } | OpContent::ListInsert { .. } | OpContent::MovableInsert { .. } => {
+                let last = Counter::try_from(content.id_len())
+                    .ok()
+                    .and_then(|len| len.checked_sub(1))
+                    .and_then(|n| id.counter.checked_add(n));
+                if let Some(last) = last {
+                    self.peer_mut(index).cursor = Some(Anchor::after(OpId::new(id.peer, last)));
+                }
+            }
+            OpContent::SeqDelete { spans } => {
+                if let Some(first) = spans.first() {
+                    let peer = self.peer_mut(index);
+                    peer.cursor = Some(Anchor { parent: Some(first.start), side: Side::Left });
+                    peer.last_delete = Some((id.counter, first.start.counter));
+                }
+            }
+            _ => {}
+        }
+    }
+}

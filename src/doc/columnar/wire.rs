@@ -1,0 +1,307 @@
+//! Byte-level building blocks of the columnar format: LEB128 varints, zigzag, run-length
+//! encoded integer columns, optionally DEFLATE'd column blocks, and the decoded-size budget.
+//!
+//! Every reader here is bounded by the bytes it was given: lengths are checked against what
+//! is left before anything is sliced or allocated, and a run length never causes an allocation
+//! (runs are expanded lazily, one value per call).
+
+use std::borrow::Cow;
+
+use crate::DecodeError;
+
+/// Columns shorter than this are never worth a DEFLATE attempt.
+const DEFLATE_MIN_LEN: usize = 32;
+/// miniz_oxide level: 9 costs little more time than 6 on columns this size and wins bytes.
+const DEFLATE_LEVEL: u8 = 9;
+/// Bit 0 of a column header: the block is DEFLATE'd (a varint raw length follows).
+const COLUMN_DEFLATED: u64 = 1;
+
+pub(super) fn malformed(what: &str) -> DecodeError {
+    DecodeError::Malformed(format!("columnar changes: {what}"))
+}
+
+/// Append `v` as an unsigned LEB128 varint (at most 10 bytes).
+pub(super) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Map signed to unsigned so that small magnitudes of either sign make small varints.
+pub(super) const fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Inverse of [`zigzag`].
+pub(super) const fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+/// A cursor over a byte slice whose every read is bounds-checked.
+#[derive(Clone, Debug)]
+pub(super) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    pub(super) fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let (&first, rest) = self.bytes.split_first().ok_or(DecodeError::Truncated)?;
+        self.bytes = rest;
+        Ok(first)
+    }
+
+    /// A LEB128 varint of at most 10 bytes whose value fits a `u64`.
+    pub(super) fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            if shift == 63 && byte > 1 {
+                return Err(malformed("varint overflows 64 bits"));
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(malformed("varint longer than 10 bytes"))
+    }
+
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.varint()?).map_err(|_| malformed("value does not fit 32 bits"))
+    }
+
+    /// A varint length of something that occupies at least `min_bytes_each` bytes per unit of
+    /// the rest of this input: a larger declared length is truncation, caught before any
+    /// allocation for it.
+    pub(super) fn count(&mut self, min_bytes_each: usize) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| DecodeError::Truncated)?;
+        if n.saturating_mul(min_bytes_each.max(1)) > self.remaining() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.bytes.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    /// Length-prefixed UTF-8.
+    pub(super) fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let n = self.count(1)?;
+        std::str::from_utf8(self.bytes(n)?).map_err(|_| malformed("invalid UTF-8"))
+    }
+}
+
+/// Writes a column of unsigned integers as runs: a zigzag header `n > 0` is followed by one
+/// value repeated `n` times, `n < 0` by `-n` literal values.
+#[derive(Debug, Default)]
+pub(super) struct RleWriter {
+    out: Vec<u8>,
+    literals: Vec<u64>,
+    run_value: u64,
+    run_len: u64,
+}
+
+impl RleWriter {
+    pub(super) fn push(&mut self, value: u64) {
+        if self.run_len > 0 && value == self.run_value {
+            self.run_len += 1;
+            return;
+        }
+        self.end_run();
+        self.run_value = value;
+        self.run_len = 1;
+    }
+
+    pub(super) fn push_signed(&mut self, value: i64) {
+        self.push(zigzag(value));
+    }
+
+    /// Close the current run: long enough to pay for its own header, it is written as a run;
+    /// otherwise its values join the pending literals.
+    fn end_run(&mut self) {
+        let min_run = if self.literals.is_empty() { 2 } else { 3 };
+        if self.run_len >= min_run {
+            self.flush_literals();
+            write_varint(&mut self.out, zigzag(i64::try_from(self.run_len).unwrap_or(i64::MAX)));
+            write_varint(&mut self.out, self.run_value);
+        } else {
+            for _ in 0..self.run_len {
+                self.literals.push(self.run_value);
+            }
+        }
+        self.run_len = 0;
+    }
+
+    fn flush_literals(&mut self) {
+        if self.literals.is_empty() {
+            return;
+        }
+        let n = i64::try_from(self.literals.len()).unwrap_or(i64::MAX);
+        write_varint(&mut self.out, zigzag(-n));
+        for &v in &self.literals {
+            write_varint(&mut self.out, v);
+        }
+        self.literals.clear();
+    }
+
+    pub(super) fn finish(mut self) -> Vec<u8> {
+        self.end_run();
+        self.flush_literals();
+        self.out
+    }
+}
+
+/// Reads a column written by [`RleWriter`], one value at a time (runs are never expanded into
+/// memory, so a huge declared run costs nothing until values are actually pulled).
+#[derive(Debug)]
+pub(super) struct RleReader<'a> {
+    input: Reader<'a>,
+    run_left: u64,
+    run_value: u64,
+    literals_left: u64,
+}
+
+impl<'a> RleReader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        RleReader { input: Reader::new(bytes), run_left: 0, run_value: 0, literals_left: 0 }
+    }
+
+    pub(super) fn next(&mut self) -> Result<u64, DecodeError> {
+        loop {
+            if self.run_left > 0 {
+                self.run_left -= 1;
+                return Ok(self.run_value);
+            }
+            if self.literals_left > 0 {
+                self.literals_left -= 1;
+                return self.input.varint();
+            }
+            if self.input.is_empty() {
+                return Err(malformed("a column ended early"));
+            }
+            let header = unzigzag(self.input.varint()?);
+            match header {
+                0 => return Err(malformed("empty run")),
+                n if n > 0 => {
+                    self.run_left = n.unsigned_abs();
+                    self.run_value = self.input.varint()?;
+                }
+                n => self.literals_left = n.unsigned_abs(),
+            }
+        }
+    }
+
+    pub(super) fn next_signed(&mut self) -> Result<i64, DecodeError> {
+        self.next().map(unzigzag)
+    }
+
+    pub(super) fn next_u32(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.next()?).map_err(|_| malformed("value does not fit 32 bits"))
+    }
+
+    pub(super) fn next_index(&mut self, len: usize) -> Result<usize, DecodeError> {
+        usize::try_from(self.next()?).ok().filter(|&i| i < len).ok_or_else(|| malformed("index out of range"))
+    }
+
+    /// Every value was consumed: leftovers mean the columns disagree with each other.
+    pub(super) fn finish(&self) -> Result<(), DecodeError> {
+        if self.run_left == 0 && self.literals_left == 0 && self.input.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed("a column holds more values than the changes use"))
+        }
+    }
+}
+
+/// Append one column block: `varint(stored_len << 1 | deflated)`, then, if deflated,
+/// `varint(raw_len)`, then the stored bytes. DEFLATE is kept only when it saves bytes.
+pub(super) fn write_column(out: &mut Vec<u8>, raw: &[u8]) {
+    if raw.len() >= DEFLATE_MIN_LEN {
+        let packed = miniz_oxide::deflate::compress_to_vec(raw, DEFLATE_LEVEL);
+        let mut len_prefix = Vec::new();
+        write_varint(&mut len_prefix, raw.len() as u64);
+        if packed.len() + len_prefix.len() < raw.len() {
+            write_varint(out, ((packed.len() as u64) << 1) | COLUMN_DEFLATED);
+            out.extend_from_slice(&len_prefix);
+            out.extend_from_slice(&packed);
+            return;
+        }
+    }
+    write_varint(out, (raw.len() as u64) << 1);
+    out.extend_from_slice(raw);
+}
+
+/// Read one column block, inflating it if needed. The declared raw length is charged to the
+/// budget before inflating, and inflation stops at that length.
+pub(super) fn read_column<'a>(
+    input: &mut Reader<'a>,
+    budget: &mut Budget,
+) -> Result<Cow<'a, [u8]>, DecodeError> {
+    let header = input.varint()?;
+    let stored = usize::try_from(header >> 1).map_err(|_| DecodeError::Truncated)?;
+    if header & COLUMN_DEFLATED == 0 {
+        return Ok(Cow::Borrowed(input.bytes(stored)?));
+    }
+    let raw_len = usize::try_from(input.varint()?).map_err(|_| budget.too_large(usize::MAX))?;
+    let packed = input.bytes(stored)?;
+    budget.charge(raw_len)?;
+    let raw = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, raw_len)
+        .map_err(|_| malformed("corrupt DEFLATE column"))?;
+    if raw.len() != raw_len {
+        return Err(malformed("DEFLATE column has the wrong length"));
+    }
+    Ok(Cow::Owned(raw))
+}
+
+/// What decoding may still allocate: every change, op, string and value is charged (at its
+/// in-memory size) before it is built, so a small hostile input that declares huge runs or
+/// counts fails with [`DecodeError::TooLarge`] instead of exhausting memory.
+#[derive(Debug)]
+pub(super) struct Budget {
+    used: usize,
+    limit: usize,
+}
+
+impl Budget {
+    pub(super) fn new(limit: usize) -> Self {
+        Budget { used: 0, limit }
+    }
+
+    pub(super) fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+        match self.used.checked_add(bytes) {
+            Some(used) if used <= self.limit => {
+                self.used = used;
+                Ok(())
+            }
+            _ => Err(self.too_large(bytes)),
+        }
+    }
+
+    fn too_large(&self, bytes: usize) -> DecodeError {
+        DecodeError::TooLarge {
+            size: (self.used as u64).saturating_add(bytes as u64),
+            limit: self.limit as u64,
+        }
+    }
+}
