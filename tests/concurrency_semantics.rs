@@ -585,3 +585,13 @@ fn events_are_off_by_default() {
     a.transact().text("t").insert(0, "x").unwrap();
     assert_eq!(a.poll_event(), None);
 }
+
+/// A document can move to another thread and be shared read-only across threads (runtimes
+/// keep one per task), and a panic while it is borrowed cannot leave it half-updated.
+#[test]
+fn documents_are_send_sync_and_unwind_safe() {
+    fn assert_traits<T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+    assert_traits::<Document>();
+    assert_traits::<crdt_sync::Change>();
+    assert_traits::<crdt_sync::Error>();
+}
