@@ -443,16 +443,13 @@ impl Document {
         }
 
         // Phase 1: find what becomes ready and validate it against state plus what the batch
-        // adds, without touching the document.
+        // adds, by reference, without touching the document.
         let mut version = self.version().clone();
         let mut overlay = Overlay::default();
-        let mut ready: Vec<(Change, bool)> = Vec::new();
-        let mut waiting: Vec<(Change, bool)> = fresh
-            .into_values()
-            .map(|c| (c, true))
-            .chain(self.pending.values().cloned().map(|c| (c, false)))
-            .collect();
+        let mut ready: Vec<(OpId, bool)> = Vec::new();
         let mut discarded: BTreeSet<OpId> = BTreeSet::new();
+        let mut waiting: Vec<(&Change, bool)> =
+            fresh.values().map(|c| (c, true)).chain(self.pending.values().map(|c| (c, false))).collect();
         loop {
             waiting.sort_unstable_by_key(|(c, _)| (c.lamport, c.id.peer, c.id.counter));
             let before = waiting.len();
@@ -464,10 +461,10 @@ impl Document {
                     still.push((change, is_new));
                     continue;
                 }
-                match self.validate_change(&change, &mut overlay) {
+                match self.validate_change(change, &mut overlay) {
                     Ok(()) => {
                         version.extend_to(&change.span());
-                        ready.push((change, is_new));
+                        ready.push((change.id, is_new));
                     }
                     Err(reason) if is_new => return Err(Error::InvalidChange { change: change.id, reason }),
                     Err(_) => {
@@ -486,16 +483,23 @@ impl Document {
                 limit: self.config.max_pending_changes,
             });
         }
+        drop(waiting);
 
         // Phase 2: apply. Nothing below can fail.
         let mut containers = BTreeSet::new();
         let mut spans = Vec::new();
-        for (change, _) in ready {
-            self.pending.remove(&change.id);
+        let listening = self.events_enabled();
+        for (id, is_new) in ready {
+            let taken = if is_new { fresh.remove(&id) } else { self.pending.remove(&id) };
+            // Every ready id came from one of the two maps, and each is taken once.
+            let Some(change) = taken else { continue };
             self.clock.observe(change.timestamp);
             for (id, op) in change.op_ids() {
-                containers.insert(op.container.clone());
-                containers.extend(self.state.apply(id, change.timestamp, op));
+                let created = self.state.apply(id, change.timestamp, op);
+                if listening {
+                    containers.insert(op.container.clone());
+                    containers.extend(created);
+                }
             }
             spans.push(change.span());
             self.log.push(change);
@@ -504,11 +508,8 @@ impl Document {
         for id in &discarded {
             self.pending.remove(id);
         }
-        for (change, is_new) in waiting {
-            if is_new {
-                self.pending.insert(change.id, change);
-            }
-        }
+        // What is left of the batch waits for its dependencies.
+        self.pending.append(&mut fresh);
         status.pending = self.pending.len();
         status.discarded = discarded.len();
         if !spans.is_empty() {
