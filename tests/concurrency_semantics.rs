@@ -6,7 +6,7 @@
 mod common;
 
 use common::{BASE_MS, assert_converged, doc_at, pull, sync_all, sync_pair};
-use crdt_sync::{Cursor, DocEvent, Document, Error, Origin, PeerId};
+use crdt_sync::{ContainerKind, Cursor, DocEvent, Document, Error, Origin, PeerId};
 
 /// A way of typing a run of text at a position.
 type Typing = fn(&mut Document, usize, &str);
@@ -594,4 +594,19 @@ fn documents_are_send_sync_and_unwind_safe() {
     assert_traits::<Document>();
     assert_traits::<crdt_sync::Change>();
     assert_traits::<crdt_sync::Error>();
+}
+
+/// Regression: a container stored into a movable list by an in-place update (`set` of a
+/// container) showed up as `null` in the JSON view, because the view named it by the element
+/// instead of by the write that stored it.
+#[test]
+fn json_shows_containers_stored_by_movable_list_updates() {
+    let mut doc = Document::new(PeerId::new(1));
+    let mut txn = doc.transact();
+    txn.movable_list::<String>("ml").push(&"placeholder".to_string()).unwrap();
+    let nested = txn.movable_list::<String>("ml").set_container(0, ContainerKind::Text).unwrap();
+    txn.text_by_id(&nested).unwrap().insert(0, "inside").unwrap();
+    drop(txn);
+    assert_eq!(doc.to_json(), serde_json::json!({ "ml": ["inside"] }));
+    assert_eq!(doc.movable_list::<String>("ml").get_container(0), Some(nested));
 }

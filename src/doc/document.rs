@@ -260,14 +260,19 @@ impl Document {
         let mut roots = serde_json::Map::new();
         for (id, _) in self.state.containers() {
             if let ContainerId::Root { name, .. } = id {
-                roots.insert(name.clone(), self.container_json(id, 0));
+                roots.insert(name.clone(), self.json_at_depth(id, 0));
             }
         }
         serde_json::Value::Object(roots)
     }
 
-    /// JSON of one container. Depth is bounded so that a hostile document cannot recurse deep.
-    pub fn container_json(&self, id: &ContainerId, depth: usize) -> serde_json::Value {
+    /// JSON of one container (root or nested), nested containers inlined; `null` if unknown.
+    pub fn container_json(&self, id: &ContainerId) -> serde_json::Value {
+        self.json_at_depth(id, 0)
+    }
+
+    /// Depth is bounded so that a hostile document cannot make the view recurse deep.
+    fn json_at_depth(&self, id: &ContainerId, depth: usize) -> serde_json::Value {
         const MAX_DEPTH: usize = 64;
         if depth > MAX_DEPTH {
             return serde_json::Value::Null;
@@ -275,7 +280,7 @@ impl Document {
         let element = |elem_id: OpId, e: &Element| match e {
             Element::Value(v) => v.to_json(),
             Element::Container(kind) => {
-                self.container_json(&ContainerId::Child { id: elem_id, kind: *kind }, depth + 1)
+                self.json_at_depth(&ContainerId::Child { id: elem_id, kind: *kind }, depth + 1)
             }
         };
         let Some(state) = self.state.get(id) else {
@@ -294,7 +299,8 @@ impl Document {
             }
             ContainerState::MovableList(list) => {
                 let mut out = Vec::new();
-                list.for_each(|elem, item| out.push(element(elem, item)));
+                // A nested container is named by the write that stored it, not by the element.
+                list.for_each_with_value_op(|_, value_op, item| out.push(element(value_op, item)));
                 serde_json::Value::Array(out)
             }
             ContainerState::Map(map) => {

@@ -111,10 +111,16 @@ impl MovableListState {
 
     /// Call `f` with each element's id and value, in list order.
     pub fn for_each(&self, mut f: impl FnMut(OpId, &Element)) {
+        self.for_each_with_value_op(|elem, _, value| f(elem, value));
+    }
+
+    /// Call `f` with each element's id, the op id of the write that stored its value (which
+    /// names a nested container stored there) and the value, in list order.
+    pub fn for_each_with_value_op(&self, mut f: impl FnMut(OpId, OpId, &Element)) {
         self.positions.for_each_visible(|_, elems| {
             for elem in elems {
                 if let Some(live) = self.live.get(elem) {
-                    f(*elem, &live.value);
+                    f(*elem, live.value_stamp.1, &live.value);
                 }
             }
         });

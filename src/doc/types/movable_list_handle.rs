@@ -165,6 +165,17 @@ impl<'t, 'd, T: Serialize + DeserializeOwned> MovableListMut<'t, 'd, T> {
         Ok(())
     }
 
+    /// Replace the value at `index` with a new nested container, keeping the element's
+    /// identity and position, and return the container's id.
+    pub fn set_container(&mut self, index: usize, kind: ContainerKind) -> Result<ContainerId, Error> {
+        let len = self.read().len();
+        let elem = self.read().elem_id(index).ok_or(Error::OutOfBounds { index, len })?;
+        let op = self
+            .txn
+            .push_op(self.id.clone(), OpContent::MovableSet { elem, value: Element::Container(kind) })?;
+        Ok(ContainerId::Child { id: op, kind })
+    }
+
     /// Delete `len` items starting at `index`.
     pub fn delete(&mut self, index: usize, len: usize) -> Result<(), Error> {
         let total = self.read().len();
