@@ -89,8 +89,6 @@ mod wire;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod trace_tests;
 
 use std::collections::HashMap;
 use std::mem::size_of;
