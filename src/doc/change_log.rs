@@ -97,7 +97,8 @@ impl ChangeLog {
             if from < self.trimmed.get(peer) {
                 return Err(Error::HistoryTrimmed);
             }
-            let changes = &self.by_peer[&peer];
+            // A peer known only through trimmed history has no entry, and nothing to send.
+            let Some(changes) = self.by_peer.get(&peer) else { continue };
             let at = changes.partition_point(|c| c.id.counter + c.len <= from);
             out.extend(&changes[at..]);
         }
