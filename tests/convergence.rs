@@ -502,19 +502,25 @@ struct Network {
     sent: Vec<Rc<Vec<u8>>>,
 }
 
+/// One replica per entry, peers 1, 2, ...; `Some(offset)` sets its wall clock that far from
+/// `BASE_MS`, `None` leaves it without one.
+fn replicas_with_clocks(clocks: &[Option<i64>]) -> Vec<Document> {
+    clocks
+        .iter()
+        .enumerate()
+        .map(|(i, clock)| {
+            let mut doc = Document::new(PeerId::new(i as u64 + 1));
+            if let Some(offset) = clock {
+                doc.set_wall_clock(BASE_MS.saturating_add_signed(*offset));
+            }
+            doc
+        })
+        .collect()
+}
+
 impl Network {
     fn new(clocks: &[Option<i64>]) -> Self {
-        let replicas = clocks
-            .iter()
-            .enumerate()
-            .map(|(i, clock)| {
-                let mut doc = Document::new(PeerId::new(i as u64 + 1));
-                if let Some(offset) = clock {
-                    doc.set_wall_clock(BASE_MS.saturating_add_signed(*offset));
-                }
-                doc
-            })
-            .collect();
+        let replicas = replicas_with_clocks(clocks);
         Network {
             replicas,
             clocked: clocks.iter().map(Option::is_some).collect(),
@@ -813,17 +819,7 @@ proptest! {
         actions in focus().prop_flat_map(|f| prop::collection::vec(fork_action(f), 1..48)),
         seed in any::<u64>(),
     ) {
-        let mut docs: Vec<Document> = clocks
-            .iter()
-            .enumerate()
-            .map(|(i, clock)| {
-                let mut doc = Document::new(PeerId::new(i as u64 + 1));
-                if let Some(offset) = clock {
-                    doc.set_wall_clock(BASE_MS.saturating_add_signed(*offset));
-                }
-                doc
-            })
-            .collect();
+        let mut docs = replicas_with_clocks(&clocks);
         let mut records: Vec<Record> = Vec::new();
         let mut next_peer = 100;
         let record = |doc: &Document| Record {
