@@ -11,7 +11,10 @@ pub struct DocumentConfig {
     pub max_clock_drift_ms: Option<u64>,
     /// How many changes may wait for missing dependencies before imports are refused.
     pub max_pending_changes: usize,
-    /// The largest decoded (decompressed) payload accepted by imports and loads.
+    /// The most memory an import or load may build from one buffer: the decompressed payload,
+    /// and for change histories the decoded changes themselves (about 200 bytes per typed
+    /// character), charged before they are allocated. Raise it to load histories of more than
+    /// about five million edits; lower it for buffers from untrusted peers.
     pub max_decoded_bytes: usize,
 }
 
@@ -20,7 +23,7 @@ impl Default for DocumentConfig {
         DocumentConfig {
             max_clock_drift_ms: Some(24 * 60 * 60 * 1000),
             max_pending_changes: 100_000,
-            max_decoded_bytes: 256 * 1024 * 1024,
+            max_decoded_bytes: 1024 * 1024 * 1024,
         }
     }
 }

@@ -92,8 +92,9 @@ impl DocState {
         self.containers.iter()
     }
 
-    /// Whether decoded state is internally consistent: every container's state matches the
-    /// kind in its id, and every child container was created by an element that says so.
+    /// Whether decoded state is internally consistent beyond what each type's own decoding
+    /// checks: every container's state matches the kind in its id, and no set member is left
+    /// without a tag.
     pub(crate) fn is_consistent(&self) -> bool {
         self.containers.iter().all(|(id, state)| {
             id.kind() == state.kind()

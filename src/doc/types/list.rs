@@ -36,12 +36,10 @@ impl<'a, T: DeserializeOwned> ListRef<'a, T> {
         self.len() == 0
     }
 
-    fn element(&self, index: usize) -> Option<(OpId, Element)> {
-        let seq = self.seq?;
-        if index >= seq.len() {
-            return None;
-        }
-        Some((seq.id_at(index)?, seq.slice(index, 1).pop()?))
+    fn element(&self, index: usize) -> Option<(OpId, &'a Element)> {
+        // One lookup for both the id and the item, without copying the item.
+        let (id, items, offset) = self.seq?.visible_piece_at(index)?;
+        Some((id, items.get(offset)?))
     }
 
     /// The item at `index`; `None` if out of bounds or if it is a nested container.
@@ -55,7 +53,7 @@ impl<'a, T: DeserializeOwned> ListRef<'a, T> {
     /// The nested container at `index`, if the item is one.
     pub fn get_container(&self, index: usize) -> Option<ContainerId> {
         match self.element(index)? {
-            (id, Element::Container(kind)) => Some(ContainerId::Child { id, kind }),
+            (id, Element::Container(kind)) => Some(ContainerId::Child { id, kind: *kind }),
             _ => None,
         }
     }

@@ -418,8 +418,8 @@ impl<C: SeqContent> Sequence<C> {
         Some(self.id_at_loc(self.find_visible(pos)?))
     }
 
-    /// The visible element at `pos`: its id, the content of the piece holding it, and its offset
-    /// in that content.
+    /// The visible element at `pos`: its own id (not the piece's first), the content of the
+    /// piece holding it, and its offset in that content.
     pub fn visible_piece_at(&self, pos: usize) -> Option<(OpId, &C, usize)> {
         let loc = self.find_visible(pos)?;
         let content = self.piece(loc).content.as_ref()?;
