@@ -19,6 +19,12 @@ use crdt_sync::EncodeOptions;
 #[path = "support/trace_replay.rs"]
 mod trace_replay;
 
+#[path = "support/counting.rs"]
+mod counting;
+
+#[global_allocator]
+static ALLOC: counting::Counting = counting::Counting;
+
 use trace_replay::load_trace;
 
 struct Args {
@@ -74,8 +80,11 @@ fn run(args: &Args) -> Result<bool, String> {
 
     #[allow(clippy::disallowed_methods)] // the trace tool measures real time
     let started = Instant::now();
+    counting::reset_peak();
+    let heap_before = counting::current();
     let replicas = trace.replay()?;
     let elapsed = started.elapsed();
+    let replay_peak_heap = counting::peak().saturating_sub(heap_before);
 
     let mut all_match = true;
     for (i, replica) in replicas.iter().enumerate() {
@@ -100,10 +109,13 @@ fn run(args: &Args) -> Result<bool, String> {
     let encoded = doc.encode();
     #[allow(clippy::disallowed_methods)] // the trace tool measures real time
     let decode_started = Instant::now();
+    let heap_before = counting::current();
     let loaded = crdt_sync::Document::load(&encoded, crdt_sync::PeerId::new(u64::MAX))
         .map_err(|e| format!("loading the encoded document: {e}"))?;
     let loaded_text = loaded.text("text").to_string();
     let decode_elapsed = decode_started.elapsed();
+    // What the loaded document keeps (the text read back is the caller's, not the document's).
+    let retained_after_load = counting::current().saturating_sub(heap_before + loaded_text.capacity());
     if loaded_text != trace.end_content {
         eprintln!("the decoded document differs from endContent");
         all_match = false;
@@ -119,7 +131,11 @@ fn run(args: &Args) -> Result<bool, String> {
         "final_chars": doc.text("text").len(),
         "encoded_bytes": encoded.len(),
         "encoded_bytes_lz4": doc.encode_with(EncodeOptions::lz4()).len(),
+        "state_bytes": doc.encode_state().len(),
+        "stored_changes": doc.change_count(),
         "decode_ms": (decode_elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "replay_peak_heap_bytes": replay_peak_heap,
+        "retained_heap_after_load_bytes": retained_after_load,
         "peak_rss_bytes": peak_rss_bytes(),
     });
     println!("{report}");

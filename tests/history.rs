@@ -7,7 +7,8 @@ use common::{
     assert_converged, assert_same_state, doc_at, export_after, fingerprint, pull, sync_all, sync_pair,
 };
 use crdt_sync::{
-    ContainerKind, Document, EncodeOptions, Error, Frontier, IdSpan, OpId, PeerId, VersionVector,
+    ContainerKind, Document, DocumentConfig, EncodeOptions, Error, Frontier, IdSpan, OpId, PeerId,
+    VersionVector,
 };
 
 fn text(doc: &Document) -> String {
@@ -283,14 +284,23 @@ fn importing_a_snapshot_keeps_buffered_changes() {
 }
 
 #[test]
-fn trim_history_refuses_a_version_inside_a_change() {
+fn trim_history_inside_a_change_keeps_the_rest_of_it() {
     let mut a = doc_at(1, 0);
     a.transact().text("t").insert(0, "abc").unwrap(); // ids 0..3 in one change
+    let mut b = doc_at(2, 0);
     let mut half = VersionVector::new();
     half.set(PeerId::new(1), 2);
-    let before = fingerprint(&a);
-    assert_eq!(a.trim_history(&half), Err(Error::UnknownVersion));
-    assert_eq!(fingerprint(&a), before);
+    b.import(&a.fork_at(&Frontier::from(OpId::new(PeerId::new(1), 1)), PeerId::new(3)).unwrap().encode())
+        .unwrap();
+    assert_eq!(text(&b), "ab");
+    a.trim_history(&half).unwrap();
+    assert_eq!(text(&a), "abc");
+    // The part after the trimmed version still syncs, cut where the receiver's version ends.
+    b.import(&a.export_since(b.version()).unwrap()).unwrap();
+    assert_eq!(text(&b), "abc");
+    let mut too_old = VersionVector::new();
+    too_old.set(PeerId::new(1), 1);
+    assert_eq!(a.export_since(&too_old), Err(Error::HistoryTrimmed));
 }
 
 /// A version seen during a run: frontier, version vector and content.
@@ -359,15 +369,15 @@ fn fork_at_past_frontiers_shows_the_past_exactly() {
 }
 
 #[test]
-fn fork_at_an_unknown_or_partial_frontier_is_an_error() {
+fn fork_at_an_unknown_frontier_is_an_error_and_inside_a_change_a_prefix() {
     let mut a = doc_at(1, 0);
     a.transact().text("t").insert(0, "abcd").unwrap(); // one change: ids 0..4
     let unknown = Frontier::from(OpId::new(PeerId::new(9), 0));
     assert!(matches!(a.fork_at(&unknown, PeerId::new(2)), Err(Error::UnknownVersion)));
     assert!(matches!(a.version_of(&unknown), Err(Error::UnknownVersion)));
-    // Id 1 lies inside the change: not a version anyone ever had.
+    // Id 1 lies inside the change: every prefix of a change is a version too.
     let inside = Frontier::from(OpId::new(PeerId::new(1), 1));
-    assert!(matches!(a.fork_at(&inside, PeerId::new(2)), Err(Error::UnknownVersion)));
+    assert_eq!(text(&a.fork_at(&inside, PeerId::new(2)).unwrap()), "ab");
     // The empty frontier is the empty document.
     let empty = a.fork_at(&Frontier::new(), PeerId::new(2)).unwrap();
     assert_eq!(text(&empty), "");
@@ -426,4 +436,70 @@ fn missing_dependencies_name_the_other_peer() {
     let status = t.import(&a.export_since(&VersionVector::new()).unwrap()).unwrap();
     assert_eq!((status.applied, status.pending), (2, 0));
     assert_eq!(text(&t), "aXb");
+}
+
+// ---- merged changes ---------------------------------------------------------------------
+
+#[test]
+fn typing_is_stored_as_one_change_and_every_keystroke_stays_a_version() {
+    let mut a = doc_at(1, 0);
+    let mut seen = Vec::new();
+    for (i, ch) in "typing one key at a time".chars().enumerate() {
+        a.transact().text("t").insert(i, &ch.to_string()).unwrap();
+        seen.push((a.frontier().clone(), text(&a)));
+    }
+    assert_eq!(a.change_count(), 1, "a run of keystrokes is one stored change");
+    for (frontier, expected) in &seen {
+        assert_eq!(&text(&a.fork_at(frontier, PeerId::new(2)).unwrap()), expected);
+    }
+    // Merging can be turned off.
+    let mut b = Document::with_config(PeerId::new(3), DocumentConfig::default().with_merge_changes(false));
+    for (i, ch) in "abc".chars().enumerate() {
+        b.transact().text("t").insert(i, &ch.to_string()).unwrap();
+    }
+    assert_eq!(b.change_count(), 3);
+}
+
+#[test]
+fn a_change_received_in_overlapping_pieces_is_applied_once() {
+    let mut a = doc_at(1, 0);
+    for (i, ch) in "hello".chars().enumerate() {
+        a.transact().text("t").insert(i, &ch.to_string()).unwrap();
+    }
+    let upto = |n: u32| {
+        let mut v = VersionVector::new();
+        v.set(PeerId::new(1), n);
+        v
+    };
+    // Two relays cut the same stored change differently: ids 0..3 and ids 1..5.
+    let first = a.changes_between(&VersionVector::new(), &upto(3)).unwrap();
+    let second = a.changes_between(&upto(1), &upto(5)).unwrap();
+    let mut c = doc_at(3, 0);
+    assert_eq!(c.apply_changes(second.clone()).unwrap().pending, 1, "ids 1..5 wait for id 0");
+    let status = c.apply_changes(first).unwrap();
+    assert_eq!(status.pending, 0);
+    assert_eq!(text(&c), "hello");
+    assert_eq!(c.apply_changes(second).unwrap().duplicates, 1);
+    assert_converged(&[&a, &c]);
+}
+
+#[test]
+fn a_write_merged_into_a_typing_run_keeps_its_own_timestamp() {
+    // A types at t=1 s, B writes the key at t=2 s, A writes it at t=3 s as part of its run.
+    let mut a = doc_at(1, 1_000);
+    let mut b = doc_at(2, 2_000);
+    a.transact().text("t").insert(0, "x").unwrap();
+    b.transact().map::<String, String>("m").insert(&"k".to_string(), &"b".to_string()).unwrap();
+    a.set_wall_clock(common::BASE_MS + 3_000);
+    a.transact().map::<String, String>("m").insert(&"k".to_string(), &"a".to_string()).unwrap();
+    assert_eq!(a.change_count(), 1, "the write joined the typing run");
+    sync_pair(&mut a, &mut b);
+    for doc in [&a, &b] {
+        assert_eq!(
+            doc.map::<String, String>("m").get(&"k".to_string()),
+            Ok(Some("a".to_string())),
+            "last writer wins"
+        );
+    }
+    assert_converged(&[&a, &b]);
 }

@@ -656,13 +656,18 @@ fn buffered_change_that_turns_out_invalid_is_discarded() {
 fn reused_peer_id_with_different_content_is_a_conflict() {
     let mut target = doc_at(1, 0);
     target.transact().text("t").insert(0, "xyz").unwrap();
-    for other_text in ["abc", "abcd", "x"] {
+    for other_text in ["abc", "abcd", "xq", "q"] {
         let mut impostor = doc_at(1, 0);
         impostor.transact().text("t").insert(0, other_text).unwrap();
         let bytes = impostor.export_since(&VersionVector::new()).unwrap();
         let err = assert_refused(&mut target, &bytes);
         assert!(matches!(err, Error::ConflictingChange(_)), "{other_text}: {err:?}");
     }
+    // A prefix that says the same as the target's change is that change, cut short: a duplicate.
+    let mut prefix = doc_at(1, 0);
+    prefix.transact().text("t").insert(0, "x").unwrap();
+    let status = target.import(&prefix.export_since(&VersionVector::new()).unwrap()).unwrap();
+    assert_eq!(status.duplicates, 1);
     // The same via a different container: same ids, different ops.
     let mut impostor = doc_at(1, 0);
     impostor.transact().counter("c").add(1).unwrap();

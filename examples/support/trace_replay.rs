@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crdt_sync::{Change, Document, Frontier, PeerId, VersionVector};
+use crdt_sync::{Document, Frontier, PeerId, VersionVector};
 use serde::Deserialize;
 
 /// The folder holding the shared traces, next to the crate.
@@ -119,12 +119,7 @@ pub fn replay_concurrent(trace: &Trace) -> Result<Vec<Document>, String> {
             }
             if target.includes(replica.version()) {
                 // The replica is behind its parents: bring in exactly what they include.
-                let missing: Vec<Change> = hub
-                    .changes_since(replica.version())
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .filter(|c| target.contains_span(&c.span()))
-                    .collect();
+                let missing = hub.changes_between(replica.version(), &target).map_err(|e| e.to_string())?;
                 replica.apply_changes(missing).map_err(|e| format!("txn {index}: {e}"))?;
             } else {
                 // The replica has seen more than the parents: edit on a fork at the parents.

@@ -1,5 +1,6 @@
 //! The causal change log: every change a document holds, indexed for exact, fast export.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::change::Change;
@@ -59,13 +60,31 @@ impl ChangeLog {
         self.by_peer.values().map(Vec::len).sum()
     }
 
-    /// Add a change whose dependencies and predecessors are all present.
-    pub(crate) fn push(&mut self, change: Change) {
+    /// Add a change whose dependencies and predecessors are all present. A change that
+    /// continues the peer's previous one (see [`Change::absorb`]) joins it, so a peer typing
+    /// costs one stored change per burst rather than one per keystroke.
+    pub(crate) fn push(&mut self, change: Change, merge: bool) {
         debug_assert_eq!(change.id.counter, self.version.get(change.id.peer));
         self.version.extend_to(&change.span());
         self.frontier.advance(&change.deps, change.last_id());
         self.lamport_end = self.lamport_end.max(change.lamport_end());
-        self.by_peer.entry(change.id.peer).or_default().push(change);
+        let changes = self.by_peer.entry(change.id.peer).or_default();
+        let change = match changes.last_mut() {
+            Some(last) if merge => match last.absorb(change) {
+                Ok(()) => return,
+                Err(change) => change,
+            },
+            _ => change,
+        };
+        changes.push(change);
+    }
+
+    /// The changes of `peer` that hold any id of `from..to`, in counter order.
+    pub(crate) fn overlapping(&self, peer: PeerId, from: Counter, to: Counter) -> &[Change] {
+        let Some(changes) = self.by_peer.get(&peer) else { return &[] };
+        let lo = changes.partition_point(|c| c.id.counter + c.len <= from);
+        let hi = changes.partition_point(|c| c.id.counter < to);
+        &changes[lo..hi.max(lo)]
     }
 
     /// The change holding `id`, if it is in the (untrimmed) log.
@@ -84,10 +103,11 @@ impl ChangeLog {
         self.trimmed.contains(id).then_some(self.lamport_end)
     }
 
-    /// Every change `version` lacks, in an order that respects causality.
+    /// Every change `version` lacks, in an order that respects causality; a stored change that
+    /// `version` holds in part is cut to the part it lacks.
     ///
     /// Fails with [`Error::HistoryTrimmed`] if part of what is lacking was trimmed away.
-    pub(crate) fn changes_since(&self, version: &VersionVector) -> Result<Vec<&Change>, Error> {
+    pub(crate) fn changes_since(&self, version: &VersionVector) -> Result<Vec<Cow<'_, Change>>, Error> {
         let mut out = Vec::new();
         for (peer, end) in self.version.iter() {
             let from = version.get(peer);
@@ -100,27 +120,42 @@ impl ChangeLog {
             // A peer known only through trimmed history has no entry, and nothing to send.
             let Some(changes) = self.by_peer.get(&peer) else { continue };
             let at = changes.partition_point(|c| c.id.counter + c.len <= from);
-            out.extend(&changes[at..]);
+            out.extend(changes[at..].iter().map(|c| {
+                if c.id.counter < from {
+                    Cow::Owned(c.slice(from, c.id.counter + c.len))
+                } else {
+                    Cow::Borrowed(c)
+                }
+            }));
         }
-        sort_causally(&mut out);
+        out.sort_unstable_by_key(|c| causal_key(c));
         Ok(out)
     }
 
-    /// Every change inside `version` (which must include the trimmed part), causally ordered.
-    pub(crate) fn changes_within(&self, version: &VersionVector) -> Vec<&Change> {
-        let mut out: Vec<&Change> = Vec::new();
+    /// Every change inside `version` (which must include the trimmed part), causally ordered;
+    /// a stored change that `version` holds in part is cut to that part.
+    pub(crate) fn changes_within(&self, version: &VersionVector) -> Vec<Cow<'_, Change>> {
+        let mut out: Vec<Cow<'_, Change>> = Vec::new();
         for (peer, changes) in &self.by_peer {
             let end = version.get(*peer);
-            out.extend(changes.iter().take_while(|c| c.id.counter + c.len <= end));
+            for c in changes.iter().take_while(|c| c.id.counter < end) {
+                out.push(if c.id.counter + c.len > end {
+                    Cow::Owned(c.slice(c.id.counter, end))
+                } else {
+                    Cow::Borrowed(c)
+                });
+            }
         }
-        sort_causally(&mut out);
+        out.sort_unstable_by_key(|c| causal_key(c));
         out
     }
 
     /// The version vector of the causal closure of `frontier`.
     ///
-    /// Fails with [`Error::UnknownVersion`] if a head is unknown or cuts a change in the middle,
-    /// and [`Error::HistoryTrimmed`] if the closure does not include the trimmed part.
+    /// Any known id can be a head: a change's operations only ever refer to earlier ids, so
+    /// every prefix of a change is a consistent version. Fails with [`Error::UnknownVersion`] if
+    /// a head is unknown, and [`Error::HistoryTrimmed`] if the closure does not include the
+    /// trimmed part.
     pub(crate) fn version_of(&self, frontier: &Frontier) -> Result<VersionVector, Error> {
         let mut version = VersionVector::new();
         let mut stack: Vec<OpId> = Vec::new();
@@ -128,10 +163,7 @@ impl ChangeLog {
             if !self.version.contains(head) {
                 return Err(Error::UnknownVersion);
             }
-            match self.get(head) {
-                Some(change) if change.last_id() != head => return Err(Error::UnknownVersion),
-                _ => stack.push(head),
-            }
+            stack.push(head);
         }
         // The walk stops where history was trimmed; how far into the trimmed part it reached
         // per peer decides whether the version contains all of it (then the base state stands
@@ -172,16 +204,7 @@ impl ChangeLog {
         Ok(version)
     }
 
-    /// Whether `version` ends on change boundaries for every peer (a version one can check out).
-    pub(crate) fn is_change_boundary(&self, version: &VersionVector) -> bool {
-        version.iter().all(|(peer, end)| {
-            end == self.trimmed.get(peer)
-                || self.get(OpId::new(peer, end - 1)).is_some_and(|c| c.id.counter + c.len == end)
-        })
-    }
-
-    /// The heads of the causal closure `version` (which must be causally closed and end on
-    /// change boundaries).
+    /// The heads of the causal closure `version` (which must be causally closed).
     pub(crate) fn frontier_of(&self, version: &VersionVector) -> Frontier {
         if version == &self.version {
             return self.frontier.clone();
@@ -210,12 +233,17 @@ impl ChangeLog {
         Frontier::from_ids(kept)
     }
 
-    /// Drop every change inside `version` (whose heads are `frontier`); the caller keeps their
-    /// effect in a base state.
+    /// Drop every change inside `version` (whose heads are `frontier`), cutting a change that
+    /// `version` holds in part; the caller keeps their effect in a base state.
     pub(crate) fn trim(&mut self, version: &VersionVector, frontier: Frontier) {
         for (peer, changes) in self.by_peer.iter_mut() {
             let end = version.get(*peer);
             changes.retain(|c| c.id.counter + c.len > end);
+            if let Some(first) = changes.first_mut()
+                && first.id.counter < end
+            {
+                *first = first.slice(end, first.id.counter + first.len);
+            }
         }
         self.by_peer.retain(|_, changes| !changes.is_empty());
         self.trimmed.merge(version);
@@ -232,5 +260,9 @@ impl ChangeLog {
 
 /// Lamport order is a topological order of the causal graph; peer and counter make it total.
 pub(crate) fn sort_causally(changes: &mut [&Change]) {
-    changes.sort_unstable_by_key(|c| (c.lamport, c.id.peer, c.id.counter));
+    changes.sort_unstable_by_key(|c| causal_key(c));
+}
+
+fn causal_key(change: &Change) -> (u32, PeerId, Counter) {
+    (change.lamport, change.id.peer, change.id.counter)
 }

@@ -16,6 +16,13 @@ pub struct DocumentConfig {
     /// character), charged before they are allocated. Raise it to load histories of more than
     /// about five million edits; lower it for buffers from untrusted peers.
     pub max_decoded_bytes: usize,
+    /// Store a change that continues the same peer's previous one (made on top of it and
+    /// nothing else, after a change of text and list edits only) as part of it, so that typing
+    /// costs one stored change per run of keystrokes instead of one per keystroke. The merged
+    /// change carries the timestamp of its last part: the wall-clock times of the earlier text
+    /// and list edits are not kept (no operation's effect depends on them). Versions inside a
+    /// merged change can still be checked out. On by default.
+    pub merge_changes: bool,
 }
 
 impl Default for DocumentConfig {
@@ -24,6 +31,7 @@ impl Default for DocumentConfig {
             max_clock_drift_ms: Some(24 * 60 * 60 * 1000),
             max_pending_changes: 100_000,
             max_decoded_bytes: 1024 * 1024 * 1024,
+            merge_changes: true,
         }
     }
 }
@@ -38,6 +46,12 @@ impl DocumentConfig {
     /// Set [`DocumentConfig::max_pending_changes`].
     pub fn with_max_pending_changes(mut self, limit: usize) -> Self {
         self.max_pending_changes = limit;
+        self
+    }
+
+    /// Set [`DocumentConfig::merge_changes`].
+    pub fn with_merge_changes(mut self, merge: bool) -> Self {
+        self.merge_changes = merge;
         self
     }
 

@@ -1,5 +1,6 @@
 //! The document: state, history, and the ways in and out of it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use super::columnar;
 use super::config::DocumentConfig;
 use super::event::{DocEvent, Origin};
 use super::id::{Counter, IdSpan, OpId, PeerId};
+use super::intake;
 use super::op::{ContainerId, ContainerKind, Element};
 use super::state::{ContainerState, DocState, Overlay};
 use super::transaction::Transaction;
@@ -350,7 +352,27 @@ impl Document {
 
     /// The changes `version` lacks, in causal order, for a sync layer that sends them itself.
     pub fn changes_since(&self, version: &VersionVector) -> Result<Vec<Change>, Error> {
-        Ok(self.log.changes_since(version)?.into_iter().cloned().collect())
+        Ok(self.log.changes_since(version)?.into_iter().map(Cow::into_owned).collect())
+    }
+
+    /// The changes that `until` holds and `since` lacks, in causal order, cut where `until`
+    /// ends: what brings a replica at `since` exactly to `until` (which should be a version of
+    /// this document, for example one it had earlier, and causally closed).
+    pub fn changes_between(
+        &self,
+        since: &VersionVector,
+        until: &VersionVector,
+    ) -> Result<Vec<Change>, Error> {
+        Ok(self
+            .log
+            .changes_since(since)?
+            .into_iter()
+            .filter(|c| c.id.counter < until.get(c.id.peer))
+            .map(|c| {
+                let end = until.get(c.id.peer);
+                if c.id.counter + c.len > end { c.slice(c.id.counter, end) } else { c.into_owned() }
+            })
+            .collect())
     }
 
     /// Encode the changes `version` lacks. Import the result on the replica at `version`.
@@ -367,6 +389,7 @@ impl Document {
         options: EncodeOptions,
     ) -> Result<Vec<u8>, Error> {
         let changes = self.log.changes_since(version)?;
+        let changes: Vec<&Change> = changes.iter().map(|c| c.as_ref()).collect();
         Ok(codec::encode_raw(PayloadKind::Changes, columnar::encode_changes(&changes), options))
     }
 
@@ -423,8 +446,14 @@ impl Document {
         }
         self.events = events;
         self.emit(Origin::Remote, containers, Vec::new());
-        self.pending =
-            pending.into_iter().filter(|(_, c)| !self.version().contains_span(&c.span())).collect();
+        // What the snapshot holds in part is cut to the rest.
+        let version = self.version().clone();
+        self.pending = pending
+            .into_values()
+            .filter(|c| c.id.counter + c.len > version.get(c.id.peer))
+            .map(|c| c.slice(version.get(c.id.peer), c.id.counter + c.len))
+            .map(|c| (c.id, c))
+            .collect();
         let mut status = self.apply_changes(Vec::new())?;
         status.applied += 1;
         Ok(status)
@@ -437,15 +466,12 @@ impl Document {
         let mut fresh: BTreeMap<OpId, Change> = BTreeMap::new();
         for mut change in changes {
             change.validate_shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
-            if self.is_known(&change)?
-                || fresh.contains_key(&change.id)
-                || self.pending.contains_key(&change.id)
-            {
-                status.duplicates += 1;
-                continue;
-            }
             self.clock.check(change.timestamp)?;
-            fresh.insert(change.id, change);
+            let parts = intake::unseen_parts(&self.log, &[&fresh, &self.pending], change)?;
+            if parts.is_empty() {
+                status.duplicates += 1;
+            }
+            fresh.extend(parts.into_iter().map(|part| (part.id, part)));
         }
 
         // Phase 1: find what becomes ready and validate it against state plus what the batch
@@ -508,7 +534,7 @@ impl Document {
                 }
             }
             spans.push(change.span());
-            self.log.push(change);
+            self.log.push(change, self.config.merge_changes);
             status.applied += 1;
         }
         for id in &discarded {
@@ -522,27 +548,6 @@ impl Document {
             self.emit(Origin::Remote, containers.into_iter().collect(), spans);
         }
         Ok(status)
-    }
-
-    /// Whether the change is already in the log; an overlap that is not an exact match means
-    /// two replicas used the same peer id.
-    fn is_known(&self, change: &Change) -> Result<bool, Error> {
-        let have = self.version().get(change.id.peer);
-        if change.id.counter >= have {
-            return Ok(false);
-        }
-        match self.log.get(change.id) {
-            Some(existing) if existing.id == change.id && existing.len == change.len => {
-                if existing.ops == change.ops && existing.deps == change.deps {
-                    Ok(true)
-                } else {
-                    Err(Error::ConflictingChange(change.id))
-                }
-            }
-            // Trimmed history: we cannot compare, and the state already includes it.
-            None if change.span().end_counter() <= self.log.trimmed().get(change.id.peer) => Ok(true),
-            _ => Err(Error::ConflictingChange(change.id)),
-        }
     }
 
     fn validate_change(&self, change: &Change, overlay: &mut Overlay) -> Result<(), &'static str> {
@@ -717,10 +722,8 @@ impl Document {
     }
 
     fn fork_at_version(&self, version: &VersionVector, peer: PeerId) -> Result<Document, Error> {
-        if !self.log.is_change_boundary(version) {
-            return Err(Error::UnknownVersion);
-        }
-        let changes: Vec<Change> = self.log.changes_within(version).into_iter().cloned().collect();
+        let changes: Vec<Change> =
+            self.log.changes_within(version).into_iter().map(Cow::into_owned).collect();
         let mut fork =
             Document::from_parts(peer, self.config.clone(), self.base.as_deref().cloned(), changes)?;
         if let Some(wall) = self.clock.wall_ms() {
@@ -732,7 +735,7 @@ impl Document {
     /// Bring in every change of `other` that this document lacks.
     pub fn merge(&mut self, other: &Document) -> Result<ImportStatus, Error> {
         let mut changes = match other.log.changes_since(self.version()) {
-            Ok(changes) => changes.into_iter().cloned().collect::<Vec<_>>(),
+            Ok(changes) => changes.into_iter().map(Cow::into_owned).collect::<Vec<_>>(),
             Err(Error::HistoryTrimmed) => return self.import(&other.encode()),
             Err(e) => return Err(e),
         };
@@ -748,7 +751,7 @@ impl Document {
         if !version.includes(self.log.trimmed()) {
             return Err(Error::HistoryTrimmed);
         }
-        if !self.version().includes(version) || !self.log.is_change_boundary(version) {
+        if !self.version().includes(version) {
             return Err(Error::UnknownVersion);
         }
         let frontier = self.log.frontier_of(version);

@@ -9,6 +9,7 @@ pub(crate) mod config;
 pub(crate) mod document;
 pub(crate) mod event;
 pub(crate) mod id;
+pub(crate) mod intake;
 pub(crate) mod op;
 pub(crate) mod state;
 pub(crate) mod transaction;

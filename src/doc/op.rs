@@ -146,3 +146,63 @@ impl OpContent {
 pub(crate) fn ops_id_len(ops: &[Op]) -> Option<Counter> {
     ops.iter().try_fold(0 as Counter, |acc, op| acc.checked_add(Counter::try_from(op.content.id_len()).ok()?))
 }
+
+impl Op {
+    /// The part of the operation holding its ids `from..to` (relative to its first id `first`,
+    /// `from < to <= id_len`). Only runs (text and list inserts) hold more than one id; the
+    /// tail of a run hangs right after the id before it, which is where Fugue puts the
+    /// continuation of a run anyway, so the pieces together mean exactly what the whole meant.
+    pub(crate) fn slice(&self, first: OpId, from: usize, to: usize) -> Op {
+        let anchor_at = |anchor: &Anchor| {
+            if from == 0 {
+                *anchor
+            } else {
+                Anchor::after(OpId::new(first.peer, first.counter + from as Counter - 1))
+            }
+        };
+        let content = match &self.content {
+            OpContent::TextInsert { anchor, text } => {
+                let start = text.char_indices().nth(from).map_or(text.len(), |(b, _)| b);
+                let rest = &text[start..];
+                let end = rest.char_indices().nth(to - from).map_or(rest.len(), |(b, _)| b);
+                OpContent::TextInsert { anchor: anchor_at(anchor), text: rest[..end].to_owned() }
+            }
+            OpContent::ListInsert { anchor, items } => {
+                OpContent::ListInsert { anchor: anchor_at(anchor), items: items[from..to].to_vec() }
+            }
+            OpContent::MovableInsert { anchor, items } => {
+                OpContent::MovableInsert { anchor: anchor_at(anchor), items: items[from..to].to_vec() }
+            }
+            other => other.clone(),
+        };
+        Op { container: self.container.clone(), content }
+    }
+
+    /// Whether the operation's effect ignores its change's timestamp, so that it may join a
+    /// change made earlier (which carries the earlier timestamp).
+    pub(crate) fn ignores_timestamp(&self) -> bool {
+        matches!(
+            self.content,
+            OpContent::TextInsert { .. } | OpContent::ListInsert { .. } | OpContent::SeqDelete { .. }
+        )
+    }
+
+    /// Append `next` (whose first id is `next_id`) to this operation (whose ids end right before
+    /// `next_id`) if it continues it: a text insert typed right after this one's last
+    /// character. Gives the operation back if not.
+    pub(crate) fn absorb(&mut self, next: Op, next_id: OpId) -> Result<(), Op> {
+        if self.container != next.container {
+            return Err(next);
+        }
+        let continues = next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
+        match (&mut self.content, next.content) {
+            (OpContent::TextInsert { text, .. }, OpContent::TextInsert { anchor, text: more })
+                if Some(anchor) == continues =>
+            {
+                text.push_str(&more);
+                Ok(())
+            }
+            (_, content) => Err(Op { container: next.container, content }),
+        }
+    }
+}

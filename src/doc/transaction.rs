@@ -26,13 +26,22 @@ pub struct Transaction<'d> {
     next: Counter,
     timestamp: Option<Timestamp>,
     ops: Vec<Op>,
+    uses_timestamp: bool,
     changed: BTreeSet<ContainerId>,
 }
 
 impl<'d> Transaction<'d> {
     pub(crate) fn new(doc: &'d mut Document) -> Self {
         let start = doc.log.version().get(doc.peer);
-        Transaction { doc, start, next: start, timestamp: None, ops: Vec::new(), changed: BTreeSet::new() }
+        Transaction {
+            doc,
+            start,
+            next: start,
+            timestamp: None,
+            ops: Vec::new(),
+            uses_timestamp: false,
+            changed: BTreeSet::new(),
+        }
     }
 
     /// The document, for reading.
@@ -64,6 +73,7 @@ impl<'d> Transaction<'d> {
             self.changed.insert(op.container.clone());
         }
         self.changed.extend(created);
+        self.uses_timestamp |= !op.ignores_timestamp();
         self.ops.push(op);
         self.next = end;
         Ok(id)
@@ -165,9 +175,11 @@ impl<'d> Transaction<'d> {
             timestamp,
             ops: std::mem::take(&mut self.ops),
             len: self.next - self.start,
+            uses_timestamp: self.uses_timestamp,
         };
         let span = change.span();
-        self.doc.log.push(change);
+        let merge = self.doc.config().merge_changes;
+        self.doc.log.push(change, merge);
         if self.doc.events_enabled() {
             let containers = std::mem::take(&mut self.changed).into_iter().collect();
             self.doc.emit(super::event::Origin::Local, containers, vec![span]);

@@ -11,6 +11,7 @@
 #[path = "../../../examples/support/trace_replay.rs"]
 mod trace_replay;
 
+#[path = "../../../examples/support/counting.rs"]
 mod counting;
 mod libs;
 

@@ -584,6 +584,7 @@ impl<'a> Decoder<'a> {
             timestamp: Timestamp::from_raw(timestamp),
             ops,
             len: 0,
+            uses_timestamp: false,
         };
         change.validate_shape().map_err(malformed)?;
         self.history.record_change(peer_index, counter, change.len, lamport);

@@ -28,6 +28,7 @@ fn change(at: OpId, deps: &[OpId], lamport: u32, timestamp: u64, ops: Vec<Op>) -
         timestamp: Timestamp::from_raw(timestamp),
         ops,
         len: 0,
+        uses_timestamp: false,
     };
     change.validate_shape().unwrap();
     change
