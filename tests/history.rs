@@ -503,3 +503,29 @@ fn a_write_merged_into_a_typing_run_keeps_its_own_timestamp() {
     }
     assert_converged(&[&a, &b]);
 }
+
+#[test]
+fn a_list_insert_received_in_two_cuts_equals_the_whole() {
+    let mut a = doc_at(1, 0);
+    a.transact().list::<i64>("l").insert_many(0, &[1, 2, 3, 4]).unwrap();
+    {
+        let mut txn = a.transact();
+        for (i, item) in [5, 6, 7].iter().enumerate() {
+            txn.movable_list::<i64>("ml").insert(i, item).unwrap();
+        }
+    }
+    let upto = |n: u32| {
+        let mut v = VersionVector::new();
+        v.set(PeerId::new(1), n);
+        v
+    };
+    let mut c = doc_at(3, 0);
+    let end = a.version().get(PeerId::new(1));
+    for (from, to) in [(0, 2), (2, 5), (5, end)] {
+        c.apply_changes(a.changes_between(&upto(from), &upto(to)).unwrap()).unwrap();
+    }
+    assert_converged(&[&a, &c]);
+    // The whole, sent again, is a duplicate of what C joined from the cuts, not a conflict.
+    let status = c.import(&a.export_since(&VersionVector::new()).unwrap()).unwrap();
+    assert_eq!(status.duplicates, 1);
+}

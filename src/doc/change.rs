@@ -123,18 +123,38 @@ impl Change {
         if from == self.id.counter && to == end {
             return self.clone();
         }
-        let mut ops = Vec::new();
-        for (id, op) in self.op_ids() {
-            let op_end = id.counter + op.content.id_len() as Counter;
-            if op_end <= from || id.counter >= to {
-                continue;
-            }
+        // Walk in from the nearer end: exports cut the tail of a long merged change, checkouts
+        // its head, and neither should cost a pass over the whole change.
+        let piece = |id: OpId, op: &Op, op_end: Counter| {
             let (a, b) = (from.max(id.counter) - id.counter, to.min(op_end) - id.counter);
-            if a == 0 && b == op_end - id.counter {
-                ops.push(op.clone());
-            } else {
-                ops.push(op.slice(id, a as usize, b as usize));
+            if a == 0 && b == op_end - id.counter { op.clone() } else { op.slice(id, a as usize, b as usize) }
+        };
+        let mut ops = Vec::new();
+        if from - self.id.counter <= end - to {
+            let mut at = self.id.counter;
+            for op in &self.ops {
+                let op_end = at + op.content.id_len() as Counter;
+                if at >= to {
+                    break;
+                }
+                if op_end > from {
+                    ops.push(piece(OpId::new(self.id.peer, at), op, op_end));
+                }
+                at = op_end;
             }
+        } else {
+            let mut op_end = end;
+            for op in self.ops.iter().rev() {
+                let at = op_end - op.content.id_len() as Counter;
+                if op_end <= from {
+                    break;
+                }
+                if at < to {
+                    ops.push(piece(OpId::new(self.id.peer, at), op, op_end));
+                }
+                op_end = at;
+            }
+            ops.reverse();
         }
         let deps = if from == self.id.counter {
             self.deps.clone()
@@ -207,5 +227,49 @@ impl Change {
             next += op.content.id_len() as Counter;
             (id, op)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Document, PeerId, VersionVector};
+
+    /// One stored change: typing, a delete and a list insert, each op several ids long.
+    fn long_change() -> super::Change {
+        let mut doc = Document::new(PeerId::new(1));
+        {
+            let mut txn = doc.transact();
+            txn.text("t").insert(0, "héllo").unwrap();
+            txn.text("t").delete(1, 2).unwrap();
+            txn.list::<i64>("l").insert_many(0, &[1, 2, 3]).unwrap();
+            txn.text("t").insert(3, "wörld").unwrap();
+        }
+        let mut changes = doc.changes_since(&VersionVector::new()).unwrap();
+        assert_eq!(changes.len(), 1);
+        changes.remove(0)
+    }
+
+    #[test]
+    fn every_cut_of_a_change_reassembles_to_it() {
+        let change = long_change();
+        let (start, end) = (change.id.counter, change.id.counter + change.len);
+        for from in start..end {
+            for to in from + 1..=end {
+                let part = change.slice(from, to);
+                assert_eq!((part.id.counter, part.len), (from, to - from));
+                // The part is the same as cutting a longer part further.
+                assert_eq!(change.slice(start, to).slice(from, to), part, "{from}..{to}");
+                assert_eq!(change.slice(from, end).slice(from, to), part, "{from}..{to}");
+            }
+            // Head and tail join back into the whole, ops and all.
+            if from > start {
+                let mut head = change.slice(start, from);
+                head.absorb(change.slice(from, end)).unwrap();
+                let mut normal = change.clone();
+                normal.ops = super::super::intake::normalized_for_tests(&change);
+                head.ops = super::super::intake::normalized_for_tests(&head);
+                assert_eq!(head, normal, "joined at {from}");
+            }
+        }
     }
 }

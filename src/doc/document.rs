@@ -262,7 +262,7 @@ impl Document {
         let mut roots = serde_json::Map::new();
         for (id, _) in self.state.containers() {
             if let ContainerId::Root { name, .. } = id {
-                roots.insert(name.clone(), self.json_at_depth(id, 0));
+                roots.insert(name.to_string(), self.json_at_depth(id, 0));
             }
         }
         serde_json::Value::Object(roots)

@@ -112,3 +112,9 @@ fn normalized(change: Change) -> Vec<Op> {
     }
     out
 }
+
+/// [`normalized`] for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn normalized_for_tests(change: &Change) -> Vec<Op> {
+    normalized(change.clone())
+}

@@ -1,5 +1,7 @@
 //! Operations: what a change does to which container.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
@@ -35,8 +37,9 @@ pub enum ContainerKind {
 pub enum ContainerId {
     /// A top-level container, named by the application.
     Root {
-        /// The name the application uses.
-        name: String,
+        /// The name the application uses (shared, so that the many copies of an id that
+        /// operations and indexes hold cost no allocation each).
+        name: Arc<str>,
         /// The container's type.
         kind: ContainerKind,
     },
@@ -51,7 +54,7 @@ pub enum ContainerId {
 
 impl ContainerId {
     /// A root container id.
-    pub fn root(name: impl Into<String>, kind: ContainerKind) -> Self {
+    pub fn root(name: impl Into<Arc<str>>, kind: ContainerKind) -> Self {
         ContainerId::Root { name: name.into(), kind }
     }
 
@@ -188,8 +191,9 @@ impl Op {
     }
 
     /// Append `next` (whose first id is `next_id`) to this operation (whose ids end right before
-    /// `next_id`) if it continues it: a text insert typed right after this one's last
-    /// character. Gives the operation back if not.
+    /// `next_id`) if it continues it: an insert into the same text or list right after this
+    /// one's last element, which is what an insert cut in two becomes. Gives the operation back
+    /// if not.
     pub(crate) fn absorb(&mut self, next: Op, next_id: OpId) -> Result<(), Op> {
         if self.container != next.container {
             return Err(next);
@@ -200,6 +204,14 @@ impl Op {
                 if Some(anchor) == continues =>
             {
                 text.push_str(&more);
+                Ok(())
+            }
+            (OpContent::ListInsert { items, .. }, OpContent::ListInsert { anchor, items: mut more })
+            | (
+                OpContent::MovableInsert { items, .. },
+                OpContent::MovableInsert { anchor, items: mut more },
+            ) if Some(anchor) == continues => {
+                items.append(&mut more);
                 Ok(())
             }
             (_, content) => Err(Op { container: next.container, content }),

@@ -109,11 +109,15 @@ impl DocState {
     /// Returns the containers it created.
     pub(crate) fn apply(&mut self, id: OpId, ts: Timestamp, op: &Op) -> Vec<ContainerId> {
         let mut created = Vec::new();
-        // Look up before inserting: the id clone (a string for roots) is only paid once.
-        if !self.containers.contains_key(&op.container) {
-            self.containers.insert(op.container.clone(), ContainerState::new(op.container.kind()));
-        }
-        let Some(state) = self.containers.get_mut(&op.container) else { return created };
+        // One lookup when the container exists (nearly always); the id clone (a string for
+        // roots) is only paid when it is created.
+        let state = match self.containers.get_mut(&op.container) {
+            Some(state) => state,
+            None => self
+                .containers
+                .entry(op.container.clone())
+                .or_insert_with(|| ContainerState::new(op.container.kind())),
+        };
         match (&op.content, state) {
             (OpContent::TextInsert { anchor, text }, ContainerState::Text(seq)) => {
                 seq.insert(id, *anchor, text.clone());

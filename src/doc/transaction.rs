@@ -69,10 +69,13 @@ impl<'d> Transaction<'d> {
         let id = OpId::new(self.doc.peer, self.next);
         let op = Op { container, content };
         let created = self.doc.state.apply(id, timestamp, &op);
-        if !self.changed.contains(&op.container) {
-            self.changed.insert(op.container.clone());
+        // Only an event needs the set of changed containers.
+        if self.doc.events_enabled() {
+            if !self.changed.contains(&op.container) {
+                self.changed.insert(op.container.clone());
+            }
+            self.changed.extend(created);
         }
-        self.changed.extend(created);
         self.uses_timestamp |= !op.ignores_timestamp();
         self.ops.push(op);
         self.next = end;

@@ -171,7 +171,7 @@ pub(crate) fn decode_changes(bytes: &[u8], max_decoded_bytes: usize) -> Result<V
         containers.push(if tag & CHILD_CONTAINER == 0 {
             let name = input.str()?;
             budget.charge(name.len())?;
-            ContainerId::Root { name: name.to_owned(), kind }
+            ContainerId::Root { name: name.into(), kind }
         } else {
             let peer = usize::try_from(input.varint()?).ok().and_then(|i| peers.get(i));
             let peer = *peer.ok_or_else(|| malformed("peer index out of range"))?;
