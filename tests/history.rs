@@ -529,3 +529,32 @@ fn a_list_insert_received_in_two_cuts_equals_the_whole() {
     let status = c.import(&a.export_since(&VersionVector::new()).unwrap()).unwrap();
     assert_eq!(status.duplicates, 1);
 }
+
+#[test]
+fn a_loaded_document_keeps_syncing_checking_out_and_editing_its_history() {
+    let (mut a, mut b) = edited_pair();
+    let mut past = Vec::new();
+    for (i, ch) in "typed after".chars().enumerate() {
+        a.transact().text("t").insert(i, &ch.to_string()).unwrap();
+        past.push((a.frontier().clone(), text(&a)));
+    }
+    let bytes = a.encode();
+    let mut loaded = Document::load(&bytes, PeerId::new(1)).unwrap();
+    assert_eq!(loaded.encode(), bytes, "an untouched load encodes to the bytes it came from");
+
+    // A remote change on top of the loaded history applies; the history still exports.
+    b.transact().text("t").insert(0, "B").unwrap();
+    pull(&mut loaded, &b);
+    pull(&mut b, &loaded);
+    assert_eq!(text(&b), text(&loaded));
+    let (frontier, expected) = &past[4];
+    assert_eq!(&text(&loaded.fork_at(frontier, PeerId::new(7)).unwrap()), expected);
+
+    // Typing on (as the same peer, after a load) joins the loaded history as usual.
+    let len = loaded.text("t").len();
+    loaded.transact().text("t").insert(len, "!").unwrap();
+    pull(&mut a, &loaded);
+    pull(&mut a, &b);
+    sync_pair(&mut b, &mut loaded);
+    assert_converged(&[&a, &b, &loaded]);
+}

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::change::Change;
+use super::frozen_history::{ChangesByPeer, FrozenHistory};
 use super::id::{Counter, OpId, PeerId};
 use super::version::{Frontier, VersionVector};
 use crate::Error;
@@ -15,7 +16,10 @@ use crate::Error;
 /// whole history.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ChangeLog {
-    by_peer: HashMap<PeerId, Vec<Change>>,
+    /// The changes, unless `frozen` holds them.
+    by_peer: ChangesByPeer,
+    /// When set, every change is here, encoded, and `by_peer` is empty.
+    frozen: Option<Box<FrozenHistory>>,
     version: VersionVector,
     frontier: Frontier,
     /// History at or below this version was trimmed away; its effect lives in the base state.
@@ -31,6 +35,7 @@ impl ChangeLog {
     pub(crate) fn with_trimmed(trimmed: VersionVector, frontier: Frontier, lamport_end: u32) -> Self {
         ChangeLog {
             by_peer: HashMap::new(),
+            frozen: None,
             version: trimmed.clone(),
             trimmed_frontier: frontier.clone(),
             frontier,
@@ -57,7 +62,38 @@ impl ChangeLog {
 
     /// Number of changes held (not counting trimmed history).
     pub(crate) fn len(&self) -> usize {
-        self.by_peer.values().map(Vec::len).sum()
+        match &self.frozen {
+            Some(frozen) => frozen.change_count(),
+            None => self.by_peer.values().map(Vec::len).sum(),
+        }
+    }
+
+    /// Keep the changes only as `bytes`, their columnar encoding (see
+    /// [`super::frozen_history`]), until something needs them decoded.
+    pub(crate) fn freeze(&mut self, bytes: Vec<u8>, max_decoded_bytes: usize) {
+        let changes = self.changes_mut();
+        let frozen = FrozenHistory::new(bytes, max_decoded_bytes, changes);
+        self.by_peer = HashMap::new();
+        self.frozen = Some(Box::new(frozen));
+    }
+
+    /// The encoding of every change, if the log still holds the bytes it was loaded from.
+    pub(crate) fn frozen_bytes(&self) -> Option<&[u8]> {
+        self.frozen.as_deref().map(FrozenHistory::bytes)
+    }
+
+    fn changes(&self) -> &ChangesByPeer {
+        match &self.frozen {
+            Some(frozen) => frozen.changes(),
+            None => &self.by_peer,
+        }
+    }
+
+    fn changes_mut(&mut self) -> &mut ChangesByPeer {
+        if let Some(frozen) = self.frozen.take() {
+            self.by_peer = frozen.into_changes();
+        }
+        &mut self.by_peer
     }
 
     /// Add a change whose dependencies and predecessors are all present. A change that
@@ -68,7 +104,7 @@ impl ChangeLog {
         self.version.extend_to(&change.span());
         self.frontier.advance(&change.deps, change.last_id());
         self.lamport_end = self.lamport_end.max(change.lamport_end());
-        let changes = self.by_peer.entry(change.id.peer).or_default();
+        let changes = self.changes_mut().entry(change.id.peer).or_default();
         let change = match changes.last_mut() {
             Some(last) if merge => match last.absorb(change) {
                 Ok(()) => return,
@@ -81,7 +117,7 @@ impl ChangeLog {
 
     /// The changes of `peer` that hold any id of `from..to`, in counter order.
     pub(crate) fn overlapping(&self, peer: PeerId, from: Counter, to: Counter) -> &[Change] {
-        let Some(changes) = self.by_peer.get(&peer) else { return &[] };
+        let Some(changes) = self.changes().get(&peer) else { return &[] };
         let lo = changes.partition_point(|c| c.id.counter + c.len <= from);
         let hi = changes.partition_point(|c| c.id.counter < to);
         &changes[lo..hi.max(lo)]
@@ -89,7 +125,7 @@ impl ChangeLog {
 
     /// The change holding `id`, if it is in the (untrimmed) log.
     pub(crate) fn get(&self, id: OpId) -> Option<&Change> {
-        let changes = self.by_peer.get(&id.peer)?;
+        let changes = self.changes().get(&id.peer)?;
         let at = changes.partition_point(|c| c.id.counter + c.len <= id.counter);
         changes.get(at).filter(|c| c.id.counter <= id.counter)
     }
@@ -97,10 +133,12 @@ impl ChangeLog {
     /// Lamport time of operation `id`: `None` if unknown; for trimmed history, the lamport end of
     /// the trimmed part stands in, which is at least as large.
     pub(crate) fn lamport_of(&self, id: OpId) -> Option<u32> {
-        if let Some(change) = self.get(id) {
-            return Some(change.lamport + (id.counter - change.id.counter));
-        }
-        self.trimmed.contains(id).then_some(self.lamport_end)
+        // Every remote change asks this of its dependencies: answer it without decoding.
+        let held = match &self.frozen {
+            Some(frozen) => frozen.lamport_of(id),
+            None => self.get(id).map(|change| change.lamport + (id.counter - change.id.counter)),
+        };
+        held.or_else(|| self.trimmed.contains(id).then_some(self.lamport_end))
     }
 
     /// Every change `version` lacks, in an order that respects causality; a stored change that
@@ -118,7 +156,7 @@ impl ChangeLog {
                 return Err(Error::HistoryTrimmed);
             }
             // A peer known only through trimmed history has no entry, and nothing to send.
-            let Some(changes) = self.by_peer.get(&peer) else { continue };
+            let Some(changes) = self.changes().get(&peer) else { continue };
             let at = changes.partition_point(|c| c.id.counter + c.len <= from);
             out.extend(changes[at..].iter().map(|c| {
                 if c.id.counter < from {
@@ -136,7 +174,7 @@ impl ChangeLog {
     /// a stored change that `version` holds in part is cut to that part.
     pub(crate) fn changes_within(&self, version: &VersionVector) -> Vec<Cow<'_, Change>> {
         let mut out: Vec<Cow<'_, Change>> = Vec::new();
-        for (peer, changes) in &self.by_peer {
+        for (peer, changes) in self.changes() {
             let end = version.get(*peer);
             for c in changes.iter().take_while(|c| c.id.counter < end) {
                 out.push(if c.id.counter + c.len > end {
@@ -236,7 +274,7 @@ impl ChangeLog {
     /// Drop every change inside `version` (whose heads are `frontier`), cutting a change that
     /// `version` holds in part; the caller keeps their effect in a base state.
     pub(crate) fn trim(&mut self, version: &VersionVector, frontier: Frontier) {
-        for (peer, changes) in self.by_peer.iter_mut() {
+        for (peer, changes) in self.changes_mut().iter_mut() {
             let end = version.get(*peer);
             changes.retain(|c| c.id.counter + c.len > end);
             if let Some(first) = changes.first_mut()
@@ -252,7 +290,7 @@ impl ChangeLog {
 
     /// All changes, causally ordered (ties broken by peer and counter, so the order is canonical).
     pub(crate) fn all(&self) -> Vec<&Change> {
-        let mut out: Vec<&Change> = self.by_peer.values().flatten().collect();
+        let mut out: Vec<&Change> = self.changes().values().flatten().collect();
         sort_causally(&mut out);
         out
     }

@@ -92,14 +92,14 @@ struct OwnedDocumentPayload {
     changes: Vec<u8>,
 }
 
-/// Decode a whole-document payload (state snapshot and columnar history).
+/// Decode a whole-document payload: state snapshot, columnar history and its decoded changes.
 fn decode_document(
     raw: &[u8],
     max_decoded_bytes: usize,
-) -> Result<(Option<StateSnapshot>, Vec<Change>), Error> {
+) -> Result<(Option<StateSnapshot>, Vec<u8>, Vec<Change>), Error> {
     let payload: OwnedDocumentPayload = codec::from_postcard(raw)?;
     let changes = columnar::decode_changes(&payload.changes, max_decoded_bytes)?;
-    Ok((payload.base, changes))
+    Ok((payload.base, payload.changes, changes))
 }
 
 impl Document {
@@ -408,10 +408,10 @@ impl Document {
                 self.apply_changes(changes)
             }
             PayloadKind::Document => match decode_document(&raw, max)? {
-                (Some(base), changes) if !self.version().includes(&base.version) => {
+                (Some(base), _, changes) if !self.version().includes(&base.version) => {
                     self.import_state_snapshot(base, changes)
                 }
-                (_, changes) => self.apply_changes(changes),
+                (_, _, changes) => self.apply_changes(changes),
             },
             PayloadKind::StateSnapshot => {
                 let snapshot: StateSnapshot = codec::from_postcard(&raw)?;
@@ -612,7 +612,10 @@ impl Document {
 
     /// [`Document::encode`] with options (lz4).
     pub fn encode_with(&self, options: EncodeOptions) -> Vec<u8> {
-        let changes = columnar::encode_changes(&self.log.all());
+        let changes = match self.log.frozen_bytes() {
+            Some(bytes) => bytes.to_vec(),
+            None => columnar::encode_changes(&self.log.all()),
+        };
         let payload = DocumentPayload { base: self.base.as_deref(), changes };
         codec::encode(PayloadKind::Document, &payload, options)
     }
@@ -656,8 +659,15 @@ impl Document {
         }
         let (kind, raw) = codec::decode_raw(&expected, bytes, max)?;
         if kind == PayloadKind::Document {
-            let (base, changes) = decode_document(&raw, max)?;
-            Self::from_parts(peer, config, base, changes)
+            let (base, encoded, changes) = decode_document(&raw, max)?;
+            let count = changes.len();
+            let mut doc = Self::from_parts(peer, config, base, changes)?;
+            // The state is built; keep the history as the bytes it came in (a fraction of its
+            // decoded size) unless loading stored it differently (merged it further).
+            if doc.log.len() == count {
+                doc.log.freeze(encoded, max);
+            }
+            Ok(doc)
         } else {
             let snapshot: StateSnapshot = codec::from_postcard(&raw)?;
             Self::from_parts(peer, config, Some(snapshot), Vec::new())

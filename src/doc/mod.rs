@@ -8,6 +8,7 @@ pub(crate) mod columnar;
 pub(crate) mod config;
 pub(crate) mod document;
 pub(crate) mod event;
+pub(crate) mod frozen_history;
 pub(crate) mod id;
 pub(crate) mod intake;
 pub(crate) mod op;
