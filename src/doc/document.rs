@@ -92,14 +92,19 @@ struct OwnedDocumentPayload {
     changes: Vec<u8>,
 }
 
-/// Decode a whole-document payload: state snapshot, columnar history and its decoded changes.
-fn decode_document(
-    raw: &[u8],
-    max_decoded_bytes: usize,
-) -> Result<(Option<StateSnapshot>, Vec<u8>, Vec<Change>), Error> {
+/// A decoded whole-document payload.
+struct DecodedDocument {
+    base: Option<StateSnapshot>,
+    /// The history's columnar encoding, as it came.
+    encoded: Vec<u8>,
+    changes: Vec<Change>,
+}
+
+/// Decode a whole-document payload (state snapshot and columnar history).
+fn decode_document(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocument, Error> {
     let payload: OwnedDocumentPayload = codec::from_postcard(raw)?;
     let changes = columnar::decode_changes(&payload.changes, max_decoded_bytes)?;
-    Ok((payload.base, payload.changes, changes))
+    Ok(DecodedDocument { base: payload.base, encoded: payload.changes, changes })
 }
 
 impl Document {
@@ -408,10 +413,12 @@ impl Document {
                 self.apply_changes(changes)
             }
             PayloadKind::Document => match decode_document(&raw, max)? {
-                (Some(base), _, changes) if !self.version().includes(&base.version) => {
+                DecodedDocument { base: Some(base), changes, .. }
+                    if !self.version().includes(&base.version) =>
+                {
                     self.import_state_snapshot(base, changes)
                 }
-                (_, _, changes) => self.apply_changes(changes),
+                DecodedDocument { changes, .. } => self.apply_changes(changes),
             },
             PayloadKind::StateSnapshot => {
                 let snapshot: StateSnapshot = codec::from_postcard(&raw)?;
@@ -659,7 +666,7 @@ impl Document {
         }
         let (kind, raw) = codec::decode_raw(&expected, bytes, max)?;
         if kind == PayloadKind::Document {
-            let (base, encoded, changes) = decode_document(&raw, max)?;
+            let DecodedDocument { base, encoded, changes } = decode_document(&raw, max)?;
             let count = changes.len();
             let mut doc = Self::from_parts(peer, config, base, changes)?;
             // The state is built; keep the history as the bytes it came in (a fraction of its
