@@ -71,5 +71,7 @@ fn trace_times_parse_as_unix_milliseconds() {
     assert_eq!(parse_unix_ms("1970-01-01T00:00:00+00:00"), Some(0));
     assert_eq!(parse_unix_ms("2021-04-19T06:06:58.219Z"), Some(1_618_812_418_219));
     assert_eq!(parse_unix_ms("2021-04-19T08:06:58.2+02:00"), Some(1_618_812_418_200));
+    assert_eq!(parse_unix_ms("2021-04-19T06:06:58.219987Z"), Some(1_618_812_418_219));
+    assert_eq!(parse_unix_ms("2021-04-19T06:06:58.05Z"), Some(1_618_812_418_050));
     assert_eq!(parse_unix_ms("garbage"), None);
 }

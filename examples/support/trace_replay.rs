@@ -163,9 +163,12 @@ pub fn parse_unix_ms(time: &str) -> Option<u64> {
     let mut ms = 0;
     let mut rest = &time[19..];
     if let Some(frac) = rest.strip_prefix('.') {
-        let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
-        ms = format!("{digits:0<3}")[..3].parse().ok()?;
-        rest = &frac[digits.len()..];
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        // Milliseconds are the first three fractional digits, padded with zeros.
+        for i in 0..3 {
+            ms = ms * 10 + frac.as_bytes().get(i).filter(|_| i < digits).map_or(0, |d| i64::from(d - b'0'));
+        }
+        rest = &frac[digits..];
     }
     let offset_min = match rest {
         "" | "Z" => 0,

@@ -217,27 +217,28 @@ impl<'t, 'd> TextMut<'t, 'd> {
 
     /// Insert `text` at `pos` (Unicode scalar position).
     pub fn insert(&mut self, pos: usize, text: &str) -> Result<(), Error> {
-        let len = self.read().len();
+        // One lookup of the container serves the bounds check and the anchor.
+        let seq = self.seq();
+        let len = seq.map_or(0, Sequence::len);
         if pos > len {
             return Err(Error::OutOfBounds { index: pos, len });
         }
         if text.is_empty() {
             return Ok(());
         }
-        let anchor =
-            self.seq().map_or_else(|| Sequence::<String>::new().local_anchor(0), |s| s.local_anchor(pos));
+        let anchor = seq.map_or_else(|| Sequence::<String>::new().local_anchor(0), |s| s.local_anchor(pos));
         self.txn.push_op(self.id.clone(), OpContent::TextInsert { anchor, text: text.to_owned() })?;
         Ok(())
     }
 
     /// Delete `len` characters starting at `pos`.
     pub fn delete(&mut self, pos: usize, len: usize) -> Result<(), Error> {
-        let total = self.read().len();
-        super::checked_range(pos, len, total)?;
+        let seq = self.seq();
+        super::checked_range(pos, len, seq.map_or(0, Sequence::len))?;
         if len == 0 {
             return Ok(());
         }
-        let spans = self.seq().map(|s| s.visible_spans(pos, len)).unwrap_or_default();
+        let spans = seq.map(|s| s.visible_spans(pos, len)).unwrap_or_default();
         self.txn.push_op(self.id.clone(), OpContent::SeqDelete { spans })?;
         Ok(())
     }
