@@ -98,6 +98,12 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
     /// Append `other` at the end.
     fn append(&mut self, other: Self);
 
+    /// [`Self::split_off`] for content known to hold `len` elements, which may be cheaper.
+    fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
+        let _ = len;
+        self.split_off(at)
+    }
+
     /// A copy of the elements `from..to` (clamped to the length).
     fn slice(&self, from: usize, to: usize) -> Self {
         let mut middle = self.clone().split_off(from);
@@ -127,6 +133,16 @@ impl SeqContent for String {
 
     fn append(&mut self, other: Self) {
         self.push_str(&other);
+    }
+
+    fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
+        // As many bytes as chars: all ASCII, so char offsets are byte offsets and the split
+        // needs no scan of a possibly long piece.
+        if String::len(self) == len {
+            String::split_off(self, at.min(len))
+        } else {
+            SeqContent::split_off(self, at)
+        }
     }
 
     fn slice(&self, from: usize, to: usize) -> Self {
@@ -307,8 +323,7 @@ impl<C: SeqContent> Sequence<C> {
         let Ok(len) = Counter::try_from(n) else { return self.len() };
         let point = self.placement(id, &anchor);
         let Some((leaf, at)) = self.open_slot(point) else { return self.len() };
-        self.record_tree(id, len, anchor);
-        let joins = !starts_chain(&self.segments, id);
+        let joins = !self.record_tree(id, len, anchor);
         let loc = self.pieces.insert(leaf, at, Piece { start: id, len, content: Some(content) }, joins);
         self.pieces.visible_before(loc)
     }
@@ -516,8 +531,9 @@ impl<C: SeqContent> Sequence<C> {
         }
     }
 
-    /// Record the tree edges of a new run (ids validated by [`Self::can_insert`]).
-    fn record_tree(&mut self, id: OpId, len: Counter, anchor: Anchor) {
+    /// Record the tree edges of a new run (ids validated by [`Self::can_insert`]); returns
+    /// whether it starts a chain (rather than extending one).
+    fn record_tree(&mut self, id: OpId, len: Counter, anchor: Anchor) -> bool {
         let end = id.counter.saturating_add(len);
         let segments = self.segments.entry(id.peer);
         if continues_chain(id, &anchor)
@@ -525,8 +541,13 @@ impl<C: SeqContent> Sequence<C> {
             && segment.end == id.counter
         {
             segment.end = end;
-            self.refresh_branch(OpId::new(id.peer, id.counter - 1));
-            return;
+            // Without explicit right children the parent was no branch and stays none: the
+            // common case of typing forwards skips the lookups.
+            let parent = OpId::new(id.peer, id.counter - 1);
+            if !kids_of(&self.right_kids, parent).is_empty() {
+                self.refresh_branch(parent);
+            }
+            return false;
         }
         segments.insert(id.counter, Segment { end, anchor });
         let kids = match (anchor.parent, anchor.side) {
@@ -539,6 +560,7 @@ impl<C: SeqContent> Sequence<C> {
         if let (Some(parent), Side::Right) = (anchor.parent, anchor.side) {
             self.refresh_branch(parent);
         }
+        true
     }
 
     // ---- document order --------------------------------------------------------------------

@@ -79,11 +79,14 @@ pub(super) struct Pieces<C> {
     root: usize,
     /// Piece start to leaf, per peer.
     index: PeerMap<BTreeMap<Counter, usize>>,
+    /// Leaf and piece of the last edit. Typing and deleting mostly touch the element next to
+    /// the previous edit, which then needs no index lookup. It may be stale: it is checked.
+    hint: (usize, usize),
 }
 
 impl<C> Default for Pieces<C> {
     fn default() -> Self {
-        Pieces { leaves: Vec::new(), inners: Vec::new(), root: 0, index: PeerMap::default() }
+        Pieces { leaves: Vec::new(), inners: Vec::new(), root: 0, index: PeerMap::default(), hint: (0, 0) }
     }
 }
 
@@ -157,6 +160,16 @@ impl<C: SeqContent> Pieces<C> {
 
     /// Where element `id` is, if present.
     pub(super) fn locate(&self, id: OpId) -> Option<Loc> {
+        let (leaf, hinted) = self.hint;
+        if let Some(pieces) = self.leaves.get(leaf).map(|l| &l.pieces) {
+            // The hinted piece or a neighbour: ids are unique, so a piece holding `id` is it.
+            let from = hinted.saturating_sub(1);
+            for (piece, p) in pieces.iter().enumerate().skip(from).take(3) {
+                if p.start.peer == id.peer && p.start.counter <= id.counter && id.counter < p.end() {
+                    return Some(Loc { leaf, piece, offset: id.counter - p.start.counter });
+                }
+            }
+        }
         let (&start, &leaf) = self.index.get(id.peer)?.range(..=id.counter).next_back()?;
         let pieces = &self.leaves.get(leaf)?.pieces;
         let first = OpId::new(id.peer, start);
@@ -285,7 +298,7 @@ impl<C: SeqContent> Pieces<C> {
         if at == 0 || at >= piece.len {
             return;
         }
-        let content = piece.content.as_mut().map(|c| c.split_off(at as usize));
+        let content = piece.content.as_mut().map(|c| c.split_off_counted(at as usize, piece.len as usize));
         let tail = Piece {
             start: OpId::new(piece.start.peer, piece.start.counter + at),
             len: piece.len - at,
@@ -314,15 +327,18 @@ impl<C: SeqContent> Pieces<C> {
                 a.append(b);
             }
             self.adjust(leaf, visible, total);
+            self.hint = (leaf, pi - 1);
             return Loc { leaf, piece: pi - 1, offset };
         }
         self.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
         l.pieces.insert(pi, piece);
         self.adjust(leaf, visible, total);
-        match self.fix(leaf) {
+        let loc = match self.fix(leaf) {
             Some((new, mid)) if pi >= mid => Loc { leaf: new, piece: pi - mid, offset: 0 },
             _ => Loc { leaf, piece: pi, offset: 0 },
-        }
+        };
+        self.hint = (loc.leaf, loc.piece);
+        loc
     }
 
     /// Tombstone `len` elements from `loc` on, all in its piece, if the piece is visible;
@@ -345,6 +361,7 @@ impl<C: SeqContent> Pieces<C> {
         if pi > 0 {
             self.merge(leaf, pi - 1, &starts_chain);
         }
+        self.hint = (leaf, pi.saturating_sub(1));
         self.fix(leaf);
         n
     }
