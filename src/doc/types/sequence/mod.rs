@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, OpId, PeerId};
-use peer_map::PeerMap;
+use peer_map::{PeerMap, floor, floor_mut};
 use tree::{Piece, Pieces};
 
 /// Which side of its parent an element hangs on.
@@ -440,14 +440,15 @@ impl<C: SeqContent> Sequence<C> {
 
     /// The chain holding `id`, with its first counter.
     fn segment_of(&self, id: OpId) -> Option<(Counter, &Segment)> {
-        let (&start, segment) = self.segments.get(id.peer)?.range(..=id.counter).next_back()?;
+        let (start, segment) = floor(self.segments.get(id.peer)?, id.counter)?;
         (id.counter < segment.end).then_some((start, segment))
     }
 
     /// Whether any id of `lo..hi` of `peer` is present.
     fn overlaps(&self, peer: PeerId, lo: Counter, hi: Counter) -> bool {
         let Some(segments) = self.segments.get(peer) else { return false };
-        segments.range(..hi).next_back().is_some_and(|(_, segment)| segment.end > lo)
+        let Some(last) = hi.checked_sub(1) else { return false };
+        floor(segments, last).is_some_and(|(_, segment)| segment.end > lo)
     }
 
     /// The next element of `id`'s chain, which is one of its right children.
@@ -537,7 +538,7 @@ impl<C: SeqContent> Sequence<C> {
         let end = id.counter.saturating_add(len);
         let segments = self.segments.entry(id.peer);
         if continues_chain(id, &anchor)
-            && let Some((_, segment)) = segments.range_mut(..id.counter).next_back()
+            && let Some(segment) = floor_mut(segments, id.counter - 1)
             && segment.end == id.counter
         {
             segment.end = end;

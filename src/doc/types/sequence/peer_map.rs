@@ -3,7 +3,9 @@
 //! A document has few peers and every edit looks one up several times, so a sorted vector
 //! searched by bisection beats hashing the key (SipHash was a visible share of edit time).
 
-use crate::doc::id::PeerId;
+use std::collections::BTreeMap;
+
+use crate::doc::id::{Counter, PeerId};
 
 /// Values per peer, sorted by peer.
 #[derive(Clone, Debug)]
@@ -61,4 +63,21 @@ impl<T> PeerMap<T> {
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.entries.iter_mut().map(|(_, v)| v)
     }
+}
+
+/// The entry of `map` with the greatest counter at most `at`. The last entry is tried first:
+/// edits mostly concern a peer's latest ids, and checking it costs no search.
+pub(super) fn floor<T>(map: &BTreeMap<Counter, T>, at: Counter) -> Option<(Counter, &T)> {
+    match map.last_key_value() {
+        Some((&last, value)) if last <= at => Some((last, value)),
+        _ => map.range(..=at).next_back().map(|(&k, v)| (k, v)),
+    }
+}
+
+/// [`floor`], to modify the value.
+pub(super) fn floor_mut<T>(map: &mut BTreeMap<Counter, T>, at: Counter) -> Option<&mut T> {
+    if map.last_key_value().is_some_and(|(&last, _)| last <= at) {
+        return map.last_entry().map(|e| e.into_mut());
+    }
+    map.range_mut(..=at).next_back().map(|(_, v)| v)
 }

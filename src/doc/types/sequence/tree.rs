@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::SeqContent;
-use super::peer_map::PeerMap;
+use super::peer_map::{PeerMap, floor};
 use crate::doc::id::{Counter, OpId};
 
 /// Pieces a leaf may hold before it splits: small enough that scanning a leaf is cheap, large
@@ -79,14 +79,31 @@ pub(super) struct Pieces<C> {
     root: usize,
     /// Piece start to leaf, per peer.
     index: PeerMap<BTreeMap<Counter, usize>>,
-    /// Leaf and piece of the last edit. Typing and deleting mostly touch the element next to
-    /// the previous edit, which then needs no index lookup. It may be stale: it is checked.
-    hint: (usize, usize),
+    /// Where the last edit was: typing and deleting mostly happen next to the previous edit.
+    cursor: Cursor,
+}
+
+/// The place of the last edit, so that the next one nearby needs neither an index lookup nor a
+/// descent from the root.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    leaf: usize,
+    /// A piece of `leaf` at or next to the edit; may be stale, so it is checked before use.
+    piece: usize,
+    /// How many visible elements precede `leaf`, while known: edits inside the leaf keep it,
+    /// edits elsewhere forget it.
+    start: Option<usize>,
 }
 
 impl<C> Default for Pieces<C> {
     fn default() -> Self {
-        Pieces { leaves: Vec::new(), inners: Vec::new(), root: 0, index: PeerMap::default(), hint: (0, 0) }
+        Pieces {
+            leaves: Vec::new(),
+            inners: Vec::new(),
+            root: 0,
+            index: PeerMap::default(),
+            cursor: Cursor::default(),
+        }
     }
 }
 
@@ -160,7 +177,7 @@ impl<C: SeqContent> Pieces<C> {
 
     /// Where element `id` is, if present.
     pub(super) fn locate(&self, id: OpId) -> Option<Loc> {
-        let (leaf, hinted) = self.hint;
+        let Cursor { leaf, piece: hinted, .. } = self.cursor;
         if let Some(pieces) = self.leaves.get(leaf).map(|l| &l.pieces) {
             // The hinted piece or a neighbour: ids are unique, so a piece holding `id` is it.
             let from = hinted.saturating_sub(1);
@@ -170,7 +187,7 @@ impl<C: SeqContent> Pieces<C> {
                 }
             }
         }
-        let (&start, &leaf) = self.index.get(id.peer)?.range(..=id.counter).next_back()?;
+        let (start, &leaf) = floor(self.index.get(id.peer)?, id.counter)?;
         let pieces = &self.leaves.get(leaf)?.pieces;
         let first = OpId::new(id.peer, start);
         let piece = pieces.iter().position(|p| p.start == first)?;
@@ -182,6 +199,12 @@ impl<C: SeqContent> Pieces<C> {
     pub(super) fn find_visible(&self, pos: usize) -> Option<Loc> {
         if pos >= self.visible() {
             return None;
+        }
+        if let Some(start) = self.cursor.start
+            && let Some(rest) = pos.checked_sub(start)
+            && rest < self.leaves[self.cursor.leaf].visible
+        {
+            return self.find_in_leaf(self.cursor.leaf, rest);
         }
         let mut rest = pos;
         let mut node = &self.inners[self.root];
@@ -200,15 +223,20 @@ impl<C: SeqContent> Pieces<C> {
                 node = &self.inners[kid];
                 continue;
             }
-            for (piece, p) in self.leaves[kid].pieces.iter().enumerate() {
-                let visible = p.visible_len();
-                if rest < visible {
-                    return Some(Loc { leaf: kid, piece, offset: rest as Counter });
-                }
-                rest -= visible;
-            }
-            return None;
+            return self.find_in_leaf(kid, rest);
         }
+    }
+
+    /// The location of visible element `rest` of `leaf`.
+    fn find_in_leaf(&self, leaf: usize, mut rest: usize) -> Option<Loc> {
+        for (piece, p) in self.leaves[leaf].pieces.iter().enumerate() {
+            let visible = p.visible_len();
+            if rest < visible {
+                return Some(Loc { leaf, piece, offset: rest as Counter });
+            }
+            rest -= visible;
+        }
+        None
     }
 
     /// The first element of the document order.
@@ -243,11 +271,22 @@ impl<C: SeqContent> Pieces<C> {
     /// siblings of each node on the way up.
     pub(super) fn visible_before(&self, loc: Loc) -> usize {
         let leaf = &self.leaves[loc.leaf];
-        let mut before: usize = leaf.pieces[..loc.piece].iter().map(Piece::visible_len).sum();
+        let mut inside: usize = leaf.pieces[..loc.piece].iter().map(Piece::visible_len).sum();
         if leaf.pieces[loc.piece].content.is_some() {
-            before += loc.offset as usize;
+            inside += loc.offset as usize;
         }
-        let (mut child, mut parent, mut leaf_kids) = (loc.leaf, Some(leaf.parent), true);
+        inside + self.leaf_start(loc.leaf)
+    }
+
+    /// How many visible elements precede `leaf`.
+    fn leaf_start(&self, leaf: usize) -> usize {
+        if self.cursor.leaf == leaf
+            && let Some(start) = self.cursor.start
+        {
+            return start;
+        }
+        let mut before = 0;
+        let (mut child, mut parent, mut leaf_kids) = (leaf, Some(self.leaves[leaf].parent), true);
         while let Some(node) = parent {
             let inner = &self.inners[node];
             for &kid in inner.kids.iter().take_while(|&&k| k != child) {
@@ -327,18 +366,33 @@ impl<C: SeqContent> Pieces<C> {
                 a.append(b);
             }
             self.adjust(leaf, visible, total);
-            self.hint = (leaf, pi - 1);
+            self.edited(leaf, pi - 1);
             return Loc { leaf, piece: pi - 1, offset };
         }
         self.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
         l.pieces.insert(pi, piece);
         self.adjust(leaf, visible, total);
-        let loc = match self.fix(leaf) {
-            Some((new, mid)) if pi >= mid => Loc { leaf: new, piece: pi - mid, offset: 0 },
+        self.edited(leaf, pi);
+        match self.fix(leaf) {
+            Some((new, mid)) if pi >= mid => {
+                // The new right half starts where the left half ends.
+                let start = self.cursor.start.map(|s| s + self.leaves[leaf].visible);
+                self.cursor = Cursor { leaf: new, piece: pi - mid, start };
+                Loc { leaf: new, piece: pi - mid, offset: 0 }
+            }
             _ => Loc { leaf, piece: pi, offset: 0 },
-        };
-        self.hint = (loc.leaf, loc.piece);
-        loc
+        }
+    }
+
+    /// Move the cursor to piece `piece` of `leaf`, just edited. Counts changed inside `leaf`
+    /// only, so its start still holds if the cursor was there, and is worked out otherwise
+    /// (the caller needs the position of the edit anyway).
+    fn edited(&mut self, leaf: usize, piece: usize) {
+        let start = if self.cursor.leaf == leaf { self.cursor.start } else { None };
+        self.cursor = Cursor { leaf, piece, start };
+        if start.is_none() {
+            self.cursor.start = Some(self.leaf_start(leaf));
+        }
     }
 
     /// Tombstone `len` elements from `loc` on, all in its piece, if the piece is visible;
@@ -361,7 +415,7 @@ impl<C: SeqContent> Pieces<C> {
         if pi > 0 {
             self.merge(leaf, pi - 1, &starts_chain);
         }
-        self.hint = (leaf, pi.saturating_sub(1));
+        self.edited(leaf, pi.saturating_sub(1));
         self.fix(leaf);
         n
     }
