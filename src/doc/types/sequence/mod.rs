@@ -104,6 +104,14 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
         self.split_off(at)
     }
 
+    /// Keep the elements before `from`, drop those of `from..to` and return those from `to` on,
+    /// for content known to hold `len` elements (`from <= to <= len`).
+    fn cut(&mut self, from: usize, to: usize, len: usize) -> Self {
+        let tail = self.split_off_counted(to, len);
+        self.split_off_counted(from, to);
+        tail
+    }
+
     /// A copy of the elements `from..to` (clamped to the length).
     fn slice(&self, from: usize, to: usize) -> Self {
         let mut middle = self.clone().split_off(from);
@@ -145,6 +153,13 @@ impl SeqContent for String {
         }
     }
 
+    fn cut(&mut self, from: usize, to: usize, len: usize) -> Self {
+        let tail = self.split_off_counted(to, len);
+        let from = if String::len(self) == to { from.min(to) } else { byte_offset(self, from) };
+        self.truncate(from);
+        tail
+    }
+
     fn slice(&self, from: usize, to: usize) -> Self {
         let start = byte_offset(self, from);
         let rest = &self[start..];
@@ -164,6 +179,12 @@ impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for
     fn split_off(&mut self, at: usize) -> Self {
         let at = at.min(<[T]>::len(self));
         Vec::split_off(self, at)
+    }
+
+    fn cut(&mut self, from: usize, to: usize, _len: usize) -> Self {
+        let tail = SeqContent::split_off(self, to);
+        self.truncate(from);
+        tail
     }
 
     fn append(&mut self, mut other: Self) {

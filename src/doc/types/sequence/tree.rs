@@ -399,17 +399,36 @@ impl<C: SeqContent> Pieces<C> {
     /// returns how many were deleted. `starts_chain` says which ids must stay piece starts.
     pub(super) fn delete(&mut self, loc: Loc, len: Counter, starts_chain: impl Fn(OpId) -> bool) -> usize {
         let (leaf, mut pi) = (loc.leaf, loc.piece);
-        if self.leaves[leaf].pieces[pi].content.is_none() {
-            return 0;
-        }
-        if loc.offset > 0 {
-            self.split(leaf, pi, loc.offset);
+        let l = &mut self.leaves[leaf];
+        let piece = &mut l.pieces[pi];
+        let (start, whole, from) = (piece.start, piece.len, loc.offset);
+        let to = from.saturating_add(len).min(whole);
+        let Some(content) = piece.content.as_mut() else { return 0 };
+        // Cut the piece into head (kept), tombstone and tail (kept) with one copy of the tail;
+        // splitting twice would copy it twice.
+        let tail = (to < whole).then(|| Piece {
+            start: OpId::new(start.peer, start.counter + to),
+            len: whole - to,
+            content: Some(content.cut(from as usize, to as usize, whole as usize)),
+        });
+        let tombstone =
+            Piece { start: OpId::new(start.peer, start.counter + from), len: to - from, content: None };
+        if from == 0 {
+            *piece = tombstone;
+        } else {
+            if tail.is_none() {
+                content.cut(from as usize, whole as usize, whole as usize);
+            }
+            piece.len = from;
             pi += 1;
+            self.index.entry(start.peer).insert(tombstone.start.counter, leaf);
+            l.pieces.insert(pi, tombstone);
         }
-        self.split(leaf, pi, len);
-        let piece = &mut self.leaves[leaf].pieces[pi];
-        piece.content = None;
-        let n = piece.len as usize;
+        if let Some(tail) = tail {
+            self.index.entry(start.peer).insert(tail.start.counter, leaf);
+            l.pieces.insert(pi + 1, tail);
+        }
+        let n = (to - from) as usize;
         self.adjust(leaf, -(n as isize), 0);
         self.merge(leaf, pi, &starts_chain);
         if pi > 0 {
