@@ -44,13 +44,12 @@
 //! element, at visible index `pos`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, OpId, PeerId};
+pub(crate) use content::SeqContent;
 use peer_map::{PeerMap, floor, floor_mut};
 use tree::{Piece, Pieces};
 
@@ -82,120 +81,6 @@ impl Anchor {
 /// Whether `anchor` makes `id` continue the chain of the element just before it.
 fn continues_chain(id: OpId, anchor: &Anchor) -> bool {
     id.counter.checked_sub(1).is_some_and(|c| *anchor == Anchor::after(OpId::new(id.peer, c)))
-}
-
-/// The content of a run of elements: characters of a text, items of a list.
-pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + DeserializeOwned {
-    /// Content without elements.
-    fn empty() -> Self;
-
-    /// The number of elements (Unicode scalar values for text).
-    fn len(&self) -> usize;
-
-    /// Remove and return the elements from `at` on (`at` is clamped to the length).
-    fn split_off(&mut self, at: usize) -> Self;
-
-    /// Append `other` at the end.
-    fn append(&mut self, other: Self);
-
-    /// [`Self::split_off`] for content known to hold `len` elements, which may be cheaper.
-    fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
-        let _ = len;
-        self.split_off(at)
-    }
-
-    /// Keep the elements before `from`, drop those of `from..to` and return those from `to` on,
-    /// for content known to hold `len` elements (`from <= to <= len`).
-    fn cut(&mut self, from: usize, to: usize, len: usize) -> Self {
-        let tail = self.split_off_counted(to, len);
-        self.split_off_counted(from, to);
-        tail
-    }
-
-    /// A copy of the elements `from..to` (clamped to the length).
-    fn slice(&self, from: usize, to: usize) -> Self {
-        let mut middle = self.clone().split_off(from);
-        middle.split_off(to.saturating_sub(from));
-        middle
-    }
-}
-
-/// The byte offset of char `chars` of `s` (the end if there are fewer chars).
-fn byte_offset(s: &str, chars: usize) -> usize {
-    s.char_indices().nth(chars).map_or(s.len(), |(b, _)| b)
-}
-
-impl SeqContent for String {
-    fn empty() -> Self {
-        String::new()
-    }
-
-    fn len(&self) -> usize {
-        self.chars().count()
-    }
-
-    fn split_off(&mut self, at: usize) -> Self {
-        let at = byte_offset(self, at);
-        String::split_off(self, at)
-    }
-
-    fn append(&mut self, other: Self) {
-        self.push_str(&other);
-    }
-
-    fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
-        // As many bytes as chars: all ASCII, so char offsets are byte offsets and the split
-        // needs no scan of a possibly long piece.
-        if String::len(self) == len {
-            String::split_off(self, at.min(len))
-        } else {
-            SeqContent::split_off(self, at)
-        }
-    }
-
-    fn cut(&mut self, from: usize, to: usize, len: usize) -> Self {
-        let tail = self.split_off_counted(to, len);
-        let from = if String::len(self) == to { from.min(to) } else { byte_offset(self, from) };
-        self.truncate(from);
-        tail
-    }
-
-    fn slice(&self, from: usize, to: usize) -> Self {
-        let start = byte_offset(self, from);
-        let rest = &self[start..];
-        rest[..byte_offset(rest, to.saturating_sub(from))].to_owned()
-    }
-}
-
-impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for Vec<T> {
-    fn empty() -> Self {
-        Vec::new()
-    }
-
-    fn len(&self) -> usize {
-        <[T]>::len(self)
-    }
-
-    fn split_off(&mut self, at: usize) -> Self {
-        let at = at.min(<[T]>::len(self));
-        Vec::split_off(self, at)
-    }
-
-    fn cut(&mut self, from: usize, to: usize, _len: usize) -> Self {
-        let tail = SeqContent::split_off(self, to);
-        self.truncate(from);
-        tail
-    }
-
-    fn append(&mut self, mut other: Self) {
-        Vec::append(self, &mut other);
-    }
-
-    fn slice(&self, from: usize, to: usize) -> Self {
-        let from = from.min(<[T]>::len(self));
-        let to = to.clamp(from, <[T]>::len(self));
-        self[from..to].to_vec()
-    }
 }
 
 /// Explicit children of one parent, ascending by id.
@@ -638,6 +523,7 @@ impl<C: SeqContent> Sequence<C> {
 }
 
 mod canonical;
+mod content;
 #[cfg(test)]
 mod differential;
 #[cfg(test)]
