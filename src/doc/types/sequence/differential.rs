@@ -188,11 +188,13 @@ impl<C: Make> Harness<C> {
     }
 }
 
-/// Failing seeds are pinned next to those of the integration tests.
+/// 96 cases unless `PROPTEST_CASES` asks otherwise; failing seeds are pinned next to those of
+/// the integration tests.
 fn config() -> Config {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(96);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/sequence_differential.txt");
     Config {
-        cases: 96,
+        cases,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(path))),
         ..Config::default()
     }

@@ -267,8 +267,7 @@ impl<C: SeqContent> Pieces<C> {
         self.first_from(leaf.next?)
     }
 
-    /// How many visible elements precede `loc`: the leaf's own pieces, then the earlier
-    /// siblings of each node on the way up.
+    /// How many visible elements precede `loc`.
     pub(super) fn visible_before(&self, loc: Loc) -> usize {
         let leaf = &self.leaves[loc.leaf];
         let mut inside: usize = leaf.pieces[..loc.piece].iter().map(Piece::visible_len).sum();
@@ -285,6 +284,12 @@ impl<C: SeqContent> Pieces<C> {
         {
             return start;
         }
+        self.climb(leaf)
+    }
+
+    /// How many visible elements precede `leaf`, from the counts of the earlier siblings of
+    /// each node on the way to the root.
+    fn climb(&self, leaf: usize) -> usize {
         let mut before = 0;
         let (mut child, mut parent, mut leaf_kids) = (leaf, Some(self.leaves[leaf].parent), true);
         while let Some(node) = parent {
@@ -631,5 +636,8 @@ impl<C: SeqContent> Pieces<C> {
             }
         }
         assert_eq!(self.index.iter().map(|(_, m)| m.len()).sum::<usize>(), pieces);
+        if let Some(start) = self.cursor.start {
+            assert_eq!(start, self.climb(self.cursor.leaf), "stale cursor");
+        }
     }
 }
