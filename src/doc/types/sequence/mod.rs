@@ -19,16 +19,16 @@
 //! The document order is a B-tree of pieces (consecutive ids of one chain, all visible or all
 //! deleted) in [`tree`]: leaves hold pieces, and every node caches its visible and total element
 //! counts, so finding a visible position and counting the elements before an element take
-//! O(log n). An index from each piece's first id to its leaf finds an id in O(log n) too. Edits
-//! cluster, so the tree also keeps a cursor at the last edit (its leaf, and how many visible
-//! elements precede that leaf): typing or deleting next to it needs neither a descent from the
-//! root nor an index lookup, and a keystroke that continues the piece before it is appended to
-//! that piece in place. Explicit
-//! children are kept per parent, ordered by the parent's counter, and the elements where the
-//! largest right child is not the chain child are indexed too, so that finding the last element
-//! of a subtree jumps from branch to branch instead of walking a chain element by element. All
-//! per-peer maps are sorted vectors ([`peer_map`]): peers are few. Tombstones keep their ids and
-//! place but not their content.
+//! O(log n). An index from each piece's first id to its leaf finds an id in O(log n) too.
+//! Edits cluster, so the tree also keeps a cursor at the last edit (its leaf, and how many
+//! visible elements precede that leaf): typing or deleting next to it needs neither a descent
+//! from the root nor an index lookup, and a keystroke that continues the piece before it is
+//! appended to that piece in place. Tombstones keep their ids and place but not their content.
+//!
+//! Explicit children are kept per parent, ordered by the parent's counter, and the elements
+//! where the largest right child is not the chain child are indexed too, so that finding the
+//! last element of a subtree jumps from branch to branch instead of walking a chain element by
+//! element. Per-peer maps are sorted vectors ([`peer_map`]), since peers are few.
 //!
 //! # Canonical form
 //!
