@@ -3,7 +3,7 @@
 //!
 //! Nodes live in two arenas (leaves and inner nodes) and name each other by index, which keeps
 //! the tree free of `unsafe` and of reference counting. Nothing is ever removed from the order
-//! (deleting only tombstones), so nodes are never freed: leaves only split, and leaf 0 is always
+//! (deleting makes tombstones), so nodes are never freed: leaves only split, and leaf 0 is always
 //! the first one.
 
 use std::collections::BTreeMap;
@@ -408,7 +408,7 @@ impl<C: SeqContent> Pieces<C> {
         let piece = &mut l.pieces[pi];
         let (start, whole, from) = (piece.start, piece.len, loc.offset);
         let to = from.saturating_add(len).min(whole);
-        let Some(content) = piece.content.as_mut() else { return 0 };
+        let Some(content) = piece.content.as_mut().filter(|_| from < to) else { return 0 };
         // Cut the piece into head (kept), tombstone and tail (kept) with one copy of the tail;
         // splitting twice would copy it twice.
         let tail = (to < whole).then(|| Piece {
