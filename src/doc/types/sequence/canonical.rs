@@ -16,8 +16,8 @@ impl<C: SeqContent> Sequence<C> {
     fn canonical_runs(&self) -> Vec<Run<Cow<'_, C>>> {
         let mut out: Vec<Run<Cow<'_, C>>> = Vec::new();
         let mut last_end = None;
-        for piece in self.chunks.iter().flat_map(|c| &c.pieces) {
-            let explicit = self.segments.get(&piece.start.peer).and_then(|m| m.get(&piece.start.counter));
+        for piece in self.pieces.iter() {
+            let explicit = self.segments.get(piece.start.peer).and_then(|m| m.get(&piece.start.counter));
             let continues = explicit.is_none() && last_end == Some(piece.start);
             last_end = Some(OpId::new(piece.start.peer, piece.end()));
             if continues && let Some(run) = out.last_mut() {
@@ -85,7 +85,7 @@ impl<C: SeqContent> Sequence<C> {
             if i > 0 && by_id[i - 1].0.peer == start.peer && by_id[i - 1].1 > start.counter {
                 return Err("duplicate element id");
             }
-            let segments = seq.segments.entry(start.peer).or_default();
+            let segments = seq.segments.entry(start.peer);
             match anchor {
                 Some(anchor) => {
                     segments.insert(start.counter, Segment { end, anchor });
@@ -109,7 +109,7 @@ impl<C: SeqContent> Sequence<C> {
             kids.push(start);
         }
         let parents: Vec<OpId> =
-            seq.right_kids.iter().flat_map(|(&p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
+            seq.right_kids.iter().flat_map(|(p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
         for parent in parents {
             seq.refresh_branch(parent);
         }
@@ -124,20 +124,7 @@ impl<C: SeqContent> Sequence<C> {
             return Err("runs are not in the order their anchors imply");
         }
 
-        let mut pieces = pieces.into_iter().map(|(p, _)| p).peekable();
-        while pieces.peek().is_some() {
-            let key = seq.chunks.len();
-            let chunk_pieces: Vec<Piece<C>> = pieces.by_ref().take(MAX_PIECES / 2).collect();
-            let visible: usize = chunk_pieces.iter().map(Piece::visible_len).sum();
-            let total: usize = chunk_pieces.iter().map(|p| p.len as usize).sum();
-            for piece in &chunk_pieces {
-                seq.pieces.entry(piece.start.peer).or_default().insert(piece.start.counter, key);
-            }
-            seq.chunks.push(Chunk { key, pieces: chunk_pieces, visible, total });
-            seq.chunk_pos.push(key);
-            seq.visible += visible;
-            seq.total += total;
-        }
+        seq.pieces = Pieces::from_pieces(pieces.into_iter().map(|(p, _)| p).collect());
         Ok(seq)
     }
 
@@ -162,8 +149,8 @@ impl<C: SeqContent> Sequence<C> {
                     let (peer, from, end) = (id.peer, id.counter, segment.end);
                     // The chain runs on uninterrupted until an element with left children or
                     // one whose predecessor has explicit right children.
-                    let left = self.left_kids.get(&peer).and_then(|m| m.range(from + 1..end).next());
-                    let right = self.right_kids.get(&peer).and_then(|m| m.range(from..end).next());
+                    let left = self.left_kids.get(peer).and_then(|m| m.range(from + 1..end).next());
+                    let right = self.right_kids.get(peer).and_then(|m| m.range(from..end).next());
                     let to = end.min(left.map_or(end, |(&c, _)| c)).min(right.map_or(end, |(&c, _)| c + 1));
                     push_range(&mut out, peer, from, to);
                     let last = OpId::new(peer, to - 1);

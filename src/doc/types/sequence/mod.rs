@@ -16,13 +16,19 @@
 //!
 //! # Storage
 //!
-//! The document order is a chunked vector of pieces (consecutive ids of one chain, all visible or
-//! all deleted); each chunk caches its visible and total element counts, so position lookups cost
-//! O(chunks + chunk size). An index from piece start to chunk finds an id in O(log n). Explicit
-//! children are kept per parent, ordered by the parent's counter, and the elements where the
-//! largest right child is not the chain child are indexed too, so that finding the last element
-//! of a subtree jumps from branch to branch instead of walking a chain element by element.
-//! Tombstones keep their ids and place but not their content.
+//! The document order is a B-tree of pieces (consecutive ids of one chain, all visible or all
+//! deleted) in [`tree`]: leaves hold pieces, and every node caches its visible and total element
+//! counts, so finding a visible position and counting the elements before an element take
+//! O(log n). An index from each piece's first id to its leaf finds an id in O(log n) too.
+//! Edits cluster, so the tree also keeps a cursor at the last edit (its leaf, and how many
+//! visible elements precede that leaf): typing or deleting next to it needs neither a descent
+//! from the root nor an index lookup, and a keystroke that continues the piece before it is
+//! appended to that piece in place. Tombstones keep their ids and place but not their content.
+//!
+//! Explicit children are kept per parent, ordered by the parent's counter, and the elements
+//! where the largest right child is not the chain child are indexed too, so that finding the
+//! last element of a subtree jumps from branch to branch instead of walking a chain element by
+//! element. Per-peer maps are sorted vectors ([`peer_map`]), since peers are few.
 //!
 //! # Canonical form
 //!
@@ -40,14 +46,15 @@
 //! full order, which never has left children. Either way the run lands right after that
 //! element, at visible index `pos`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Debug;
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, OpId, PeerId};
+pub(crate) use content::SeqContent;
+use peer_map::{PeerMap, floor, floor_mut};
+use tree::{Piece, Pieces};
 
 /// Which side of its parent an element hangs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -79,123 +86,11 @@ fn continues_chain(id: OpId, anchor: &Anchor) -> bool {
     id.counter.checked_sub(1).is_some_and(|c| *anchor == Anchor::after(OpId::new(id.peer, c)))
 }
 
-/// The content of a run of elements: characters of a text, items of a list.
-pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + DeserializeOwned {
-    /// Content without elements.
-    fn empty() -> Self;
-
-    /// The number of elements (Unicode scalar values for text).
-    fn len(&self) -> usize;
-
-    /// Remove and return the elements from `at` on (`at` is clamped to the length).
-    fn split_off(&mut self, at: usize) -> Self;
-
-    /// Append `other` at the end.
-    fn append(&mut self, other: Self);
-
-    /// A copy of the elements `from..to` (clamped to the length).
-    fn slice(&self, from: usize, to: usize) -> Self {
-        let mut middle = self.clone().split_off(from);
-        middle.split_off(to.saturating_sub(from));
-        middle
-    }
-}
-
-/// The byte offset of char `chars` of `s` (the end if there are fewer chars).
-fn byte_offset(s: &str, chars: usize) -> usize {
-    s.char_indices().nth(chars).map_or(s.len(), |(b, _)| b)
-}
-
-impl SeqContent for String {
-    fn empty() -> Self {
-        String::new()
-    }
-
-    fn len(&self) -> usize {
-        self.chars().count()
-    }
-
-    fn split_off(&mut self, at: usize) -> Self {
-        let at = byte_offset(self, at);
-        String::split_off(self, at)
-    }
-
-    fn append(&mut self, other: Self) {
-        self.push_str(&other);
-    }
-
-    fn slice(&self, from: usize, to: usize) -> Self {
-        let start = byte_offset(self, from);
-        let rest = &self[start..];
-        rest[..byte_offset(rest, to.saturating_sub(from))].to_owned()
-    }
-}
-
-impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for Vec<T> {
-    fn empty() -> Self {
-        Vec::new()
-    }
-
-    fn len(&self) -> usize {
-        <[T]>::len(self)
-    }
-
-    fn split_off(&mut self, at: usize) -> Self {
-        let at = at.min(<[T]>::len(self));
-        Vec::split_off(self, at)
-    }
-
-    fn append(&mut self, mut other: Self) {
-        Vec::append(self, &mut other);
-    }
-
-    fn slice(&self, from: usize, to: usize) -> Self {
-        let from = from.min(<[T]>::len(self));
-        let to = to.clamp(from, <[T]>::len(self));
-        self[from..to].to_vec()
-    }
-}
-
-/// Pieces a chunk may hold before it is split in two: scanning a chunk stays cheap and the
-/// chunk list stays short.
-const MAX_PIECES: usize = 128;
-
 /// Explicit children of one parent, ascending by id.
 type Kids = SmallVec<[OpId; 2]>;
 
 /// Per-peer maps keyed by counter: ordered so that a chain's counters can be scanned as a range.
-type ByCounter<T> = HashMap<PeerId, BTreeMap<Counter, T>>;
-
-/// Consecutive ids of one chain, adjacent in document order, all visible or all deleted.
-#[derive(Clone, Debug)]
-struct Piece<C> {
-    start: OpId,
-    len: Counter,
-    /// `None` once deleted: tombstones keep their ids and place, not their content.
-    content: Option<C>,
-}
-
-impl<C> Piece<C> {
-    /// One past the last counter.
-    fn end(&self) -> Counter {
-        self.start.counter.saturating_add(self.len)
-    }
-
-    /// How many visible elements the piece holds.
-    fn visible_len(&self) -> usize {
-        if self.content.is_some() { self.len as usize } else { 0 }
-    }
-}
-
-/// A run of pieces in document order, with cached counts.
-#[derive(Clone, Debug)]
-struct Chunk<C> {
-    /// Stable name of the chunk, for the id index; its place in the list is `chunk_pos[key]`.
-    key: usize,
-    pieces: Vec<Piece<C>>,
-    visible: usize,
-    total: usize,
-}
+type ByCounter<T> = PeerMap<BTreeMap<Counter, T>>;
 
 /// A maximal chain: ids `start..end` of one peer, each the right child of the one before.
 #[derive(Clone, Copy, Debug)]
@@ -203,14 +98,6 @@ struct Segment {
     end: Counter,
     /// The anchor of the chain's first element.
     anchor: Anchor,
-}
-
-/// An element's place in the chunked vector.
-#[derive(Clone, Copy, Debug)]
-struct Loc {
-    chunk: usize,
-    piece: usize,
-    offset: Counter,
 }
 
 /// Where a new run goes in the document order.
@@ -225,11 +112,8 @@ enum Point {
 /// A Fugue sequence of runs of content `C`, with tombstones.
 #[derive(Clone, Debug)]
 pub(crate) struct Sequence<C> {
-    chunks: Vec<Chunk<C>>,
-    /// Chunk key to index in `chunks`.
-    chunk_pos: Vec<usize>,
-    /// Piece start to chunk key.
-    pieces: ByCounter<usize>,
+    /// The document order.
+    pieces: Pieces<C>,
     /// Chains by first counter; they cover exactly the present ids.
     segments: ByCounter<Segment>,
     left_kids: ByCounter<Kids>,
@@ -237,36 +121,35 @@ pub(crate) struct Sequence<C> {
     root_kids: Kids,
     /// Elements whose largest right child is an explicit one rather than the chain child:
     /// where the walk to the end of a subtree leaves a chain.
-    branches: HashMap<PeerId, BTreeSet<Counter>>,
-    visible: usize,
-    total: usize,
+    branches: PeerMap<BTreeSet<Counter>>,
 }
 
 impl<C> Default for Sequence<C> {
     fn default() -> Self {
         Sequence {
-            chunks: Vec::new(),
-            chunk_pos: Vec::new(),
-            pieces: HashMap::new(),
-            segments: HashMap::new(),
-            left_kids: HashMap::new(),
-            right_kids: HashMap::new(),
+            pieces: Pieces::default(),
+            segments: PeerMap::default(),
+            left_kids: PeerMap::default(),
+            right_kids: PeerMap::default(),
             root_kids: Kids::new(),
-            branches: HashMap::new(),
-            visible: 0,
-            total: 0,
+            branches: PeerMap::default(),
         }
     }
 }
 
 /// The explicit children of `parent` in `map`, ascending.
 fn kids_of(map: &ByCounter<Kids>, parent: OpId) -> &[OpId] {
-    map.get(&parent.peer).and_then(|m| m.get(&parent.counter)).map_or(&[], |k| k.as_slice())
+    map.get(parent.peer).and_then(|m| m.get(&parent.counter)).map_or(&[], |k| k.as_slice())
 }
 
 /// The explicit children of `parent` in `map`, created empty if needed.
 fn kids_mut(map: &mut ByCounter<Kids>, parent: OpId) -> &mut Kids {
-    map.entry(parent.peer).or_default().entry(parent.counter).or_default()
+    map.entry(parent.peer).entry(parent.counter).or_default()
+}
+
+/// Whether `id` starts a chain (has an explicit anchor) according to `segments`.
+fn starts_chain(segments: &ByCounter<Segment>, id: OpId) -> bool {
+    segments.get(id.peer).is_some_and(|m| m.contains_key(&id.counter))
 }
 
 /// Append span `start..start + len` to `out`, extending the last span when they touch.
@@ -289,38 +172,38 @@ impl<C: SeqContent> Sequence<C> {
 
     /// The number of visible elements.
     pub fn len(&self) -> usize {
-        self.visible
+        self.pieces.visible()
     }
 
     /// Whether there are no visible elements.
     pub fn is_empty(&self) -> bool {
-        self.visible == 0
+        self.len() == 0
     }
 
     /// The number of elements, tombstones included.
     pub fn total_len(&self) -> usize {
-        self.total
+        self.pieces.total()
     }
 
     /// The anchor for a local insert at visible index `pos` (clamped to [`Self::len`]); see the
     /// module docs for the convention.
     pub fn local_anchor(&self, pos: usize) -> Anchor {
-        let pos = pos.min(self.visible);
-        let left = pos.checked_sub(1).and_then(|p| self.find_visible(p));
+        let pos = pos.min(self.len());
+        let left = pos.checked_sub(1).and_then(|p| self.pieces.find_visible(p));
         let Some(left) = left else {
             // The root always has right children once anything exists, so go before the first
             // element of the full order.
-            return match self.loc_first() {
-                Some(first) => Anchor { parent: Some(self.id_at_loc(first)), side: Side::Left },
+            return match self.pieces.first() {
+                Some(first) => Anchor { parent: Some(self.pieces.id_at(first)), side: Side::Left },
                 None => Anchor { parent: None, side: Side::Right },
             };
         };
-        let left_id = self.id_at_loc(left);
+        let left_id = self.pieces.id_at(left);
         if !self.has_right_kids(left_id) {
             return Anchor::after(left_id);
         }
-        match self.loc_after(left) {
-            Some(next) => Anchor { parent: Some(self.id_at_loc(next)), side: Side::Left },
+        match self.pieces.after(left) {
+            Some(next) => Anchor { parent: Some(self.pieces.id_at(next)), side: Side::Left },
             None => Anchor::after(left_id),
         }
     }
@@ -344,14 +227,14 @@ impl<C: SeqContent> Sequence<C> {
     pub fn insert(&mut self, id: OpId, anchor: Anchor, content: C) -> usize {
         let n = content.len();
         if !self.can_insert(id, &anchor, n) {
-            return self.visible;
+            return self.len();
         }
-        let Ok(len) = Counter::try_from(n) else { return self.visible };
+        let Ok(len) = Counter::try_from(n) else { return self.len() };
         let point = self.placement(id, &anchor);
-        let Some((chunk, piece)) = self.open_slot(point) else { return self.visible };
-        self.record_tree(id, len, anchor);
-        self.insert_piece(chunk, piece, Piece { start: id, len, content: Some(content) });
-        self.position_of(id).unwrap_or(self.visible)
+        let Some((leaf, at)) = self.open_slot(point) else { return self.len() };
+        let joins = !self.record_tree(id, len, anchor);
+        let loc = self.pieces.insert(leaf, at, Piece { start: id, len, content: Some(content) }, joins);
+        self.pieces.visible_before(loc)
     }
 
     /// The ids of the visible elements `pos..pos + len`, in document order, merged into maximal
@@ -370,15 +253,23 @@ impl<C: SeqContent> Sequence<C> {
         let mut deleted = 0;
         for span in spans {
             let (peer, lo, hi) = (span.start.peer, span.start.counter, span.end_counter());
-            let Some(index) = self.pieces.get(&peer) else { continue };
-            if lo >= hi {
-                continue;
-            }
-            let mut starts: Vec<Counter> =
-                index.range(..lo).next_back().map(|(&s, _)| s).into_iter().collect();
-            starts.extend(index.range(lo..hi).map(|(&s, _)| s));
-            for start in starts {
-                deleted += self.delete_in_piece(OpId::new(peer, start.max(lo)), hi);
+            // Walk the span element run by element run: each step tombstones (at most) the rest
+            // of one piece and lands on the next id.
+            let mut counter = lo;
+            while counter < hi {
+                let Some(loc) = self.pieces.locate(OpId::new(peer, counter)) else {
+                    // Absent ids: skip to the next present one.
+                    match self.next_present(peer, counter, hi) {
+                        Some(next) => counter = next,
+                        None => break,
+                    }
+                    continue;
+                };
+                let rest = self.pieces.piece(loc).len - loc.offset;
+                let take = rest.min(hi - counter);
+                let segments = &self.segments;
+                deleted += self.pieces.delete(loc, take, |id| starts_chain(segments, id));
+                counter += take;
             }
         }
         deleted
@@ -404,26 +295,26 @@ impl<C: SeqContent> Sequence<C> {
 
     /// Whether `id` is deleted; `None` if it is not present.
     pub fn is_deleted(&self, id: OpId) -> Option<bool> {
-        let loc = self.locate(id)?;
-        Some(self.piece(loc).content.is_none())
+        let loc = self.pieces.locate(id)?;
+        Some(self.pieces.piece(loc).content.is_none())
     }
 
     /// The number of visible elements before `id` in the order (also for tombstones).
     pub fn position_of(&self, id: OpId) -> Option<usize> {
-        Some(self.visible_before(self.locate(id)?))
+        Some(self.pieces.visible_before(self.pieces.locate(id)?))
     }
 
     /// The id of the visible element at `pos`.
     pub fn id_at(&self, pos: usize) -> Option<OpId> {
-        Some(self.id_at_loc(self.find_visible(pos)?))
+        Some(self.pieces.id_at(self.pieces.find_visible(pos)?))
     }
 
     /// The visible element at `pos`: its own id (not the piece's first), the content of the
     /// piece holding it, and its offset in that content.
     pub fn visible_piece_at(&self, pos: usize) -> Option<(OpId, &C, usize)> {
-        let loc = self.find_visible(pos)?;
-        let content = self.piece(loc).content.as_ref()?;
-        Some((self.id_at_loc(loc), content, loc.offset as usize))
+        let loc = self.pieces.find_visible(pos)?;
+        let content = self.pieces.piece(loc).content.as_ref()?;
+        Some((self.pieces.id_at(loc), content, loc.offset as usize))
     }
 
     /// The visible content of `pos..pos + len` (clamped to the sequence).
@@ -440,7 +331,7 @@ impl<C: SeqContent> Sequence<C> {
     /// Call `f` with the first id and the content of each visible piece, in order. Pieces are
     /// not necessarily maximal: consecutive calls may continue one run.
     pub fn for_each_visible(&self, mut f: impl FnMut(OpId, &C)) {
-        for piece in self.chunks.iter().flat_map(|c| &c.pieces) {
+        for piece in self.pieces.iter() {
             if let Some(content) = &piece.content {
                 f(piece.start, content);
             }
@@ -458,19 +349,15 @@ impl<C: SeqContent> Sequence<C> {
 
     /// The chain holding `id`, with its first counter.
     fn segment_of(&self, id: OpId) -> Option<(Counter, &Segment)> {
-        let (&start, segment) = self.segments.get(&id.peer)?.range(..=id.counter).next_back()?;
+        let (start, segment) = floor(self.segments.get(id.peer)?, id.counter)?;
         (id.counter < segment.end).then_some((start, segment))
-    }
-
-    /// Whether `id` starts a chain (has an explicit anchor).
-    fn is_segment_start(&self, id: OpId) -> bool {
-        self.segments.get(&id.peer).is_some_and(|m| m.contains_key(&id.counter))
     }
 
     /// Whether any id of `lo..hi` of `peer` is present.
     fn overlaps(&self, peer: PeerId, lo: Counter, hi: Counter) -> bool {
-        let Some(segments) = self.segments.get(&peer) else { return false };
-        segments.range(..hi).next_back().is_some_and(|(_, segment)| segment.end > lo)
+        let Some(segments) = self.segments.get(peer) else { return false };
+        let Some(last) = hi.checked_sub(1) else { return false };
+        floor(segments, last).is_some_and(|(_, segment)| segment.end > lo)
     }
 
     /// The next element of `id`'s chain, which is one of its right children.
@@ -500,7 +387,7 @@ impl<C: SeqContent> Sequence<C> {
         loop {
             let Some((_, segment)) = self.segment_of(id) else { return id };
             let last = segment.end - 1;
-            let branch = self.branches.get(&id.peer).and_then(|b| b.range(id.counter..=last).next());
+            let branch = self.branches.get(id.peer).and_then(|b| b.range(id.counter..=last).next());
             match branch.and_then(|&c| kids_of(&self.right_kids, OpId::new(id.peer, c)).last()) {
                 Some(&next) => id = next,
                 None => return OpId::new(id.peer, last),
@@ -512,7 +399,7 @@ impl<C: SeqContent> Sequence<C> {
     fn refresh_branch(&mut self, parent: OpId) {
         let largest = kids_of(&self.right_kids, parent).last().copied();
         let branch = largest.is_some_and(|k| self.chain_child(parent).is_none_or(|c| k > c));
-        let branches = self.branches.entry(parent.peer).or_default();
+        let branches = self.branches.entry(parent.peer);
         if branch {
             branches.insert(parent.counter);
         } else {
@@ -554,17 +441,23 @@ impl<C: SeqContent> Sequence<C> {
         }
     }
 
-    /// Record the tree edges of a new run (ids validated by [`Self::can_insert`]).
-    fn record_tree(&mut self, id: OpId, len: Counter, anchor: Anchor) {
+    /// Record the tree edges of a new run (ids validated by [`Self::can_insert`]); returns
+    /// whether it starts a chain (rather than extending one).
+    fn record_tree(&mut self, id: OpId, len: Counter, anchor: Anchor) -> bool {
         let end = id.counter.saturating_add(len);
-        let segments = self.segments.entry(id.peer).or_default();
+        let segments = self.segments.entry(id.peer);
         if continues_chain(id, &anchor)
-            && let Some((_, segment)) = segments.range_mut(..id.counter).next_back()
+            && let Some(segment) = floor_mut(segments, id.counter - 1)
             && segment.end == id.counter
         {
             segment.end = end;
-            self.refresh_branch(OpId::new(id.peer, id.counter - 1));
-            return;
+            // Without explicit right children the parent was no branch and stays none: the
+            // common case of typing forwards skips the lookups.
+            let parent = OpId::new(id.peer, id.counter - 1);
+            if !kids_of(&self.right_kids, parent).is_empty() {
+                self.refresh_branch(parent);
+            }
+            return false;
         }
         segments.insert(id.counter, Segment { end, anchor });
         let kids = match (anchor.parent, anchor.side) {
@@ -577,77 +470,14 @@ impl<C: SeqContent> Sequence<C> {
         if let (Some(parent), Side::Right) = (anchor.parent, anchor.side) {
             self.refresh_branch(parent);
         }
+        true
     }
 
-    // ---- pieces and chunks -----------------------------------------------------------------
+    // ---- document order --------------------------------------------------------------------
 
-    /// The piece at `loc`, which must come from this sequence as it is now.
-    fn piece(&self, loc: Loc) -> &Piece<C> {
-        &self.chunks[loc.chunk].pieces[loc.piece]
-    }
-
-    /// The id of the element at `loc`.
-    fn id_at_loc(&self, loc: Loc) -> OpId {
-        let start = self.piece(loc).start;
-        OpId::new(start.peer, start.counter + loc.offset)
-    }
-
-    /// Where element `id` is, if present.
-    fn locate(&self, id: OpId) -> Option<Loc> {
-        let (&start, &key) = self.pieces.get(&id.peer)?.range(..=id.counter).next_back()?;
-        let chunk = *self.chunk_pos.get(key)?;
-        let pieces = &self.chunks.get(chunk)?.pieces;
-        let piece = pieces.iter().position(|p| p.start == OpId::new(id.peer, start))?;
-        let offset = id.counter - start;
-        (offset < pieces[piece].len).then_some(Loc { chunk, piece, offset })
-    }
-
-    /// The location of the visible element at `pos`.
-    fn find_visible(&self, pos: usize) -> Option<Loc> {
-        let mut rest = pos;
-        for (ci, chunk) in self.chunks.iter().enumerate() {
-            if rest >= chunk.visible {
-                rest -= chunk.visible;
-                continue;
-            }
-            for (pi, piece) in chunk.pieces.iter().enumerate() {
-                let visible = piece.visible_len();
-                if rest < visible {
-                    return Some(Loc { chunk: ci, piece: pi, offset: rest as Counter });
-                }
-                rest -= visible;
-            }
-            return None;
-        }
-        None
-    }
-
-    /// The first element of the full order.
-    fn loc_first(&self) -> Option<Loc> {
-        let chunk = self.chunks.iter().position(|c| !c.pieces.is_empty())?;
-        Some(Loc { chunk, piece: 0, offset: 0 })
-    }
-
-    /// The element after `loc` in the full order.
-    fn loc_after(&self, loc: Loc) -> Option<Loc> {
-        if loc.offset + 1 < self.piece(loc).len {
-            return Some(Loc { offset: loc.offset + 1, ..loc });
-        }
-        if loc.piece + 1 < self.chunks[loc.chunk].pieces.len() {
-            return Some(Loc { piece: loc.piece + 1, offset: 0, ..loc });
-        }
-        let chunk =
-            loc.chunk + 1 + self.chunks.get(loc.chunk + 1..)?.iter().position(|c| !c.pieces.is_empty())?;
-        Some(Loc { chunk, piece: 0, offset: 0 })
-    }
-
-    /// How many visible elements precede `loc`.
-    fn visible_before(&self, loc: Loc) -> usize {
-        let chunk = &self.chunks[loc.chunk];
-        let before: usize = self.chunks[..loc.chunk].iter().map(|c| c.visible).sum();
-        let inside: usize = chunk.pieces[..loc.piece].iter().map(Piece::visible_len).sum();
-        let own = if chunk.pieces[loc.piece].content.is_some() { loc.offset as usize } else { 0 };
-        before + inside + own
+    /// The first present counter of `peer` in `from + 1..to`, for skipping an absent `from`.
+    fn next_present(&self, peer: PeerId, from: Counter, to: Counter) -> Option<Counter> {
+        self.segments.get(peer)?.range(from.checked_add(1)?..to).next().map(|(&start, _)| start)
     }
 
     /// Call `f(piece, from, to)` for the visible parts of `pos..pos + len`, in order.
@@ -655,11 +485,10 @@ impl<C: SeqContent> Sequence<C> {
         if len == 0 {
             return;
         }
-        let Some(loc) = self.find_visible(pos) else { return };
+        let Some(loc) = self.pieces.find_visible(pos) else { return };
         let mut need = len;
         let mut offset = loc.offset;
-        let pieces = self.chunks[loc.chunk..].iter().flat_map(|c| &c.pieces).skip(loc.piece);
-        for piece in pieces {
+        for piece in self.pieces.iter_from(loc.leaf, loc.piece) {
             if need == 0 {
                 break;
             }
@@ -673,148 +502,36 @@ impl<C: SeqContent> Sequence<C> {
         }
     }
 
-    /// Make room for a piece at `point`, splitting the piece there; returns chunk and index.
+    /// Make room for a piece at `point`, splitting the piece there; returns leaf and index.
     fn open_slot(&mut self, point: Point) -> Option<(usize, usize)> {
-        let (chunk, piece) = match point {
-            Point::Start => {
-                if self.chunks.is_empty() {
-                    let key = self.chunk_pos.len();
-                    self.chunk_pos.push(0);
-                    self.chunks.push(Chunk { key, pieces: Vec::new(), visible: 0, total: 0 });
-                }
-                (0, 0)
-            }
+        let (leaf, piece) = match point {
+            Point::Start => return Some(self.pieces.start_slot()),
             Point::After(id) => {
-                let loc = self.locate(id)?;
-                self.split_piece(loc.chunk, loc.piece, loc.offset + 1);
-                (loc.chunk, loc.piece + 1)
+                let loc = self.pieces.locate(id)?;
+                self.pieces.split(loc.leaf, loc.piece, loc.offset + 1);
+                (loc.leaf, loc.piece + 1)
             }
             Point::Before(id) => {
-                let loc = self.locate(id)?;
+                let loc = self.pieces.locate(id)?;
                 if loc.offset == 0 {
-                    (loc.chunk, loc.piece)
+                    (loc.leaf, loc.piece)
                 } else {
-                    self.split_piece(loc.chunk, loc.piece, loc.offset);
-                    (loc.chunk, loc.piece + 1)
+                    self.pieces.split(loc.leaf, loc.piece, loc.offset);
+                    (loc.leaf, loc.piece + 1)
                 }
             }
         };
-        // At the start of a chunk, append to the previous one instead, so that a continued
-        // chain can merge with the piece it continues.
-        if piece == 0 && chunk > 0 {
-            return Some((chunk - 1, self.chunks[chunk - 1].pieces.len()));
-        }
-        Some((chunk, piece))
-    }
-
-    /// Split piece `pi` of chunk `ci` before offset `at` (no-op at its ends).
-    fn split_piece(&mut self, ci: usize, pi: usize, at: Counter) {
-        let chunk = &mut self.chunks[ci];
-        let piece = &mut chunk.pieces[pi];
-        if at == 0 || at >= piece.len {
-            return;
-        }
-        let content = piece.content.as_mut().map(|c| c.split_off(at as usize));
-        let tail = Piece {
-            start: OpId::new(piece.start.peer, piece.start.counter + at),
-            len: piece.len - at,
-            content,
-        };
-        piece.len = at;
-        self.pieces.entry(tail.start.peer).or_default().insert(tail.start.counter, chunk.key);
-        chunk.pieces.insert(pi + 1, tail);
-    }
-
-    /// Insert `piece` at index `pi` of chunk `ci`, merging it into its predecessor if it
-    /// continues it.
-    fn insert_piece(&mut self, ci: usize, pi: usize, piece: Piece<C>) {
-        let (visible, total) = (piece.visible_len(), piece.len as usize);
-        let chunk = &mut self.chunks[ci];
-        self.pieces.entry(piece.start.peer).or_default().insert(piece.start.counter, chunk.key);
-        chunk.pieces.insert(pi, piece);
-        chunk.visible += visible;
-        chunk.total += total;
-        self.visible += visible;
-        self.total += total;
-        if pi > 0 {
-            self.merge_pieces(ci, pi - 1);
-        }
-        self.fix_chunk(ci);
-    }
-
-    /// Merge piece `pi + 1` into piece `pi` of chunk `ci` if they continue one chain with the
-    /// same status.
-    fn merge_pieces(&mut self, ci: usize, pi: usize) {
-        let Some(chunk) = self.chunks.get(ci) else { return };
-        let (Some(a), Some(b)) = (chunk.pieces.get(pi), chunk.pieces.get(pi + 1)) else { return };
-        let joins = a.start.peer == b.start.peer
-            && a.end() == b.start.counter
-            && a.content.is_some() == b.content.is_some()
-            && !self.is_segment_start(b.start);
-        if !joins {
-            return;
-        }
-        let chunk = &mut self.chunks[ci];
-        let b = chunk.pieces.remove(pi + 1);
-        let a = &mut chunk.pieces[pi];
-        a.len += b.len;
-        if let (Some(a), Some(b)) = (a.content.as_mut(), b.content) {
-            a.append(b);
-        }
-        if let Some(index) = self.pieces.get_mut(&b.start.peer) {
-            index.remove(&b.start.counter);
-        }
-    }
-
-    /// Split chunk `ci` in two if it grew too large.
-    fn fix_chunk(&mut self, ci: usize) {
-        let Some(chunk) = self.chunks.get_mut(ci) else { return };
-        if chunk.pieces.len() <= MAX_PIECES {
-            return;
-        }
-        let tail = chunk.pieces.split_off(chunk.pieces.len() / 2);
-        let visible: usize = tail.iter().map(Piece::visible_len).sum();
-        let total: usize = tail.iter().map(|p| p.len as usize).sum();
-        chunk.visible -= visible;
-        chunk.total -= total;
-        let key = self.chunk_pos.len();
-        for piece in &tail {
-            self.pieces.entry(piece.start.peer).or_default().insert(piece.start.counter, key);
-        }
-        self.chunks.insert(ci + 1, Chunk { key, pieces: tail, visible, total });
-        self.chunk_pos.push(0);
-        for (i, chunk) in self.chunks.iter().enumerate().skip(ci + 1) {
-            self.chunk_pos[chunk.key] = i;
-        }
-    }
-
-    /// Tombstone the visible part of the piece holding `from` that lies before counter `hi`.
-    fn delete_in_piece(&mut self, from: OpId, hi: Counter) -> usize {
-        let Some(loc) = self.locate(from) else { return 0 };
-        let (ci, mut pi) = (loc.chunk, loc.piece);
-        if self.piece(loc).content.is_none() {
-            return 0;
-        }
-        if loc.offset > 0 {
-            self.split_piece(ci, pi, loc.offset);
-            pi += 1;
-        }
-        self.split_piece(ci, pi, hi.saturating_sub(from.counter));
-        let chunk = &mut self.chunks[ci];
-        let piece = &mut chunk.pieces[pi];
-        piece.content = None;
-        let n = piece.len as usize;
-        chunk.visible -= n;
-        self.visible -= n;
-        self.merge_pieces(ci, pi);
-        if pi > 0 {
-            self.merge_pieces(ci, pi - 1);
-        }
-        self.fix_chunk(ci);
-        n
+        Some(self.pieces.slot(leaf, piece))
     }
 }
 
 mod canonical;
+mod content;
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod oracle;
+mod peer_map;
 #[cfg(test)]
 mod tests;
+mod tree;

@@ -25,44 +25,25 @@ fn id(peer: u64, counter: Counter) -> OpId {
 
 /// Every id in document order, tombstones included.
 fn full_order<C: SeqContent>(seq: &Sequence<C>) -> Vec<OpId> {
-    let pieces = seq.chunks.iter().flat_map(|c| &c.pieces);
+    let pieces = seq.pieces.iter();
     pieces.flat_map(|p| (p.start.counter..p.end()).map(move |c| OpId::new(p.start.peer, c))).collect()
 }
 
 /// Check the internal bookkeeping against the pieces and the tree.
 fn check<C: SeqContent>(seq: &Sequence<C>) {
-    let mut visible = 0;
-    let mut total = 0;
+    seq.pieces.check();
     let mut stored = Vec::new();
-    for (ci, chunk) in seq.chunks.iter().enumerate() {
-        assert_eq!(seq.chunk_pos[chunk.key], ci);
-        assert!(!chunk.pieces.is_empty() && chunk.pieces.len() <= MAX_PIECES);
-        assert_eq!(chunk.visible, chunk.pieces.iter().map(Piece::visible_len).sum::<usize>());
-        assert_eq!(chunk.total, chunk.pieces.iter().map(|p| p.len as usize).sum::<usize>());
-        for piece in &chunk.pieces {
-            assert!(piece.len > 0);
-            if let Some(content) = &piece.content {
-                assert_eq!(content.len(), piece.len as usize);
-            }
-            assert_eq!(seq.pieces[&piece.start.peer][&piece.start.counter], chunk.key);
-            push_range(&mut stored, piece.start.peer, piece.start.counter, piece.end());
-        }
-        visible += chunk.visible;
-        total += chunk.total;
+    for piece in seq.pieces.iter() {
+        push_range(&mut stored, piece.start.peer, piece.start.counter, piece.end());
     }
-    assert_eq!((visible, total), (seq.visible, seq.total));
-    assert_eq!(
-        seq.pieces.values().map(BTreeMap::len).sum::<usize>(),
-        seq.chunks.iter().map(|c| c.pieces.len()).sum::<usize>()
-    );
     assert_eq!(seq.tree_order(), stored, "pieces are not in tree order");
     let mut fresh = seq.clone();
-    fresh.branches.clear();
+    fresh.branches.values_mut().for_each(BTreeSet::clear);
     let parents: Vec<OpId> =
-        seq.right_kids.iter().flat_map(|(&p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
+        seq.right_kids.iter().flat_map(|(p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
     parents.into_iter().for_each(|p| fresh.refresh_branch(p));
-    let nonempty = |b: &HashMap<PeerId, BTreeSet<Counter>>| {
-        b.iter().filter(|(_, s)| !s.is_empty()).map(|(p, s)| (*p, s.clone())).collect::<BTreeMap<_, _>>()
+    let nonempty = |b: &PeerMap<BTreeSet<Counter>>| {
+        b.iter().filter(|(_, s)| !s.is_empty()).map(|(p, s)| (p, s.clone())).collect::<BTreeMap<_, _>>()
     };
     assert_eq!(nonempty(&fresh.branches), nonempty(&seq.branches));
 }
@@ -324,11 +305,11 @@ fn list_content_and_queries() {
 fn concurrent_replicas_converge_to_identical_bytes() {
     for seed in 1..42u64 {
         let replicas = 2 + (seed % 2) as usize;
-        // The last two runs are long enough to split chunks.
+        // The last two runs are long enough to split leaves.
         let steps = if seed > 39 { 4_000 } else { 400 };
         let (reps, log) = simulate(seed * 0x2545_F491, replicas, steps);
         let bytes = round_trip(&reps[0].seq);
-        assert!(steps < 4_000 || reps.iter().all(|r| r.seq.chunks.len() > 2), "seed {seed}");
+        assert!(steps < 4_000 || reps.iter().all(|r| r.seq.pieces.leaf_count() > 2), "seed {seed}");
         for rep in &reps {
             check(&rep.seq);
             assert_eq!(rep.seq.to_content(), reps[0].seq.to_content(), "seed {seed}");

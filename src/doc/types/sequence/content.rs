@@ -1,0 +1,156 @@
+//! What a sequence holds: the [`SeqContent`] of its runs, chars for text and items for lists.
+
+use std::fmt::Debug;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The content of a run of elements: characters of a text, items of a list.
+pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + DeserializeOwned {
+    /// Content without elements.
+    fn empty() -> Self;
+
+    /// The number of elements (Unicode scalar values for text).
+    fn len(&self) -> usize;
+
+    /// Remove and return the elements from `at` on (`at` is clamped to the length).
+    fn split_off(&mut self, at: usize) -> Self;
+
+    /// Append `other` at the end.
+    fn append(&mut self, other: Self);
+
+    /// [`Self::split_off`] for content known to hold `len` elements, which may be cheaper.
+    fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
+        let _ = len;
+        self.split_off(at)
+    }
+
+    /// Keep the elements before `from`, drop those of `from..to` and return those from `to` on,
+    /// for content known to hold `len` elements (`from <= to <= len`).
+    fn cut(&mut self, from: usize, to: usize, len: usize) -> Self {
+        let tail = self.split_off_counted(to, len);
+        self.split_off_counted(from, to);
+        tail
+    }
+
+    /// A copy of the elements `from..to` (clamped to the length).
+    fn slice(&self, from: usize, to: usize) -> Self {
+        let mut middle = self.clone().split_off(from);
+        middle.split_off(to.saturating_sub(from));
+        middle
+    }
+}
+
+/// The byte offset of char `chars` of `s` (the end if there are fewer chars).
+fn byte_offset(s: &str, chars: usize) -> usize {
+    s.char_indices().nth(chars).map_or(s.len(), |(b, _)| b)
+}
+
+/// [`byte_offset`] in `s` known to hold `len` chars, scanning from the nearer end: edits
+/// mostly happen near the end of a long piece, and an all-ASCII piece needs no scan at all.
+fn byte_offset_counted(s: &str, chars: usize, len: usize) -> usize {
+    if s.len() == len {
+        chars.min(len)
+    } else if chars >= len {
+        s.len()
+    } else if chars > len / 2 {
+        s.char_indices().nth_back(len - 1 - chars).map_or(s.len(), |(b, _)| b)
+    } else {
+        byte_offset(s, chars)
+    }
+}
+
+impl SeqContent for String {
+    fn empty() -> Self {
+        String::new()
+    }
+
+    fn len(&self) -> usize {
+        self.chars().count()
+    }
+
+    fn split_off(&mut self, at: usize) -> Self {
+        let at = byte_offset(self, at);
+        String::split_off(self, at)
+    }
+
+    fn append(&mut self, other: Self) {
+        self.push_str(&other);
+    }
+
+    fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
+        let at = byte_offset_counted(self, at, len);
+        String::split_off(self, at)
+    }
+
+    fn cut(&mut self, from: usize, to: usize, len: usize) -> Self {
+        let tail = self.split_off_counted(to, len);
+        let from = byte_offset_counted(self, from, to);
+        self.truncate(from);
+        tail
+    }
+
+    fn slice(&self, from: usize, to: usize) -> Self {
+        let start = byte_offset(self, from);
+        let rest = &self[start..];
+        rest[..byte_offset(rest, to.saturating_sub(from))].to_owned()
+    }
+}
+
+impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for Vec<T> {
+    fn empty() -> Self {
+        Vec::new()
+    }
+
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+
+    fn split_off(&mut self, at: usize) -> Self {
+        let at = at.min(<[T]>::len(self));
+        Vec::split_off(self, at)
+    }
+
+    fn cut(&mut self, from: usize, to: usize, _len: usize) -> Self {
+        let tail = SeqContent::split_off(self, to);
+        self.truncate(from);
+        tail
+    }
+
+    fn append(&mut self, mut other: Self) {
+        Vec::append(self, &mut other);
+    }
+
+    fn slice(&self, from: usize, to: usize) -> Self {
+        let from = from.min(<[T]>::len(self));
+        let to = to.clamp(from, <[T]>::len(self));
+        self[from..to].to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_offsets_match_a_scan_from_the_start() {
+        for s in ["", "abc", "é字🦀", "aé字b🦀c", "🦀🦀🦀🦀🦀x"] {
+            let len = s.chars().count();
+            for chars in 0..=len + 1 {
+                assert_eq!(byte_offset_counted(s, chars, len), byte_offset(s, chars), "{s:?} {chars}");
+            }
+            for from in 0..=len {
+                for to in from..=len {
+                    let mut head = s.to_owned();
+                    let tail = head.cut(from, to, len);
+                    let chars: Vec<char> = s.chars().collect();
+                    assert_eq!(head, chars[..from].iter().collect::<String>());
+                    assert_eq!(tail, chars[to..].iter().collect::<String>());
+                    let mut items: Vec<char> = chars.clone();
+                    let rest = items.cut(from, to, len);
+                    assert_eq!((items, rest), (chars[..from].to_vec(), chars[to..].to_vec()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! A map keyed by peer for the sequence's per-peer indexes.
+//!
+//! A document has few peers and every edit looks one up several times, so a sorted vector
+//! searched by bisection beats hashing the key (SipHash was a visible share of edit time).
+
+use std::collections::BTreeMap;
+
+use crate::doc::id::{Counter, PeerId};
+
+/// Values per peer, sorted by peer.
+#[derive(Clone, Debug)]
+pub(super) struct PeerMap<T> {
+    entries: Vec<(PeerId, T)>,
+}
+
+impl<T> Default for PeerMap<T> {
+    fn default() -> Self {
+        PeerMap { entries: Vec::new() }
+    }
+}
+
+impl<T> PeerMap<T> {
+    fn find(&self, peer: PeerId) -> Result<usize, usize> {
+        // The peer of the previous edit is by far the most frequent, and often the only one.
+        match self.entries.first() {
+            Some((first, _)) if *first == peer => Ok(0),
+            _ => self.entries.binary_search_by_key(&peer, |(p, _)| *p),
+        }
+    }
+
+    /// The value of `peer`, if any.
+    pub(super) fn get(&self, peer: PeerId) -> Option<&T> {
+        self.find(peer).ok().map(|i| &self.entries[i].1)
+    }
+
+    /// The value of `peer`, if any, to modify.
+    pub(super) fn get_mut(&mut self, peer: PeerId) -> Option<&mut T> {
+        self.find(peer).ok().map(|i| &mut self.entries[i].1)
+    }
+
+    /// The value of `peer`, created with `T::default()` if absent.
+    pub(super) fn entry(&mut self, peer: PeerId) -> &mut T
+    where
+        T: Default,
+    {
+        let i = match self.find(peer) {
+            Ok(i) => i,
+            Err(i) => {
+                self.entries.insert(i, (peer, T::default()));
+                i
+            }
+        };
+        &mut self.entries[i].1
+    }
+
+    /// Every peer and its value, ascending by peer.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (PeerId, &T)> {
+        self.entries.iter().map(|(p, v)| (*p, v))
+    }
+
+    /// Every value, to modify.
+    #[cfg(test)]
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.entries.iter_mut().map(|(_, v)| v)
+    }
+}
+
+/// The entry of `map` with the greatest counter at most `at`. The last entry is tried first:
+/// edits mostly concern a peer's latest ids, and checking it costs no search.
+pub(super) fn floor<T>(map: &BTreeMap<Counter, T>, at: Counter) -> Option<(Counter, &T)> {
+    match map.last_key_value() {
+        Some((&last, value)) if last <= at => Some((last, value)),
+        _ => map.range(..=at).next_back().map(|(&k, v)| (k, v)),
+    }
+}
+
+/// [`floor`], to modify the value.
+pub(super) fn floor_mut<T>(map: &mut BTreeMap<Counter, T>, at: Counter) -> Option<&mut T> {
+    if map.last_key_value().is_some_and(|(&last, _)| last <= at) {
+        return map.last_entry().map(|e| e.into_mut());
+    }
+    map.range_mut(..=at).next_back().map(|(_, v)| v)
+}

@@ -1,0 +1,643 @@
+//! The document order: pieces in a B-tree whose nodes cache visible and total element counts,
+//! plus an index from each piece's first id to its leaf.
+//!
+//! Nodes live in two arenas (leaves and inner nodes) and name each other by index, which keeps
+//! the tree free of `unsafe` and of reference counting. Nothing is ever removed from the order
+//! (deleting makes tombstones), so nodes are never freed: leaves only split, and leaf 0 is always
+//! the first one.
+
+use std::collections::BTreeMap;
+
+use super::SeqContent;
+use super::peer_map::{PeerMap, floor};
+use crate::doc::id::{Counter, OpId};
+
+/// Pieces a leaf may hold before it splits: small enough that scanning a leaf is cheap, large
+/// enough that the tree stays shallow. Tests use tiny nodes so that small cases grow deep trees.
+const MAX_PIECES: usize = if cfg!(test) { 8 } else { 64 };
+
+/// Children an inner node may hold before it splits.
+const MAX_KIDS: usize = if cfg!(test) { 4 } else { 32 };
+
+/// Consecutive ids of one chain, adjacent in document order, all visible or all deleted.
+#[derive(Clone, Debug)]
+pub(super) struct Piece<C> {
+    pub(super) start: OpId,
+    pub(super) len: Counter,
+    /// `None` once deleted: tombstones keep their ids and place, not their content.
+    pub(super) content: Option<C>,
+}
+
+impl<C> Piece<C> {
+    /// One past the last counter.
+    pub(super) fn end(&self) -> Counter {
+        self.start.counter.saturating_add(self.len)
+    }
+
+    /// How many visible elements the piece holds.
+    pub(super) fn visible_len(&self) -> usize {
+        if self.content.is_some() { self.len as usize } else { 0 }
+    }
+}
+
+/// An element's place: piece `piece` of leaf `leaf`, `offset` elements in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Loc {
+    pub(super) leaf: usize,
+    pub(super) piece: usize,
+    pub(super) offset: Counter,
+}
+
+#[derive(Clone, Debug)]
+struct Leaf<C> {
+    pieces: Vec<Piece<C>>,
+    /// The inner node holding this leaf.
+    parent: usize,
+    /// Neighbours in document order, for walks that cross leaves.
+    prev: Option<usize>,
+    next: Option<usize>,
+    visible: usize,
+    total: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Inner {
+    kids: Vec<usize>,
+    /// Whether `kids` index leaves rather than inner nodes (all kids of a node are alike).
+    leaf_kids: bool,
+    parent: Option<usize>,
+    visible: usize,
+    total: usize,
+}
+
+/// The pieces of a sequence in document order.
+#[derive(Clone, Debug)]
+pub(super) struct Pieces<C> {
+    leaves: Vec<Leaf<C>>,
+    inners: Vec<Inner>,
+    /// The root inner node; meaningless while there are no leaves.
+    root: usize,
+    /// Piece start to leaf, per peer.
+    index: PeerMap<BTreeMap<Counter, usize>>,
+    /// Where the last edit was: typing and deleting mostly happen next to the previous edit.
+    cursor: Cursor,
+}
+
+/// The place of the last edit, so that the next one nearby needs neither an index lookup nor a
+/// descent from the root.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    leaf: usize,
+    /// A piece of `leaf` at or next to the edit; may be stale, so it is checked before use.
+    piece: usize,
+    /// How many visible elements precede `leaf`, while known: edits inside the leaf keep it,
+    /// edits elsewhere forget it.
+    start: Option<usize>,
+}
+
+impl<C> Default for Pieces<C> {
+    fn default() -> Self {
+        Pieces {
+            leaves: Vec::new(),
+            inners: Vec::new(),
+            root: 0,
+            index: PeerMap::default(),
+            cursor: Cursor::default(),
+        }
+    }
+}
+
+impl<C: SeqContent> Pieces<C> {
+    /// Build from pieces in document order, leaves and nodes half full so that edits anywhere
+    /// have room before splitting.
+    pub(super) fn from_pieces(pieces: Vec<Piece<C>>) -> Self {
+        let mut tree = Self::default();
+        let mut pieces = pieces.into_iter().peekable();
+        while pieces.peek().is_some() {
+            let leaf = tree.leaves.len();
+            let chunk: Vec<Piece<C>> = pieces.by_ref().take(MAX_PIECES / 2).collect();
+            let visible = chunk.iter().map(Piece::visible_len).sum();
+            let total = chunk.iter().map(|p| p.len as usize).sum();
+            for piece in &chunk {
+                tree.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
+            }
+            let prev = leaf.checked_sub(1);
+            tree.leaves.push(Leaf { pieces: chunk, parent: 0, prev, next: None, visible, total });
+            if let Some(prev) = prev {
+                tree.leaves[prev].next = Some(leaf);
+            }
+        }
+        if tree.leaves.is_empty() {
+            return tree;
+        }
+        let mut level: Vec<usize> = (0..tree.leaves.len()).collect();
+        let mut leaf_kids = true;
+        loop {
+            let mut up = Vec::with_capacity(level.len() / (MAX_KIDS / 2) + 1);
+            for group in level.chunks(MAX_KIDS / 2) {
+                let node = tree.inners.len();
+                let (mut visible, mut total) = (0, 0);
+                for &kid in group {
+                    let (v, t) = tree.adopt(kid, leaf_kids, node);
+                    visible += v;
+                    total += t;
+                }
+                tree.inners.push(Inner { kids: group.to_vec(), leaf_kids, parent: None, visible, total });
+                up.push(node);
+            }
+            leaf_kids = false;
+            if let [root] = up[..] {
+                tree.root = root;
+                return tree;
+            }
+            level = up;
+        }
+    }
+
+    /// The number of visible elements.
+    pub(super) fn visible(&self) -> usize {
+        if self.leaves.is_empty() { 0 } else { self.inners[self.root].visible }
+    }
+
+    /// The number of elements, tombstones included.
+    pub(super) fn total(&self) -> usize {
+        if self.leaves.is_empty() { 0 } else { self.inners[self.root].total }
+    }
+
+    /// The piece at `loc`, which must come from this tree as it is now.
+    pub(super) fn piece(&self, loc: Loc) -> &Piece<C> {
+        &self.leaves[loc.leaf].pieces[loc.piece]
+    }
+
+    /// The id of the element at `loc`.
+    pub(super) fn id_at(&self, loc: Loc) -> OpId {
+        let start = self.piece(loc).start;
+        OpId::new(start.peer, start.counter + loc.offset)
+    }
+
+    /// Where element `id` is, if present.
+    pub(super) fn locate(&self, id: OpId) -> Option<Loc> {
+        let Cursor { leaf, piece: hinted, .. } = self.cursor;
+        if let Some(pieces) = self.leaves.get(leaf).map(|l| &l.pieces) {
+            // The hinted piece or a neighbour: ids are unique, so a piece holding `id` is it.
+            let from = hinted.saturating_sub(1);
+            for (piece, p) in pieces.iter().enumerate().skip(from).take(3) {
+                if p.start.peer == id.peer && p.start.counter <= id.counter && id.counter < p.end() {
+                    return Some(Loc { leaf, piece, offset: id.counter - p.start.counter });
+                }
+            }
+        }
+        let (start, &leaf) = floor(self.index.get(id.peer)?, id.counter)?;
+        let pieces = &self.leaves.get(leaf)?.pieces;
+        let first = OpId::new(id.peer, start);
+        let piece = pieces.iter().position(|p| p.start == first)?;
+        let offset = id.counter - start;
+        (offset < pieces[piece].len).then_some(Loc { leaf, piece, offset })
+    }
+
+    /// The location of the visible element at `pos`: one descent from the root.
+    pub(super) fn find_visible(&self, pos: usize) -> Option<Loc> {
+        if pos >= self.visible() {
+            return None;
+        }
+        if let Some(start) = self.cursor.start
+            && let Some(rest) = pos.checked_sub(start)
+            && rest < self.leaves[self.cursor.leaf].visible
+        {
+            return self.find_in_leaf(self.cursor.leaf, rest);
+        }
+        let mut rest = pos;
+        let mut node = &self.inners[self.root];
+        loop {
+            let mut found = None;
+            for &kid in &node.kids {
+                let visible = self.counts(kid, node.leaf_kids).0;
+                if rest < visible {
+                    found = Some(kid);
+                    break;
+                }
+                rest -= visible;
+            }
+            let kid = found?;
+            if !node.leaf_kids {
+                node = &self.inners[kid];
+                continue;
+            }
+            return self.find_in_leaf(kid, rest);
+        }
+    }
+
+    /// The location of visible element `rest` of `leaf`.
+    fn find_in_leaf(&self, leaf: usize, mut rest: usize) -> Option<Loc> {
+        for (piece, p) in self.leaves[leaf].pieces.iter().enumerate() {
+            let visible = p.visible_len();
+            if rest < visible {
+                return Some(Loc { leaf, piece, offset: rest as Counter });
+            }
+            rest -= visible;
+        }
+        None
+    }
+
+    /// The first element of the document order.
+    pub(super) fn first(&self) -> Option<Loc> {
+        self.first_from(0)
+    }
+
+    /// The first element of leaf `leaf` or the leaves after it.
+    fn first_from(&self, mut leaf: usize) -> Option<Loc> {
+        loop {
+            let l = self.leaves.get(leaf)?;
+            if !l.pieces.is_empty() {
+                return Some(Loc { leaf, piece: 0, offset: 0 });
+            }
+            leaf = l.next?;
+        }
+    }
+
+    /// The element after `loc` in the document order.
+    pub(super) fn after(&self, loc: Loc) -> Option<Loc> {
+        let leaf = &self.leaves[loc.leaf];
+        if loc.offset + 1 < leaf.pieces[loc.piece].len {
+            return Some(Loc { offset: loc.offset + 1, ..loc });
+        }
+        if loc.piece + 1 < leaf.pieces.len() {
+            return Some(Loc { piece: loc.piece + 1, offset: 0, ..loc });
+        }
+        self.first_from(leaf.next?)
+    }
+
+    /// How many visible elements precede `loc`.
+    pub(super) fn visible_before(&self, loc: Loc) -> usize {
+        let leaf = &self.leaves[loc.leaf];
+        let mut inside: usize = leaf.pieces[..loc.piece].iter().map(Piece::visible_len).sum();
+        if leaf.pieces[loc.piece].content.is_some() {
+            inside += loc.offset as usize;
+        }
+        inside + self.leaf_start(loc.leaf)
+    }
+
+    /// How many visible elements precede `leaf`.
+    fn leaf_start(&self, leaf: usize) -> usize {
+        if self.cursor.leaf == leaf
+            && let Some(start) = self.cursor.start
+        {
+            return start;
+        }
+        self.climb(leaf)
+    }
+
+    /// How many visible elements precede `leaf`, from the counts of the earlier siblings of
+    /// each node on the way to the root.
+    fn climb(&self, leaf: usize) -> usize {
+        let mut before = 0;
+        let (mut child, mut parent, mut leaf_kids) = (leaf, Some(self.leaves[leaf].parent), true);
+        while let Some(node) = parent {
+            let inner = &self.inners[node];
+            for &kid in inner.kids.iter().take_while(|&&k| k != child) {
+                before += self.counts(kid, leaf_kids).0;
+            }
+            (child, parent, leaf_kids) = (node, inner.parent, false);
+        }
+        before
+    }
+
+    /// The pieces from piece `piece` of leaf `leaf` on, in document order.
+    pub(super) fn iter_from(&self, leaf: usize, piece: usize) -> impl Iterator<Item = &Piece<C>> {
+        let leaves = std::iter::successors(self.leaves.get(leaf).map(|_| leaf), |&l| self.leaves[l].next);
+        leaves.enumerate().flat_map(move |(i, l)| &self.leaves[l].pieces[if i == 0 { piece } else { 0 }..])
+    }
+
+    /// Every piece in document order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Piece<C>> {
+        self.iter_from(0, 0)
+    }
+
+    /// The slot for a new piece at the very start, creating the first leaf if needed.
+    pub(super) fn start_slot(&mut self) -> (usize, usize) {
+        if self.leaves.is_empty() {
+            let leaf = Leaf { pieces: Vec::new(), parent: 0, prev: None, next: None, visible: 0, total: 0 };
+            self.leaves.push(leaf);
+            self.inners.push(Inner { kids: vec![0], leaf_kids: true, parent: None, visible: 0, total: 0 });
+            self.root = 0;
+        }
+        (0, 0)
+    }
+
+    /// Where a new piece going before piece `piece` of `leaf` should be inserted: at the start
+    /// of a leaf, at the end of the previous one instead, so that a continued chain can merge
+    /// with the piece it continues.
+    pub(super) fn slot(&self, leaf: usize, piece: usize) -> (usize, usize) {
+        match self.leaves[leaf].prev {
+            Some(prev) if piece == 0 => (prev, self.leaves[prev].pieces.len()),
+            _ => (leaf, piece),
+        }
+    }
+
+    /// Split piece `pi` of `leaf` before offset `at` (no-op at its ends). The leaf may be left
+    /// over-full; the caller fixes it.
+    pub(super) fn split(&mut self, leaf: usize, pi: usize, at: Counter) {
+        let l = &mut self.leaves[leaf];
+        let piece = &mut l.pieces[pi];
+        if at == 0 || at >= piece.len {
+            return;
+        }
+        let content = piece.content.as_mut().map(|c| c.split_off_counted(at as usize, piece.len as usize));
+        let tail = Piece {
+            start: OpId::new(piece.start.peer, piece.start.counter + at),
+            len: piece.len - at,
+            content,
+        };
+        piece.len = at;
+        self.index.entry(tail.start.peer).insert(tail.start.counter, leaf);
+        l.pieces.insert(pi + 1, tail);
+    }
+
+    /// Insert `piece` at index `pi` of `leaf`; returns where its first element ends up. It
+    /// merges into the piece before it if `joins` (it does not start a chain) and it continues
+    /// that piece: the common case of typing, which then costs no allocation and no index update.
+    pub(super) fn insert(&mut self, leaf: usize, pi: usize, piece: Piece<C>, joins: bool) -> Loc {
+        let (visible, total) = (piece.visible_len() as isize, piece.len as isize);
+        let l = &mut self.leaves[leaf];
+        if joins
+            && let Some(prev) = pi.checked_sub(1).and_then(|i| l.pieces.get_mut(i))
+            && prev.start.peer == piece.start.peer
+            && prev.end() == piece.start.counter
+            && prev.content.is_some() == piece.content.is_some()
+        {
+            let offset = prev.len;
+            prev.len += piece.len;
+            if let (Some(a), Some(b)) = (prev.content.as_mut(), piece.content) {
+                a.append(b);
+            }
+            self.adjust(leaf, visible, total);
+            self.edited(leaf, pi - 1);
+            return Loc { leaf, piece: pi - 1, offset };
+        }
+        self.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
+        l.pieces.insert(pi, piece);
+        self.adjust(leaf, visible, total);
+        self.edited(leaf, pi);
+        match self.fix(leaf) {
+            Some((new, mid)) if pi >= mid => {
+                // The new right half starts where the left half ends.
+                let start = self.cursor.start.map(|s| s + self.leaves[leaf].visible);
+                self.cursor = Cursor { leaf: new, piece: pi - mid, start };
+                Loc { leaf: new, piece: pi - mid, offset: 0 }
+            }
+            _ => Loc { leaf, piece: pi, offset: 0 },
+        }
+    }
+
+    /// Move the cursor to piece `piece` of `leaf`, just edited. Counts changed inside `leaf`
+    /// only, so its start still holds if the cursor was there, and is worked out otherwise
+    /// (the caller needs the position of the edit anyway).
+    fn edited(&mut self, leaf: usize, piece: usize) {
+        let start = if self.cursor.leaf == leaf { self.cursor.start } else { None };
+        self.cursor = Cursor { leaf, piece, start };
+        if start.is_none() {
+            self.cursor.start = Some(self.leaf_start(leaf));
+        }
+    }
+
+    /// Tombstone `len` elements from `loc` on, all in its piece, if the piece is visible;
+    /// returns how many were deleted. `starts_chain` says which ids must stay piece starts.
+    pub(super) fn delete(&mut self, loc: Loc, len: Counter, starts_chain: impl Fn(OpId) -> bool) -> usize {
+        let (leaf, mut pi) = (loc.leaf, loc.piece);
+        let l = &mut self.leaves[leaf];
+        let piece = &mut l.pieces[pi];
+        let (start, whole, from) = (piece.start, piece.len, loc.offset);
+        let to = from.saturating_add(len).min(whole);
+        let Some(content) = piece.content.as_mut().filter(|_| from < to) else { return 0 };
+        // Cut the piece into head (kept), tombstone and tail (kept) with one copy of the tail;
+        // splitting twice would copy it twice.
+        let tail = (to < whole).then(|| Piece {
+            start: OpId::new(start.peer, start.counter + to),
+            len: whole - to,
+            content: Some(content.cut(from as usize, to as usize, whole as usize)),
+        });
+        let tombstone =
+            Piece { start: OpId::new(start.peer, start.counter + from), len: to - from, content: None };
+        if from == 0 {
+            *piece = tombstone;
+        } else {
+            if tail.is_none() {
+                content.cut(from as usize, whole as usize, whole as usize);
+            }
+            piece.len = from;
+            pi += 1;
+            self.index.entry(start.peer).insert(tombstone.start.counter, leaf);
+            l.pieces.insert(pi, tombstone);
+        }
+        if let Some(tail) = tail {
+            self.index.entry(start.peer).insert(tail.start.counter, leaf);
+            l.pieces.insert(pi + 1, tail);
+        }
+        let n = (to - from) as usize;
+        self.adjust(leaf, -(n as isize), 0);
+        self.merge(leaf, pi, &starts_chain);
+        if pi > 0 {
+            self.merge(leaf, pi - 1, &starts_chain);
+        }
+        self.edited(leaf, pi.saturating_sub(1));
+        self.fix(leaf);
+        n
+    }
+
+    /// Merge piece `pi + 1` of `leaf` into piece `pi` if they continue one chain with the same
+    /// status.
+    fn merge(&mut self, leaf: usize, pi: usize, starts_chain: &impl Fn(OpId) -> bool) {
+        let pieces = &mut self.leaves[leaf].pieces;
+        let (Some(a), Some(b)) = (pieces.get(pi), pieces.get(pi + 1)) else { return };
+        let joins = a.start.peer == b.start.peer
+            && a.end() == b.start.counter
+            && a.content.is_some() == b.content.is_some()
+            && !starts_chain(b.start);
+        if !joins {
+            return;
+        }
+        let b = pieces.remove(pi + 1);
+        let a = &mut pieces[pi];
+        a.len += b.len;
+        if let (Some(a), Some(b)) = (a.content.as_mut(), b.content) {
+            a.append(b);
+        }
+        if let Some(index) = self.index.get_mut(b.start.peer) {
+            index.remove(&b.start.counter);
+        }
+    }
+
+    /// The cached counts of a child: a leaf if `leaf`, else an inner node.
+    fn counts(&self, kid: usize, leaf: bool) -> (usize, usize) {
+        if leaf {
+            let l = &self.leaves[kid];
+            (l.visible, l.total)
+        } else {
+            let n = &self.inners[kid];
+            (n.visible, n.total)
+        }
+    }
+
+    /// Make `parent` the parent of a child (a leaf if `leaf`); returns the child's counts.
+    fn adopt(&mut self, kid: usize, leaf: bool, parent: usize) -> (usize, usize) {
+        if leaf {
+            let l = &mut self.leaves[kid];
+            l.parent = parent;
+            (l.visible, l.total)
+        } else {
+            let n = &mut self.inners[kid];
+            n.parent = Some(parent);
+            (n.visible, n.total)
+        }
+    }
+
+    /// Add to the counts of `leaf` and of every node above it.
+    fn adjust(&mut self, leaf: usize, visible: isize, total: isize) {
+        let l = &mut self.leaves[leaf];
+        l.visible = l.visible.wrapping_add_signed(visible);
+        l.total = l.total.wrapping_add_signed(total);
+        let mut node = Some(l.parent);
+        while let Some(n) = node {
+            let inner = &mut self.inners[n];
+            inner.visible = inner.visible.wrapping_add_signed(visible);
+            inner.total = inner.total.wrapping_add_signed(total);
+            node = inner.parent;
+        }
+    }
+
+    /// Split `leaf` in two if it is over-full; returns the new right half and how many pieces
+    /// stayed left.
+    fn fix(&mut self, leaf: usize) -> Option<(usize, usize)> {
+        let new = self.leaves.len();
+        let l = &mut self.leaves[leaf];
+        if l.pieces.len() <= MAX_PIECES {
+            return None;
+        }
+        let mid = l.pieces.len() / 2;
+        let tail = l.pieces.split_off(mid);
+        let visible: usize = tail.iter().map(Piece::visible_len).sum();
+        let total: usize = tail.iter().map(|p| p.len as usize).sum();
+        l.visible -= visible;
+        l.total -= total;
+        let (parent, next) = (l.parent, l.next);
+        l.next = Some(new);
+        if let Some(next) = next {
+            self.leaves[next].prev = Some(new);
+        }
+        for piece in &tail {
+            self.index.entry(piece.start.peer).insert(piece.start.counter, new);
+        }
+        self.leaves.push(Leaf { pieces: tail, parent, prev: Some(leaf), next, visible, total });
+        self.add_kid(parent, leaf, new);
+        Some((new, mid))
+    }
+
+    /// Put child `new` right after its sibling `after` in inner node `node`, splitting the node
+    /// if it overflows. `new`'s elements came from `after`, so counts above stay right.
+    fn add_kid(&mut self, node: usize, after: usize, new: usize) {
+        let inner = &mut self.inners[node];
+        let at = inner.kids.iter().position(|&k| k == after).map_or(inner.kids.len(), |i| i + 1);
+        inner.kids.insert(at, new);
+        if inner.kids.len() <= MAX_KIDS {
+            return;
+        }
+        let leaf_kids = inner.leaf_kids;
+        let parent = inner.parent;
+        let tail = inner.kids.split_off(inner.kids.len() / 2);
+        let sibling = self.inners.len();
+        let (mut visible, mut total) = (0, 0);
+        for &kid in &tail {
+            let (v, t) = self.adopt(kid, leaf_kids, sibling);
+            visible += v;
+            total += t;
+        }
+        let inner = &mut self.inners[node];
+        inner.visible -= visible;
+        inner.total -= total;
+        let (left_visible, left_total) = (inner.visible, inner.total);
+        self.inners.push(Inner { kids: tail, leaf_kids, parent, visible, total });
+        match parent {
+            Some(parent) => self.add_kid(parent, node, sibling),
+            None => {
+                let root = self.inners.len();
+                self.inners.push(Inner {
+                    kids: vec![node, sibling],
+                    leaf_kids: false,
+                    parent: None,
+                    visible: left_visible + visible,
+                    total: left_total + total,
+                });
+                self.inners[node].parent = Some(root);
+                self.inners[sibling].parent = Some(root);
+                self.root = root;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl<C: SeqContent> Pieces<C> {
+    /// How many leaves the tree has.
+    pub(super) fn leaf_count(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// Check every cached count, link, parent and index entry against the pieces.
+    pub(super) fn check(&self) {
+        if self.leaves.is_empty() {
+            assert!(self.inners.is_empty());
+            return;
+        }
+        assert_eq!(self.inners[self.root].parent, None);
+        let mut pieces = 0;
+        // Walk the tree in order, checking that the leaves met are the linked list.
+        let mut order = Vec::new();
+        let mut stack = vec![self.root];
+        while let Some(node) = stack.pop() {
+            let inner = &self.inners[node];
+            assert!(!inner.kids.is_empty() && inner.kids.len() <= MAX_KIDS);
+            let (mut visible, mut total) = (0, 0);
+            for &kid in &inner.kids {
+                let (v, t) = self.counts(kid, inner.leaf_kids);
+                visible += v;
+                total += t;
+                if inner.leaf_kids {
+                    assert_eq!(self.leaves[kid].parent, node);
+                } else {
+                    assert_eq!(self.inners[kid].parent, Some(node));
+                }
+            }
+            assert_eq!((visible, total), (inner.visible, inner.total));
+            if inner.leaf_kids {
+                order.extend(inner.kids.iter().copied());
+            } else {
+                stack.extend(inner.kids.iter().rev().copied());
+            }
+        }
+        let linked: Vec<usize> = std::iter::successors(Some(0), |&l| self.leaves[l].next).collect();
+        assert_eq!(order, linked);
+        assert_eq!(linked.len(), self.leaves.len());
+        for (i, &leaf) in linked.iter().enumerate() {
+            let l = &self.leaves[leaf];
+            assert_eq!(l.prev, i.checked_sub(1).map(|p| linked[p]));
+            assert!(!l.pieces.is_empty() && l.pieces.len() <= MAX_PIECES);
+            assert_eq!(l.visible, l.pieces.iter().map(Piece::visible_len).sum::<usize>());
+            assert_eq!(l.total, l.pieces.iter().map(|p| p.len as usize).sum::<usize>());
+            for piece in &l.pieces {
+                assert!(piece.len > 0);
+                if let Some(content) = &piece.content {
+                    assert_eq!(content.len(), piece.len as usize);
+                }
+                assert_eq!(
+                    self.index.get(piece.start.peer).and_then(|m| m.get(&piece.start.counter)),
+                    Some(&leaf)
+                );
+                pieces += 1;
+            }
+        }
+        assert_eq!(self.index.iter().map(|(_, m)| m.len()).sum::<usize>(), pieces);
+        if let Some(start) = self.cursor.start {
+            assert_eq!(start, self.climb(self.cursor.leaf), "stale cursor");
+        }
+    }
+}
