@@ -481,6 +481,27 @@ impl Document {
             fresh.extend(parts.into_iter().map(|part| (part.id, part)));
         }
 
+        // The live-sync case: one change, the next of its peer, nothing waiting. Same checks,
+        // without the bookkeeping a batch needs.
+        if self.pending.is_empty() && fresh.len() == 1 {
+            let version = self.version();
+            let ready = fresh.values().next().filter(|c| {
+                c.id.counter == version.get(c.id.peer) && c.deps.ids().iter().all(|d| version.contains(*d))
+            });
+            if let Some(change) = ready {
+                self.validate_change(change, &mut Overlay::default())
+                    .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
+                let mut containers = BTreeSet::new();
+                let mut spans = Vec::with_capacity(1);
+                for (_, change) in fresh {
+                    self.apply_valid(change, &mut containers, &mut spans);
+                }
+                self.emit(Origin::Remote, containers.into_iter().collect(), spans);
+                status.applied = 1;
+                return Ok(status);
+            }
+        }
+
         // Phase 1: find what becomes ready and validate it against state plus what the batch
         // adds, by reference, without touching the document.
         let mut version = self.version().clone();
@@ -527,21 +548,11 @@ impl Document {
         // Phase 2: apply. Nothing below can fail.
         let mut containers = BTreeSet::new();
         let mut spans = Vec::new();
-        let listening = self.events_enabled();
         for (id, is_new) in ready {
             let taken = if is_new { fresh.remove(&id) } else { self.pending.remove(&id) };
             // Every ready id came from one of the two maps, and each is taken once.
             let Some(change) = taken else { continue };
-            self.clock.observe(change.timestamp);
-            for (id, op) in change.op_ids() {
-                let created = self.state.apply(id, change.timestamp, op);
-                if listening {
-                    containers.insert(op.container.clone());
-                    containers.extend(created);
-                }
-            }
-            spans.push(change.span());
-            self.log.push(change, self.config.merge_changes);
+            self.apply_valid(change, &mut containers, &mut spans);
             status.applied += 1;
         }
         for id in &discarded {
@@ -555,6 +566,21 @@ impl Document {
             self.emit(Origin::Remote, containers.into_iter().collect(), spans);
         }
         Ok(status)
+    }
+
+    /// Apply a validated, ready change and record it; collects what an event reports.
+    fn apply_valid(&mut self, change: Change, containers: &mut BTreeSet<ContainerId>, spans: &mut Vec<IdSpan>) {
+        let listening = self.events_enabled();
+        self.clock.observe(change.timestamp);
+        for (id, op) in change.op_ids() {
+            let created = self.state.apply(id, change.timestamp, op);
+            if listening {
+                containers.insert(op.container.clone());
+                containers.extend(created);
+            }
+        }
+        spans.push(change.span());
+        self.log.push(change, self.config.merge_changes);
     }
 
     fn validate_change(&self, change: &Change, overlay: &mut Overlay) -> Result<(), &'static str> {

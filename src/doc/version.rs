@@ -15,9 +15,11 @@ use super::id::{Counter, IdSpan, OpId, PeerId};
 
 /// For each peer, the number of its operations contained in a version.
 ///
-/// Entries are kept sorted by peer, so equal versions have equal encodings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<PeerId, Counter>);
+/// Entries are kept sorted by peer, so equal versions have equal encodings. A document has few
+/// peers and asks its version on every edit, so the entries are a sorted inline array searched
+/// by bisection rather than a tree; it encodes as a map from peer to count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector(SmallVec<[(PeerId, Counter); 4]>);
 
 impl VersionVector {
     /// The empty version (no operations).
@@ -25,17 +27,24 @@ impl VersionVector {
         Self::default()
     }
 
+    fn find(&self, peer: PeerId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&peer, |&(p, _)| p)
+    }
+
     /// How many operations of `peer` the version contains.
     pub fn get(&self, peer: PeerId) -> Counter {
-        self.0.get(&peer).copied().unwrap_or(0)
+        self.find(peer).map_or(0, |at| self.0[at].1)
     }
 
     /// Set the number of operations of `peer` (zero removes the entry).
     pub fn set(&mut self, peer: PeerId, end: Counter) {
-        if end == 0 {
-            self.0.remove(&peer);
-        } else {
-            self.0.insert(peer, end);
+        match (self.find(peer), end) {
+            (Ok(at), 0) => {
+                self.0.remove(at);
+            }
+            (Ok(at), _) => self.0[at].1 = end,
+            (Err(_), 0) => {}
+            (Err(at), _) => self.0.insert(at, (peer, end)),
         }
     }
 
@@ -53,29 +62,29 @@ impl VersionVector {
     pub fn extend_to(&mut self, span: &IdSpan) {
         let end = span.end_counter();
         if end > self.get(span.peer()) {
-            self.0.insert(span.peer(), end);
+            self.set(span.peer(), end);
         }
     }
 
     /// Include everything `other` includes.
     pub fn merge(&mut self, other: &VersionVector) {
-        for (&peer, &end) in &other.0 {
+        for &(peer, end) in &other.0 {
             if end > self.get(peer) {
-                self.0.insert(peer, end);
+                self.set(peer, end);
             }
         }
     }
 
     /// Whether this version contains every operation of `other`.
     pub fn includes(&self, other: &VersionVector) -> bool {
-        other.0.iter().all(|(&peer, &end)| self.get(peer) >= end)
+        other.0.iter().all(|&(peer, end)| self.get(peer) >= end)
     }
 
     /// The spans this version has and `other` lacks, one per peer.
     pub fn spans_missing_from(&self, other: &VersionVector) -> Vec<IdSpan> {
         self.0
             .iter()
-            .filter_map(|(&peer, &end)| {
+            .filter_map(|&(peer, end)| {
                 let from = other.get(peer);
                 (end > from).then(|| IdSpan::new(OpId::new(peer, from), end - from))
             })
@@ -84,7 +93,7 @@ impl VersionVector {
 
     /// Iterate `(peer, number of operations)` in peer order.
     pub fn iter(&self) -> impl Iterator<Item = (PeerId, Counter)> + '_ {
-        self.0.iter().map(|(&p, &c)| (p, c))
+        self.0.iter().copied()
     }
 
     /// Whether the version holds no operation.
@@ -94,7 +103,21 @@ impl VersionVector {
 
     /// The total number of operations in the version.
     pub fn total_ops(&self) -> u64 {
-        self.0.values().map(|&c| u64::from(c)).sum()
+        self.0.iter().map(|&(_, c)| u64::from(c)).sum()
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(p, c)| (p, c)))
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Through a map, which sorts and deduplicates whatever order the input used.
+        let map = BTreeMap::<PeerId, Counter>::deserialize(deserializer)?;
+        Ok(VersionVector(map.into_iter().filter(|&(_, c)| c > 0).collect()))
     }
 }
 
@@ -178,6 +201,21 @@ mod tests {
         let mut c = a.clone();
         c.merge(&b);
         assert!(c.includes(&a) && c.includes(&b));
+    }
+
+    #[test]
+    fn version_vectors_encode_as_maps_and_decode_canonically() {
+        let v: VersionVector = [(PeerId::new(9), 2), (PeerId::new(1), 5)].into_iter().collect();
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let map: BTreeMap<PeerId, Counter> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(map.into_iter().collect::<Vec<_>>(), v.iter().collect::<Vec<_>>());
+        assert_eq!(postcard::from_bytes::<VersionVector>(&bytes).unwrap(), v);
+        // A zero entry means nothing: it decodes to the version without it.
+        let with_zero: BTreeMap<PeerId, Counter> =
+            [(PeerId::new(1), 5), (PeerId::new(3), 0), (PeerId::new(9), 2)].into();
+        let decoded: VersionVector =
+            postcard::from_bytes(&postcard::to_allocvec(&with_zero).unwrap()).unwrap();
+        assert_eq!(decoded, v);
     }
 
     #[test]
