@@ -34,7 +34,7 @@ impl ChangeLog {
     /// A log whose history below `trimmed` is gone (a document loaded from a state snapshot).
     pub(crate) fn with_trimmed(trimmed: VersionVector, frontier: Frontier, lamport_end: u32) -> Self {
         ChangeLog {
-            by_peer: HashMap::new(),
+            by_peer: ChangesByPeer::new(),
             frozen: None,
             version: trimmed.clone(),
             trimmed_frontier: frontier.clone(),
@@ -73,7 +73,7 @@ impl ChangeLog {
     pub(crate) fn freeze(&mut self, bytes: Vec<u8>, max_decoded_bytes: usize) {
         let changes = self.changes_mut();
         let frozen = FrozenHistory::new(bytes, max_decoded_bytes, changes);
-        self.by_peer = HashMap::new();
+        self.by_peer = ChangesByPeer::new();
         self.frozen = Some(Box::new(frozen));
     }
 

@@ -7,15 +7,16 @@
 //! keeps the bytes it was loaded from and decodes them on first use, with a small index for the
 //! one question every remote change asks: the Lamport time of its dependencies.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use super::change::Change;
 use super::columnar;
 use super::id::{Counter, OpId, PeerId};
 
-/// Changes grouped per peer, each peer's in counter order.
-pub(crate) type ChangesByPeer = HashMap<PeerId, Vec<Change>>;
+/// Changes grouped per peer, each peer's in counter order (a tree: peers are few and compare
+/// as integers, cheaper than hashing them on every change).
+pub(crate) type ChangesByPeer = BTreeMap<PeerId, Vec<Change>>;
 
 /// The encoded form of every change a log holds.
 #[derive(Clone, Debug)]
@@ -25,7 +26,7 @@ pub(crate) struct FrozenHistory {
     /// The limit the bytes were first decoded under (they are known to fit it).
     max_decoded_bytes: usize,
     /// Per peer, `(first counter, end counter, Lamport time)` of each change.
-    lamports: HashMap<PeerId, Vec<(Counter, Counter, u32)>>,
+    lamports: BTreeMap<PeerId, Vec<(Counter, Counter, u32)>>,
     change_count: usize,
     thawed: OnceLock<ChangesByPeer>,
 }
