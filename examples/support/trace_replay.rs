@@ -27,8 +27,10 @@ pub struct Trace {
 
 #[derive(Deserialize)]
 pub struct Txn {
-    #[serde(default)]
-    pub time: Option<String>,
+    /// Wall-clock time of the transaction, parsed when the trace is read (input data, like
+    /// the patches, so the replay does not time the parsing).
+    #[serde(default, rename = "time", deserialize_with = "unix_ms")]
+    pub time_ms: Option<u64>,
     #[serde(default)]
     pub parents: Option<Vec<usize>>,
     #[serde(default)]
@@ -65,7 +67,7 @@ pub fn load_trace(path: &Path) -> Result<Trace, String> {
 
 /// Apply one transaction's patches as one crdt-sync transaction.
 pub fn apply_patches(doc: &mut Document, txn: &Txn) -> Result<(), String> {
-    if let Some(ms) = txn.time.as_deref().and_then(parse_unix_ms) {
+    if let Some(ms) = txn.time_ms {
         doc.set_wall_clock(ms);
     }
     let mut t = doc.transact();
@@ -149,6 +151,10 @@ pub fn replay_concurrent(trace: &Trace) -> Result<Vec<Document>, String> {
         replica.merge(&hub).map_err(|e| e.to_string())?;
     }
     Ok(replicas)
+}
+
+fn unix_ms<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.as_deref().and_then(parse_unix_ms))
 }
 
 /// Parse the traces' RFC 3339 times (`2021-04-19T06:06:58.219Z`, `1970-01-01T00:00:00+00:00`).
