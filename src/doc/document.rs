@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +47,11 @@ pub struct Document {
     pub(crate) clock: HybridClock,
     pub(crate) log: ChangeLog,
     pub(crate) state: DocState,
-    /// The state at the trimmed version, kept so that older versions can still be checked out.
-    base: Option<Box<StateSnapshot>>,
+    /// The state at the trimmed version, kept so that older versions can still be checked out;
+    /// encoded (a [`StateSnapshot`] in postcard), because it is only read to check out an old
+    /// version or to encode the document, and decoded it would double the memory of a
+    /// document loaded from a snapshot.
+    base: Option<Arc<[u8]>>,
     /// Changes waiting for dependencies, by first id.
     pending: BTreeMap<OpId, Change>,
     events: Option<VecDeque<DocEvent>>,
@@ -82,19 +86,29 @@ pub(crate) struct StateSnapshot {
 /// columnar encoding.
 #[derive(Serialize)]
 struct DocumentPayload<'a> {
-    base: Option<&'a StateSnapshot>,
+    /// The postcard encoding of the base [`StateSnapshot`].
+    base: Option<&'a [u8]>,
     changes: Vec<u8>,
 }
 
 #[derive(Deserialize)]
 struct OwnedDocumentPayload {
-    base: Option<StateSnapshot>,
+    base: Option<Vec<u8>>,
     changes: Vec<u8>,
+}
+
+/// A state snapshot, decoded and as the bytes it came in.
+type Base = (StateSnapshot, Arc<[u8]>);
+
+/// Decode an encoded base snapshot.
+fn decode_base(bytes: impl Into<Arc<[u8]>>) -> Result<Base, Error> {
+    let bytes = bytes.into();
+    Ok((codec::from_postcard(&bytes)?, bytes))
 }
 
 /// A decoded whole-document payload.
 struct DecodedDocument {
-    base: Option<StateSnapshot>,
+    base: Option<Base>,
     /// The history's columnar encoding, as it came.
     encoded: Vec<u8>,
     changes: Vec<Change>,
@@ -104,7 +118,8 @@ struct DecodedDocument {
 fn decode_document(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocument, Error> {
     let payload: OwnedDocumentPayload = codec::from_postcard(raw)?;
     let changes = columnar::decode_changes(&payload.changes, max_decoded_bytes)?;
-    Ok(DecodedDocument { base: payload.base, encoded: payload.changes, changes })
+    let base = payload.base.map(decode_base).transpose()?;
+    Ok(DecodedDocument { base, encoded: payload.changes, changes })
 }
 
 impl Document {
@@ -414,30 +429,23 @@ impl Document {
             }
             PayloadKind::Document => match decode_document(&raw, max)? {
                 DecodedDocument { base: Some(base), changes, .. }
-                    if !self.version().includes(&base.version) =>
+                    if !self.version().includes(&base.0.version) =>
                 {
                     self.import_state_snapshot(base, changes)
                 }
                 DecodedDocument { changes, .. } => self.apply_changes(changes),
             },
-            PayloadKind::StateSnapshot => {
-                let snapshot: StateSnapshot = codec::from_postcard(&raw)?;
-                self.import_state_snapshot(snapshot, Vec::new())
-            }
+            PayloadKind::StateSnapshot => self.import_state_snapshot(decode_base(raw)?, Vec::new()),
         }
     }
 
     /// A snapshot can only be merged into a document that has nothing the snapshot lacks:
     /// states without history cannot be merged op by op.
-    fn import_state_snapshot(
-        &mut self,
-        snapshot: StateSnapshot,
-        changes: Vec<Change>,
-    ) -> Result<ImportStatus, Error> {
-        if self.version().includes(&snapshot.version) {
+    fn import_state_snapshot(&mut self, snapshot: Base, changes: Vec<Change>) -> Result<ImportStatus, Error> {
+        if self.version().includes(&snapshot.0.version) {
             return Ok(ImportStatus { duplicates: 1, ..Default::default() });
         }
-        if !snapshot.version.includes(self.version()) {
+        if !snapshot.0.version.includes(self.version()) {
             return Err(Error::HistoryTrimmed);
         }
         let loaded = Document::from_parts(self.peer, self.config.clone(), Some(snapshot), changes)?;
@@ -702,27 +710,26 @@ impl Document {
             }
             Ok(doc)
         } else {
-            let snapshot: StateSnapshot = codec::from_postcard(&raw)?;
-            Self::from_parts(peer, config, Some(snapshot), Vec::new())
+            Self::from_parts(peer, config, Some(decode_base(raw)?), Vec::new())
         }
     }
 
     fn from_parts(
         peer: PeerId,
         config: DocumentConfig,
-        base: Option<StateSnapshot>,
+        base: Option<Base>,
         changes: Vec<Change>,
     ) -> Result<Document, Error> {
         // Loading is not a sync: drift checks apply to live peers, not to stored history.
         let mut doc = Document::with_config(peer, config.clone().with_max_clock_drift_ms(None));
-        if let Some(base) = base {
+        if let Some((base, bytes)) = base {
             if !base.state.is_consistent() || !base.frontier.is_canonical() {
                 return Err(DecodeError::Malformed("inconsistent state snapshot".into()).into());
             }
-            doc.log = ChangeLog::with_trimmed(base.version.clone(), base.frontier.clone(), base.lamport_end);
-            doc.state = base.state.clone();
+            doc.log = ChangeLog::with_trimmed(base.version, base.frontier, base.lamport_end);
+            doc.state = base.state;
             doc.clock.observe(base.max_timestamp);
-            doc.base = Some(Box::new(base));
+            doc.base = Some(bytes);
         }
         let status = doc.apply_changes(changes)?;
         if status.pending > 0 {
@@ -767,8 +774,8 @@ impl Document {
     fn fork_at_version(&self, version: &VersionVector, peer: PeerId) -> Result<Document, Error> {
         let changes: Vec<Change> =
             self.log.changes_within(version).into_iter().map(Cow::into_owned).collect();
-        let mut fork =
-            Document::from_parts(peer, self.config.clone(), self.base.as_deref().cloned(), changes)?;
+        let base = self.base.clone().map(decode_base).transpose()?;
+        let mut fork = Document::from_parts(peer, self.config.clone(), base, changes)?;
         if let Some(wall) = self.clock.wall_ms() {
             fork.clock.set_wall_ms(wall);
         }
@@ -806,8 +813,9 @@ impl Document {
         } else {
             self.fork_at_version(version, self.peer)?.snapshot()
         };
+        let base = postcard::to_allocvec(&base).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         self.log.trim(version, frontier);
-        self.base = Some(Box::new(base));
+        self.base = Some(base.into());
         Ok(())
     }
 }
