@@ -449,27 +449,25 @@ impl Encoder {
     }
 
     fn finish(self, change_count: usize) -> Vec<u8> {
-        let columns: [&[u8]; COLUMN_COUNT] = [
-            &self.change_peer.finish(),
-            &self.counter.finish(),
-            &self.deps_mode.finish(),
-            &self.dep_peer.finish(),
-            &self.dep_counter.finish(),
-            &self.lamport.finish(),
-            &self.timestamp.finish(),
-            &self.op_count.finish(),
-            &self.container.finish(),
-            &self.kind.finish(),
-            &self.anchor.finish(),
-            &self.anchor_peer.finish(),
-            &self.anchor_counter.finish(),
-            &self.text_len.finish(),
-            &self.text,
-            &self.span_count.finish(),
-            &self.span_peer.finish(),
-            &self.span_start.finish(),
-            &self.span_len.finish(),
-            &self.generic,
+        let rle = [
+            &self.change_peer,
+            &self.counter,
+            &self.deps_mode,
+            &self.dep_peer,
+            &self.dep_counter,
+            &self.lamport,
+            &self.timestamp,
+            &self.op_count,
+            &self.container,
+            &self.kind,
+            &self.anchor,
+            &self.anchor_peer,
+            &self.anchor_counter,
+            &self.text_len,
+            &self.span_count,
+            &self.span_peer,
+            &self.span_start,
+            &self.span_len,
         ];
         // An upper bound for a message (DEFLATE only ever shrinks a column), so the buffer
         // is allocated once instead of growing a few times.
@@ -482,8 +480,13 @@ impl Encoder {
                 ContainerId::Child { .. } => 0,
             })
             .sum();
-        let body: usize = columns.iter().map(|c| c.len() + 10).sum();
-        let mut out = Vec::with_capacity(tables + names + body);
+        let body = rle.iter().map(|c| c.size_bound() + 10).sum::<usize>()
+            + self.text.len()
+            + self.generic.len()
+            + 20;
+        // Capped so that a long history, whose columns mostly DEFLATE, does not reserve its
+        // raw size.
+        let mut out = Vec::with_capacity((tables + names + body).min(1 << 12));
         out.push(FORMAT_VERSION);
         write_varint(&mut out, change_count as u64);
         write_varint(&mut out, self.peers.peers.len() as u64);
@@ -506,9 +509,27 @@ impl Encoder {
                 }
             }
         }
-        for column in columns {
-            write_column(&mut out, column);
-        }
+        // In column order (see the layout table).
+        self.change_peer.write_block(&mut out);
+        self.counter.write_block(&mut out);
+        self.deps_mode.write_block(&mut out);
+        self.dep_peer.write_block(&mut out);
+        self.dep_counter.write_block(&mut out);
+        self.lamport.write_block(&mut out);
+        self.timestamp.write_block(&mut out);
+        self.op_count.write_block(&mut out);
+        self.container.write_block(&mut out);
+        self.kind.write_block(&mut out);
+        self.anchor.write_block(&mut out);
+        self.anchor_peer.write_block(&mut out);
+        self.anchor_counter.write_block(&mut out);
+        self.text_len.write_block(&mut out);
+        write_column(&mut out, &self.text);
+        self.span_count.write_block(&mut out);
+        self.span_peer.write_block(&mut out);
+        self.span_start.write_block(&mut out);
+        self.span_len.write_block(&mut out);
+        write_column(&mut out, &self.generic);
         out
     }
 }

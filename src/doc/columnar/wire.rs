@@ -241,6 +241,31 @@ impl RleWriter {
         self.flush_literals();
         self.out
     }
+
+    /// At least the size of the finished column.
+    pub(super) fn size_bound(&self) -> usize {
+        self.out.len() + 10 * (self.literals.len() + 3)
+    }
+
+    /// Finish the column and append it as a block, exactly like
+    /// `write_column(out, &self.finish())`. A message leaves most columns empty or holding one
+    /// value; those blocks are written directly (a one-value column is the literal header `1`
+    /// and the value, far too short for DEFLATE).
+    pub(super) fn write_block(self, out: &mut Vec<u8>) {
+        if self.out.is_empty() && self.literals.is_empty() && self.run_len <= 1 {
+            if self.run_len == 0 {
+                out.push(0);
+            } else {
+                // At most 11 bytes, so the block header is one byte.
+                let len = 1 + varint_len(self.run_value);
+                out.push((len as u8) << 1);
+                out.push(1);
+                write_varint(out, self.run_value);
+            }
+            return;
+        }
+        write_column(out, &self.finish());
+    }
 }
 
 /// Reads a column written by [`RleWriter`], one value at a time (runs are never expanded into
@@ -296,6 +321,7 @@ impl<'a> RleReader<'a> {
     }
 
     /// Every value was consumed: leftovers mean the columns disagree with each other.
+    #[inline]
     pub(super) fn finish(&self) -> Result<(), DecodeError> {
         if self.run_left == 0 && self.literals_left == 0 && self.input.is_empty() {
             Ok(())
@@ -323,6 +349,7 @@ pub(super) fn write_column(out: &mut Vec<u8>, raw: &[u8]) {
 
 /// Read one column block, inflating it if needed. The declared raw length is charged to the
 /// budget before inflating, and inflation stops at that length.
+#[inline]
 pub(super) fn read_column<'a>(
     input: &mut Reader<'a>,
     budget: &mut Budget,
@@ -332,6 +359,16 @@ pub(super) fn read_column<'a>(
     if header & COLUMN_DEFLATED == 0 {
         return Ok(Cow::Borrowed(input.bytes(stored)?));
     }
+    inflate_column(input, stored, budget)
+}
+
+// Kept out of line: a message's columns are all stored raw, and the inflating path is large.
+#[inline(never)]
+fn inflate_column<'a>(
+    input: &mut Reader<'a>,
+    stored: usize,
+    budget: &mut Budget,
+) -> Result<Cow<'a, [u8]>, DecodeError> {
     let raw_len = usize::try_from(input.varint()?).map_err(|_| budget.too_large(usize::MAX))?;
     let packed = input.bytes(stored)?;
     budget.charge(raw_len)?;
