@@ -280,7 +280,8 @@ struct Encoder {
     anchor_peer: RleWriter,
     anchor_counter: RleWriter,
     text_len: RleWriter,
-    text: Vec<u8>,
+    /// Inline for a message's few typed characters, like the RLE columns.
+    text: SmallVec<[u8; 16]>,
     span_count: RleWriter,
     span_peer: RleWriter,
     span_start: RleWriter,
