@@ -134,18 +134,23 @@ impl<'a> Reader<'a> {
 
     #[cold]
     fn varint_slow(&mut self) -> Result<u64, DecodeError> {
+        // Scans the slice once instead of a checked read per byte: each message starts its
+        // timestamp column with a full timestamp, several bytes long.
         let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.u8()?;
+        for (at, &byte) in self.bytes.iter().take(10).enumerate() {
+            let shift = 7 * at;
             if shift == 63 && byte > 1 {
                 return Err(malformed("varint overflows 64 bits"));
             }
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
+                self.bytes = &self.bytes[at + 1..];
                 return Ok(value);
             }
         }
-        Err(malformed("varint longer than 10 bytes"))
+        // Ten continuation bytes cannot get here (the tenth fails the overflow check), so the
+        // input ended inside the varint.
+        Err(DecodeError::Truncated)
     }
 
     pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
