@@ -90,6 +90,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::mem::size_of;
 
@@ -152,19 +153,26 @@ pub(crate) fn decode_changes(bytes: &[u8], max_decoded_bytes: usize) -> Result<V
     }
     let change_count = usize::try_from(input.varint()?).map_err(|_| malformed("too many changes"))?;
 
+    // The tables and column list of a message (one or two peers and containers) stay on the
+    // stack; only a long history spills them to the heap.
     let peer_count = input.count(1)?;
-    let mut peers = Vec::with_capacity(peer_count);
+    let mut peers: SmallVec<[PeerId; 4]> = SmallVec::with_capacity(peer_count);
     for _ in 0..peer_count {
         peers.push(PeerId::new(input.varint()?));
     }
-    let mut sorted = peers.clone();
-    sorted.sort_unstable();
-    if sorted.windows(2).any(|w| w[0] == w[1]) {
+    let duplicate = if peers.len() <= LINEAR_LOOKUP {
+        peers.iter().enumerate().any(|(i, p)| peers[..i].contains(p))
+    } else {
+        let mut sorted = peers.to_vec();
+        sorted.sort_unstable();
+        sorted.windows(2).any(|w| w[0] == w[1])
+    };
+    if duplicate {
         return Err(malformed("duplicate peer"));
     }
 
     let container_count = input.count(2)?;
-    let mut containers = Vec::with_capacity(container_count);
+    let mut containers: SmallVec<[ContainerId; 2]> = SmallVec::with_capacity(container_count);
     for _ in 0..container_count {
         let tag = input.u8()?;
         let kind = kind_from_code(tag & !CHILD_CONTAINER)?;
@@ -179,9 +187,9 @@ pub(crate) fn decode_changes(bytes: &[u8], max_decoded_bytes: usize) -> Result<V
         });
     }
 
-    let mut blocks = Vec::with_capacity(COLUMN_COUNT);
-    for _ in 0..COLUMN_COUNT {
-        blocks.push(read_column(&mut input, &mut budget)?);
+    let mut blocks: [Cow<'_, [u8]>; COLUMN_COUNT] = Default::default();
+    for block in &mut blocks {
+        *block = read_column(&mut input, &mut budget)?;
     }
     if !input.is_empty() {
         return Err(malformed("trailing bytes"));
@@ -196,19 +204,43 @@ pub(crate) fn decode_changes(bytes: &[u8], max_decoded_bytes: usize) -> Result<V
     Ok(changes)
 }
 
+/// Up to this many entries, the encoder's peer and container tables are searched linearly
+/// (no hashing, no allocation: a message holds one or two of each); beyond it a hash index is
+/// built once and kept up to date.
+const LINEAR_LOOKUP: usize = 8;
+
 /// The peers of a buffer, each once, in order of first appearance.
 #[derive(Debug, Default)]
 pub(super) struct PeerTable {
+    /// Empty while the table is small enough to scan.
     index: HashMap<PeerId, usize>,
-    peers: Vec<PeerId>,
+    peers: SmallVec<[PeerId; 4]>,
 }
 
 impl PeerTable {
     pub(super) fn intern(&mut self, peer: PeerId) -> usize {
+        if self.index.is_empty() {
+            if let Some(at) = self.peers.iter().position(|&p| p == peer) {
+                return at;
+            }
+            self.peers.push(peer);
+            if self.peers.len() > LINEAR_LOOKUP {
+                self.index = self.peers.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+            }
+            return self.peers.len() - 1;
+        }
         *self.index.entry(peer).or_insert_with(|| {
             self.peers.push(peer);
             self.peers.len() - 1
         })
+    }
+
+    fn get(&self, peer: PeerId) -> Option<usize> {
+        if self.index.is_empty() {
+            self.peers.iter().position(|&p| p == peer)
+        } else {
+            self.index.get(&peer).copied()
+        }
     }
 }
 
@@ -227,9 +259,11 @@ fn diff(a: u32, b: u32) -> i64 {
 #[derive(Default)]
 struct Encoder {
     peers: PeerTable,
+    /// Index into `container_list`; empty while the list is small enough to scan.
     containers: HashMap<ContainerId, usize>,
-    container_list: Vec<ContainerId>,
-    last_container: Option<(ContainerId, usize)>,
+    container_list: SmallVec<[ContainerId; 2]>,
+    /// Consecutive ops mostly share a container.
+    last_container: Option<usize>,
     history: History,
     prev_timestamp: u64,
     change_peer: RleWriter,
@@ -246,7 +280,8 @@ struct Encoder {
     anchor_peer: RleWriter,
     anchor_counter: RleWriter,
     text_len: RleWriter,
-    text: Vec<u8>,
+    /// Inline for a message's few typed characters, like the RLE columns.
+    text: SmallVec<[u8; 16]>,
     span_count: RleWriter,
     span_peer: RleWriter,
     span_start: RleWriter,
@@ -292,23 +327,34 @@ impl Encoder {
     }
 
     fn container_index(&mut self, id: &ContainerId) -> usize {
-        if let Some((last, index)) = &self.last_container
-            && last == id
+        if let Some(last) = self.last_container
+            && self.container_list[last] == *id
         {
-            return *index;
+            return last;
         }
-        let index = match self.containers.get(id) {
-            Some(&index) => index,
+        let found = if self.containers.is_empty() {
+            self.container_list.iter().position(|c| c == id)
+        } else {
+            self.containers.get(id).copied()
+        };
+        let index = match found {
+            Some(index) => index,
             None => {
                 if let ContainerId::Child { id: owner, .. } = id {
                     self.peers.intern(owner.peer);
                 }
+                let index = self.container_list.len();
                 self.container_list.push(id.clone());
-                self.containers.insert(id.clone(), self.container_list.len() - 1);
-                self.container_list.len() - 1
+                if !self.containers.is_empty() {
+                    self.containers.insert(id.clone(), index);
+                } else if self.container_list.len() > LINEAR_LOOKUP {
+                    self.containers =
+                        self.container_list.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+                }
+                index
             }
         };
-        self.last_container = Some((id.clone(), index));
+        self.last_container = Some(index);
         index
     }
 
@@ -404,7 +450,45 @@ impl Encoder {
     }
 
     fn finish(self, change_count: usize) -> Vec<u8> {
-        let mut out = vec![FORMAT_VERSION];
+        let rle = [
+            &self.change_peer,
+            &self.counter,
+            &self.deps_mode,
+            &self.dep_peer,
+            &self.dep_counter,
+            &self.lamport,
+            &self.timestamp,
+            &self.op_count,
+            &self.container,
+            &self.kind,
+            &self.anchor,
+            &self.anchor_peer,
+            &self.anchor_counter,
+            &self.text_len,
+            &self.span_count,
+            &self.span_peer,
+            &self.span_start,
+            &self.span_len,
+        ];
+        // An upper bound for a message (DEFLATE only ever shrinks a column), so the buffer
+        // is allocated once instead of growing a few times.
+        let tables = 21 + 10 * self.peers.peers.len() + 21 * self.container_list.len();
+        let names: usize = self
+            .container_list
+            .iter()
+            .map(|c| match c {
+                ContainerId::Root { name, .. } => name.len(),
+                ContainerId::Child { .. } => 0,
+            })
+            .sum();
+        let body = rle.iter().map(|c| c.size_bound() + 10).sum::<usize>()
+            + self.text.len()
+            + self.generic.len()
+            + 20;
+        // Capped so that a long history, whose columns mostly DEFLATE, does not reserve its
+        // raw size.
+        let mut out = Vec::with_capacity((tables + names + body).min(1 << 12));
+        out.push(FORMAT_VERSION);
         write_varint(&mut out, change_count as u64);
         write_varint(&mut out, self.peers.peers.len() as u64);
         for peer in &self.peers.peers {
@@ -420,37 +504,33 @@ impl Encoder {
                 }
                 ContainerId::Child { id, kind } => {
                     out.push(kind_code(*kind) | CHILD_CONTAINER);
-                    let peer = self.peers.index.get(&id.peer).copied().unwrap_or(0);
+                    let peer = self.peers.get(id.peer).unwrap_or(0);
                     write_varint(&mut out, peer as u64);
                     write_varint(&mut out, u64::from(id.counter));
                 }
             }
         }
-        let columns: [Vec<u8>; COLUMN_COUNT] = [
-            self.change_peer.finish(),
-            self.counter.finish(),
-            self.deps_mode.finish(),
-            self.dep_peer.finish(),
-            self.dep_counter.finish(),
-            self.lamport.finish(),
-            self.timestamp.finish(),
-            self.op_count.finish(),
-            self.container.finish(),
-            self.kind.finish(),
-            self.anchor.finish(),
-            self.anchor_peer.finish(),
-            self.anchor_counter.finish(),
-            self.text_len.finish(),
-            self.text,
-            self.span_count.finish(),
-            self.span_peer.finish(),
-            self.span_start.finish(),
-            self.span_len.finish(),
-            self.generic,
-        ];
-        for column in &columns {
-            write_column(&mut out, column);
-        }
+        // In column order (see the layout table).
+        self.change_peer.write_block(&mut out);
+        self.counter.write_block(&mut out);
+        self.deps_mode.write_block(&mut out);
+        self.dep_peer.write_block(&mut out);
+        self.dep_counter.write_block(&mut out);
+        self.lamport.write_block(&mut out);
+        self.timestamp.write_block(&mut out);
+        self.op_count.write_block(&mut out);
+        self.container.write_block(&mut out);
+        self.kind.write_block(&mut out);
+        self.anchor.write_block(&mut out);
+        self.anchor_peer.write_block(&mut out);
+        self.anchor_counter.write_block(&mut out);
+        self.text_len.write_block(&mut out);
+        write_column(&mut out, &self.text);
+        self.span_count.write_block(&mut out);
+        self.span_peer.write_block(&mut out);
+        self.span_start.write_block(&mut out);
+        self.span_len.write_block(&mut out);
+        write_column(&mut out, &self.generic);
         out
     }
 }
@@ -494,7 +574,7 @@ fn offset(base: u32, delta: i64) -> Result<u32, DecodeError> {
 
 impl<'a> Decoder<'a> {
     fn new(
-        blocks: &'a [std::borrow::Cow<'a, [u8]>],
+        blocks: &'a [Cow<'a, [u8]>; COLUMN_COUNT],
         peers: &'a [PeerId],
         containers: &'a [ContainerId],
         budget: Budget,

@@ -4,6 +4,8 @@
 //! with the same values), so a column only stores how far the truth is from the prediction,
 //! which for one person typing is almost always zero.
 
+use smallvec::SmallVec;
+
 use crate::doc::id::{Counter, OpId};
 use crate::doc::op::OpContent;
 use crate::doc::types::sequence::{Anchor, Side};
@@ -17,7 +19,7 @@ struct PeerState {
     lamport_end: u32,
     /// Id ranges `(start, end, lamport)` of the peer's changes, sorted and disjoint (a change
     /// that would break the order starts a new list), to find a dependency's Lamport time.
-    spans: Vec<(Counter, Counter, u32)>,
+    spans: SmallVec<[(Counter, Counter, u32); 2]>,
     /// Where the author's next insert most likely hangs: right of the last element they
     /// inserted, or left of the first element they deleted (where Fugue puts text typed after
     /// a backspace).
@@ -27,15 +29,18 @@ struct PeerState {
     last_delete: Option<(Counter, Counter)>,
 }
 
-/// Per-author prediction state, indexed like the peer table.
+/// Per-author prediction state, indexed like the peer table. Inline for the one or two
+/// authors of a message, which would otherwise cost an allocation per peer and per encode.
 #[derive(Debug, Default)]
 pub(super) struct History {
-    peers: Vec<PeerState>,
+    peers: SmallVec<[PeerState; 2]>,
 }
 
 impl History {
     pub(super) fn with_peers(count: usize) -> Self {
-        History { peers: vec![PeerState::default(); count] }
+        let mut peers = SmallVec::with_capacity(count);
+        peers.resize_with(count, PeerState::default);
+        History { peers }
     }
 
     fn peer(&self, index: usize) -> Option<&PeerState> {
@@ -78,7 +83,16 @@ impl History {
             peer.spans.clear();
         }
         let end = counter.saturating_add(len);
-        peer.spans.push((counter, end, lamport));
+        match peer.spans.last_mut() {
+            // A change that continues the previous one in ids and Lamport time extends its
+            // span: `lamport_of` answers the same, and a long history keeps few spans.
+            Some((start, last_end, last_lamport))
+                if *last_end == counter && last_lamport.checked_add(counter - *start) == Some(lamport) =>
+            {
+                *last_end = end;
+            }
+            _ => peer.spans.push((counter, end, lamport)),
+        }
         peer.next_counter = end;
         peer.lamport_end = lamport.saturating_add(len);
     }

@@ -7,7 +7,12 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use crate::DecodeError;
+
+/// Inline capacity of an RLE column being written (beyond it, the column moves to the heap).
+pub(super) const RLE_INLINE_BYTES: usize = 16;
 
 /// Columns shorter than this are never worth a DEFLATE attempt.
 const DEFLATE_MIN_LEN: usize = 32;
@@ -20,13 +25,63 @@ pub(super) fn malformed(what: &str) -> DecodeError {
     DecodeError::Malformed(format!("columnar changes: {what}"))
 }
 
-/// Append `v` as an unsigned LEB128 varint (at most 10 bytes).
-pub(super) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+/// Where varints are written: the output message, or a column buffer that starts inline.
+pub(super) trait ByteSink {
+    fn push_byte(&mut self, byte: u8);
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl ByteSink for Vec<u8> {
+    #[inline]
+    fn push_byte(&mut self, byte: u8) {
+        self.push(byte);
     }
-    out.push(v as u8);
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl<A: smallvec::Array<Item = u8>> ByteSink for SmallVec<A> {
+    #[inline]
+    fn push_byte(&mut self, byte: u8) {
+        self.push(byte);
+    }
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Append `v` as an unsigned LEB128 varint (at most 10 bytes).
+#[inline]
+pub(super) fn write_varint(out: &mut impl ByteSink, v: u64) {
+    // Most values in a column are below 128; a byte push is much cheaper than a slice copy.
+    if v < 0x80 {
+        out.push_byte(v as u8);
+    } else {
+        write_long_varint(out, v);
+    }
+}
+
+fn write_long_varint(out: &mut impl ByteSink, mut v: u64) {
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    out.put(&buf[..=n]);
+}
+
+/// The number of bytes [`write_varint`] takes for `v`.
+pub(super) const fn varint_len(v: u64) -> usize {
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
 }
 
 /// Map signed to unsigned so that small magnitudes of either sign make small varints.
@@ -65,19 +120,37 @@ impl<'a> Reader<'a> {
     }
 
     /// A LEB128 varint of at most 10 bytes whose value fits a `u64`.
+    #[inline]
     pub(super) fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Almost every value in a column (run lengths, indices, zero deltas) is one byte.
+        if let Some((&first, rest)) = self.bytes.split_first()
+            && first < 0x80
+        {
+            self.bytes = rest;
+            return Ok(u64::from(first));
+        }
+        self.varint_slow()
+    }
+
+    #[cold]
+    fn varint_slow(&mut self) -> Result<u64, DecodeError> {
+        // Scans the slice once instead of a checked read per byte: each message starts its
+        // timestamp column with a full timestamp, several bytes long.
         let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.u8()?;
+        for (at, &byte) in self.bytes.iter().take(10).enumerate() {
+            let shift = 7 * at;
             if shift == 63 && byte > 1 {
                 return Err(malformed("varint overflows 64 bits"));
             }
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
+                self.bytes = &self.bytes[at + 1..];
                 return Ok(value);
             }
         }
-        Err(malformed("varint longer than 10 bytes"))
+        // Ten continuation bytes cannot get here (the tenth fails the overflow check), so the
+        // input ended inside the varint.
+        Err(DecodeError::Truncated)
     }
 
     pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
@@ -114,10 +187,13 @@ impl<'a> Reader<'a> {
 
 /// Writes a column of unsigned integers as runs: a zigzag header `n > 0` is followed by one
 /// value repeated `n` times, `n < 0` by `-n` literal values.
+///
+/// Both buffers start inline: a message of one change fills each column with a value or two,
+/// and twenty heap buffers per message used to cost more than encoding them.
 #[derive(Debug, Default)]
 pub(super) struct RleWriter {
-    out: Vec<u8>,
-    literals: Vec<u64>,
+    out: SmallVec<[u8; RLE_INLINE_BYTES]>,
+    literals: SmallVec<[u64; 4]>,
     run_value: u64,
     run_len: u64,
 }
@@ -165,10 +241,35 @@ impl RleWriter {
         self.literals.clear();
     }
 
-    pub(super) fn finish(mut self) -> Vec<u8> {
+    pub(super) fn finish(mut self) -> SmallVec<[u8; RLE_INLINE_BYTES]> {
         self.end_run();
         self.flush_literals();
         self.out
+    }
+
+    /// At least the size of the finished column.
+    pub(super) fn size_bound(&self) -> usize {
+        self.out.len() + 10 * (self.literals.len() + 3)
+    }
+
+    /// Finish the column and append it as a block, exactly like
+    /// `write_column(out, &self.finish())`. A message leaves most columns empty or holding one
+    /// value; those blocks are written directly (a one-value column is the literal header `1`
+    /// and the value, far too short for DEFLATE).
+    pub(super) fn write_block(self, out: &mut Vec<u8>) {
+        if self.out.is_empty() && self.literals.is_empty() && self.run_len <= 1 {
+            if self.run_len == 0 {
+                out.push(0);
+            } else {
+                // At most 11 bytes, so the block header is one byte.
+                let len = 1 + varint_len(self.run_value);
+                out.push((len as u8) << 1);
+                out.push(1);
+                write_varint(out, self.run_value);
+            }
+            return;
+        }
+        write_column(out, &self.finish());
     }
 }
 
@@ -225,6 +326,7 @@ impl<'a> RleReader<'a> {
     }
 
     /// Every value was consumed: leftovers mean the columns disagree with each other.
+    #[inline]
     pub(super) fn finish(&self) -> Result<(), DecodeError> {
         if self.run_left == 0 && self.literals_left == 0 && self.input.is_empty() {
             Ok(())
@@ -239,11 +341,9 @@ impl<'a> RleReader<'a> {
 pub(super) fn write_column(out: &mut Vec<u8>, raw: &[u8]) {
     if raw.len() >= DEFLATE_MIN_LEN {
         let packed = miniz_oxide::deflate::compress_to_vec(raw, DEFLATE_LEVEL);
-        let mut len_prefix = Vec::new();
-        write_varint(&mut len_prefix, raw.len() as u64);
-        if packed.len() + len_prefix.len() < raw.len() {
+        if packed.len() + varint_len(raw.len() as u64) < raw.len() {
             write_varint(out, ((packed.len() as u64) << 1) | COLUMN_DEFLATED);
-            out.extend_from_slice(&len_prefix);
+            write_varint(out, raw.len() as u64);
             out.extend_from_slice(&packed);
             return;
         }
@@ -254,6 +354,7 @@ pub(super) fn write_column(out: &mut Vec<u8>, raw: &[u8]) {
 
 /// Read one column block, inflating it if needed. The declared raw length is charged to the
 /// budget before inflating, and inflation stops at that length.
+#[inline]
 pub(super) fn read_column<'a>(
     input: &mut Reader<'a>,
     budget: &mut Budget,
@@ -263,6 +364,16 @@ pub(super) fn read_column<'a>(
     if header & COLUMN_DEFLATED == 0 {
         return Ok(Cow::Borrowed(input.bytes(stored)?));
     }
+    inflate_column(input, stored, budget)
+}
+
+// Kept out of line: a message's columns are all stored raw, and the inflating path is large.
+#[inline(never)]
+fn inflate_column<'a>(
+    input: &mut Reader<'a>,
+    stored: usize,
+    budget: &mut Budget,
+) -> Result<Cow<'a, [u8]>, DecodeError> {
     let raw_len = usize::try_from(input.varint()?).map_err(|_| budget.too_large(usize::MAX))?;
     let packed = input.bytes(stored)?;
     budget.charge(raw_len)?;
