@@ -37,7 +37,7 @@ impl<C: SeqContent> Sequence<C> {
                 Some(content) => Body::Visible(Cow::Borrowed(content)),
                 None => Body::Deleted(piece.len),
             };
-            out.push(Run { start: piece.start, anchor: explicit.map(|s| s.anchor), body });
+            out.push(Run { start: piece.start, anchor: explicit.map(Segment::anchor), body });
         }
         out
     }
@@ -80,34 +80,36 @@ impl<C: SeqContent> Sequence<C> {
         let mut by_id: Vec<(OpId, Counter, Option<Anchor>)> =
             pieces.iter().map(|(p, a)| (p.start, p.end(), *a)).collect();
         by_id.sort_unstable_by_key(|r| r.0);
-        let mut seq = Sequence::<C>::default();
+        let mut segments: Vec<(OpId, Segment)> = Vec::with_capacity(by_id.len());
         for (i, &(start, end, anchor)) in by_id.iter().enumerate() {
             if i > 0 && by_id[i - 1].0.peer == start.peer && by_id[i - 1].1 > start.counter {
                 return Err("duplicate element id");
             }
-            let segments = seq.segments.entry(start.peer);
             match anchor {
-                Some(anchor) => {
-                    segments.insert(start.counter, Segment { end, anchor });
-                }
-                None => match segments.range_mut(..start.counter).next_back() {
-                    Some((_, segment)) if segment.end == start.counter => segment.end = end,
+                Some(anchor) => segments.push((start, Segment::new(end, anchor))),
+                None => match segments.last_mut() {
+                    Some((first, segment)) if first.peer == start.peer && segment.end == start.counter => {
+                        segment.end = end;
+                    }
                     _ => return Err("run continues a chain whose previous element is missing"),
                 },
             }
         }
-        // Explicit anchors name existing parents; children are pushed in ascending id order.
+        let mut seq = Sequence::<C> { segments: PeerMap::from_sorted(segments), ..Sequence::default() };
+        // Explicit anchors name existing parents; children are gathered in ascending id order.
+        let (mut left, mut right) = (Vec::new(), Vec::new());
         for &(start, _, anchor) in &by_id {
             let Some(anchor) = anchor else { continue };
-            let kids = match (anchor.parent, anchor.side) {
-                (None, Side::Right) => &mut seq.root_kids,
+            match (anchor.parent, anchor.side) {
+                (None, Side::Right) => seq.root_kids.push(start),
                 (None, Side::Left) => return Err("left child of the root"),
                 (Some(p), _) if !seq.contains(p) => return Err("anchor names a missing element"),
-                (Some(p), Side::Left) => kids_mut(&mut seq.left_kids, p),
-                (Some(p), Side::Right) => kids_mut(&mut seq.right_kids, p),
-            };
-            kids.push(start);
+                (Some(p), Side::Left) => left.push((p, start)),
+                (Some(p), Side::Right) => right.push((p, start)),
+            }
         }
+        seq.left_kids = group_kids(left);
+        seq.right_kids = group_kids(right);
         let parents: Vec<OpId> =
             seq.right_kids.iter().flat_map(|(p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
         for parent in parents {
@@ -165,6 +167,20 @@ impl<C: SeqContent> Sequence<C> {
         }
         out
     }
+}
+
+/// Per-parent children from `(parent, child)` edges listed in ascending child order.
+fn group_kids(mut edges: Vec<(OpId, OpId)>) -> ByCounter<Kids> {
+    // Stable, so each parent's children stay ascending.
+    edges.sort_by_key(|&(parent, _)| parent);
+    let mut grouped: Vec<(OpId, Kids)> = Vec::new();
+    for (parent, kid) in edges {
+        match grouped.last_mut() {
+            Some((p, kids)) if *p == parent => kids.push(kid),
+            _ => grouped.push((parent, Kids::from_elem(kid, 1))),
+        }
+    }
+    PeerMap::from_sorted(grouped)
 }
 
 /// Append the range `from..to` of `peer`, extending the last range when they touch.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::doc::id::{Counter, PeerId};
+use crate::doc::id::{Counter, OpId, PeerId};
 
 /// Values per peer, sorted by peer.
 #[derive(Clone, Debug)]
@@ -62,6 +62,23 @@ impl<T> PeerMap<T> {
     #[cfg(test)]
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.entries.iter_mut().map(|(_, v)| v)
+    }
+}
+
+impl<T> PeerMap<BTreeMap<Counter, T>> {
+    /// Per-peer maps from entries ascending by id, ids distinct. Built in one go, the B-trees
+    /// have full nodes, where inserting keys in order leaves each node about half full.
+    pub(super) fn from_sorted(entries: impl IntoIterator<Item = (OpId, T)>) -> Self {
+        let mut groups: Vec<(PeerId, Vec<(Counter, T)>)> = Vec::new();
+        for (id, value) in entries {
+            match groups.last_mut() {
+                Some((peer, list)) if *peer == id.peer => list.push((id.counter, value)),
+                _ => groups.push((id.peer, vec![(id.counter, value)])),
+            }
+        }
+        debug_assert!(groups.windows(2).all(|w| w[0].0 < w[1].0), "entries not sorted by peer");
+        let entries = groups.into_iter().map(|(peer, list)| (peer, list.into_iter().collect())).collect();
+        PeerMap { entries }
     }
 }
 

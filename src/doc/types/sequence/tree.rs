@@ -77,8 +77,10 @@ pub(super) struct Pieces<C> {
     inners: Vec<Inner>,
     /// The root inner node; meaningless while there are no leaves.
     root: usize,
-    /// Piece start to leaf, per peer.
-    index: PeerMap<BTreeMap<Counter, usize>>,
+    /// Piece start to leaf, per peer. Leaves are numbered in `u32`, which halves the values:
+    /// the index has an entry per piece, and a leaf holds at least one piece of at least one
+    /// element, so there are far fewer leaves than a memory could hold elements.
+    index: PeerMap<BTreeMap<Counter, u32>>,
     /// Where the last edit was: typing and deleting mostly happen next to the previous edit.
     cursor: Cursor,
 }
@@ -93,6 +95,24 @@ struct Cursor {
     /// How many visible elements precede `leaf`, while known: edits inside the leaf keep it,
     /// edits elsewhere forget it.
     start: Option<usize>,
+}
+
+/// Room for `extra` more pieces in a leaf's `pieces`. Leaves are the sequence's largest cost and
+/// most stop being edited well before they fill, so capacity grows by a few pieces at a time
+/// rather than doubling: a leaf gets some hundred inserts in all, and growing costs one copy
+/// of the leaf every few of them, about what an insert's shift of the pieces after it costs.
+fn make_room<C>(pieces: &mut Vec<Piece<C>>, extra: usize) {
+    const STEP: usize = 8;
+    let need = pieces.len() + extra;
+    if need > pieces.capacity() {
+        let target = (pieces.capacity() + STEP).min(MAX_PIECES).max(need);
+        pieces.reserve_exact(target - pieces.len());
+    }
+}
+
+/// Record in `index` that the piece starting at `start` is in `leaf`.
+fn index_piece(index: &mut PeerMap<BTreeMap<Counter, u32>>, start: OpId, leaf: usize) {
+    index.entry(start.peer).insert(start.counter, leaf as u32);
 }
 
 impl<C> Default for Pieces<C> {
@@ -112,21 +132,22 @@ impl<C: SeqContent> Pieces<C> {
     /// have room before splitting.
     pub(super) fn from_pieces(pieces: Vec<Piece<C>>) -> Self {
         let mut tree = Self::default();
+        let mut index = Vec::with_capacity(pieces.len());
         let mut pieces = pieces.into_iter().peekable();
         while pieces.peek().is_some() {
             let leaf = tree.leaves.len();
             let chunk: Vec<Piece<C>> = pieces.by_ref().take(MAX_PIECES / 2).collect();
             let visible = chunk.iter().map(Piece::visible_len).sum();
             let total = chunk.iter().map(|p| p.len as usize).sum();
-            for piece in &chunk {
-                tree.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
-            }
+            index.extend(chunk.iter().map(|piece| (piece.start, leaf as u32)));
             let prev = leaf.checked_sub(1);
             tree.leaves.push(Leaf { pieces: chunk, parent: 0, prev, next: None, visible, total });
             if let Some(prev) = prev {
                 tree.leaves[prev].next = Some(leaf);
             }
         }
+        index.sort_unstable_by_key(|&(start, _)| start);
+        tree.index = PeerMap::from_sorted(index);
         if tree.leaves.is_empty() {
             return tree;
         }
@@ -188,6 +209,7 @@ impl<C: SeqContent> Pieces<C> {
             }
         }
         let (start, &leaf) = floor(self.index.get(id.peer)?, id.counter)?;
+        let leaf = leaf as usize;
         let pieces = &self.leaves.get(leaf)?.pieces;
         let first = OpId::new(id.peer, start);
         let piece = pieces.iter().position(|p| p.start == first)?;
@@ -349,7 +371,8 @@ impl<C: SeqContent> Pieces<C> {
             content,
         };
         piece.len = at;
-        self.index.entry(tail.start.peer).insert(tail.start.counter, leaf);
+        index_piece(&mut self.index, tail.start, leaf);
+        make_room(&mut l.pieces, 1);
         l.pieces.insert(pi + 1, tail);
     }
 
@@ -374,7 +397,8 @@ impl<C: SeqContent> Pieces<C> {
             self.edited(leaf, pi - 1);
             return Loc { leaf, piece: pi - 1, offset };
         }
-        self.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
+        index_piece(&mut self.index, piece.start, leaf);
+        make_room(&mut l.pieces, 1);
         l.pieces.insert(pi, piece);
         self.adjust(leaf, visible, total);
         self.edited(leaf, pi);
@@ -426,11 +450,13 @@ impl<C: SeqContent> Pieces<C> {
             }
             piece.len = from;
             pi += 1;
-            self.index.entry(start.peer).insert(tombstone.start.counter, leaf);
+            index_piece(&mut self.index, tombstone.start, leaf);
+            make_room(&mut l.pieces, 1);
             l.pieces.insert(pi, tombstone);
         }
         if let Some(tail) = tail {
-            self.index.entry(start.peer).insert(tail.start.counter, leaf);
+            index_piece(&mut self.index, tail.start, leaf);
+            make_room(&mut l.pieces, 1);
             l.pieces.insert(pi + 1, tail);
         }
         let n = (to - from) as usize;
@@ -515,6 +541,9 @@ impl<C: SeqContent> Pieces<C> {
         }
         let mid = l.pieces.len() / 2;
         let tail = l.pieces.split_off(mid);
+        // Both halves now have room to grow to a full leaf, and most leaves stop being edited
+        // long before: spare room is the leaves' largest cost, so keep none.
+        l.pieces.shrink_to_fit();
         let visible: usize = tail.iter().map(Piece::visible_len).sum();
         let total: usize = tail.iter().map(|p| p.len as usize).sum();
         l.visible -= visible;
@@ -525,7 +554,7 @@ impl<C: SeqContent> Pieces<C> {
             self.leaves[next].prev = Some(new);
         }
         for piece in &tail {
-            self.index.entry(piece.start.peer).insert(piece.start.counter, new);
+            index_piece(&mut self.index, piece.start, new);
         }
         self.leaves.push(Leaf { pieces: tail, parent, prev: Some(leaf), next, visible, total });
         self.add_kid(parent, leaf, new);
@@ -630,7 +659,7 @@ impl<C: SeqContent> Pieces<C> {
                 }
                 assert_eq!(
                     self.index.get(piece.start.peer).and_then(|m| m.get(&piece.start.counter)),
-                    Some(&leaf)
+                    Some(&(leaf as u32))
                 );
                 pieces += 1;
             }
