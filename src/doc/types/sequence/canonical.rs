@@ -17,9 +17,9 @@ impl<C: SeqContent> Sequence<C> {
         let mut out: Vec<Run<Cow<'_, C>>> = Vec::new();
         let mut last_end = None;
         for piece in self.pieces.iter() {
-            let explicit = self.segments.get(piece.start.peer).and_then(|m| m.get(&piece.start.counter));
-            let continues = explicit.is_none() && last_end == Some(piece.start);
-            last_end = Some(OpId::new(piece.start.peer, piece.end()));
+            let explicit = self.segments.get(piece.peer).and_then(|m| m.get(&piece.counter));
+            let continues = explicit.is_none() && last_end == Some(piece.start());
+            last_end = Some(OpId::new(piece.peer, piece.end()));
             if continues && let Some(run) = out.last_mut() {
                 match (&mut run.body, &piece.content) {
                     (Body::Visible(content), Some(more)) => {
@@ -37,7 +37,7 @@ impl<C: SeqContent> Sequence<C> {
                 Some(content) => Body::Visible(Cow::Borrowed(content)),
                 None => Body::Deleted(piece.len),
             };
-            out.push(Run { start: piece.start, anchor: explicit.map(Segment::anchor), body });
+            out.push(Run { start: piece.start(), anchor: explicit.map(Segment::anchor), body });
         }
         out
     }
@@ -60,11 +60,11 @@ impl<C: SeqContent> Sequence<C> {
                 return Err("run ids overflow the counter");
             }
             let anchor = run.anchor.filter(|a| !continues_chain(run.start, a));
-            let piece = Piece { start: run.start, len, content };
+            let piece = Piece::new(run.start, len, content);
             if anchor.is_none()
                 && let Some((prev, _)) = pieces.last_mut()
-                && prev.start.peer == piece.start.peer
-                && prev.end() == piece.start.counter
+                && prev.peer == piece.peer
+                && prev.end() == piece.counter
                 && prev.content.is_some() == piece.content.is_some()
             {
                 prev.len += piece.len;
@@ -78,7 +78,7 @@ impl<C: SeqContent> Sequence<C> {
 
         // Chains, from the runs in id order.
         let mut by_id: Vec<(OpId, Counter, Option<Anchor>)> =
-            pieces.iter().map(|(p, a)| (p.start, p.end(), *a)).collect();
+            pieces.iter().map(|(p, a)| (p.start(), p.end(), *a)).collect();
         by_id.sort_unstable_by_key(|r| r.0);
         let mut segments: Vec<(OpId, Segment)> = Vec::with_capacity(by_id.len());
         for (i, &(start, end, anchor)) in by_id.iter().enumerate() {
@@ -120,7 +120,7 @@ impl<C: SeqContent> Sequence<C> {
         // elements the traversal never reaches).
         let mut stored: Vec<(PeerId, Counter, Counter)> = Vec::with_capacity(pieces.len());
         for (piece, _) in &pieces {
-            push_range(&mut stored, piece.start.peer, piece.start.counter, piece.end());
+            push_range(&mut stored, piece.peer, piece.counter, piece.end());
         }
         if seq.tree_order() != stored {
             return Err("runs are not in the order their anchors imply");

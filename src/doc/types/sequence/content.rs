@@ -33,6 +33,10 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
         tail
     }
 
+    /// Give back spare capacity. Appends grow content by doubling, and a cut keeps the room of
+    /// what it removed; once edits move on from a piece, that room is never used again.
+    fn shrink_to_fit(&mut self) {}
+
     /// A copy of the elements `from..to` (clamped to the length).
     fn slice(&self, from: usize, to: usize) -> Self {
         let mut middle = self.clone().split_off(from);
@@ -90,6 +94,10 @@ impl SeqContent for String {
         tail
     }
 
+    fn shrink_to_fit(&mut self) {
+        String::shrink_to_fit(self);
+    }
+
     fn slice(&self, from: usize, to: usize) -> Self {
         let start = byte_offset(self, from);
         let rest = &self[start..];
@@ -119,6 +127,10 @@ impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for
 
     fn append(&mut self, mut other: Self) {
         Vec::append(self, &mut other);
+    }
+
+    fn shrink_to_fit(&mut self) {
+        Vec::shrink_to_fit(self);
     }
 
     fn slice(&self, from: usize, to: usize) -> Self {

@@ -258,7 +258,7 @@ impl<C: SeqContent> Sequence<C> {
         let point = self.placement(id, &anchor);
         let Some((leaf, at)) = self.open_slot(point) else { return self.len() };
         let joins = !self.record_tree(id, len, anchor);
-        let loc = self.pieces.insert(leaf, at, Piece { start: id, len, content: Some(content) }, joins);
+        let loc = self.pieces.insert(leaf, at, Piece::new(id, len, Some(content)), joins);
         self.pieces.visible_before(loc)
     }
 
@@ -267,7 +267,7 @@ impl<C: SeqContent> Sequence<C> {
     pub fn visible_spans(&self, pos: usize, len: usize) -> Vec<IdSpan> {
         let mut out = Vec::new();
         self.visit_visible(pos, len, |piece, from, to| {
-            push_span(&mut out, OpId::new(piece.start.peer, piece.start.counter + from), to - from);
+            push_span(&mut out, OpId::new(piece.peer, piece.counter + from), to - from);
         });
         out
     }
@@ -358,7 +358,7 @@ impl<C: SeqContent> Sequence<C> {
     pub fn for_each_visible(&self, mut f: impl FnMut(OpId, &C)) {
         for piece in self.pieces.iter() {
             if let Some(content) = &piece.content {
-                f(piece.start, content);
+                f(piece.start(), content);
             }
         }
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::SeqContent;
 use super::peer_map::{PeerMap, floor};
-use crate::doc::id::{Counter, OpId};
+use crate::doc::id::{Counter, OpId, PeerId};
 
 /// Pieces a leaf may hold before it splits: small enough that scanning a leaf is cheap, large
 /// enough that the tree stays shallow. Tests use tiny nodes so that small cases grow deep trees.
@@ -20,18 +20,33 @@ const MAX_PIECES: usize = if cfg!(test) { 8 } else { 64 };
 const MAX_KIDS: usize = if cfg!(test) { 4 } else { 32 };
 
 /// Consecutive ids of one chain, adjacent in document order, all visible or all deleted.
+///
+/// The first id is kept as its two parts: an [`OpId`] pads to 16 bytes, and next to `len` the
+/// parts make a 40-byte piece instead of 48. Pieces are most of a sequence's memory.
 #[derive(Clone, Debug)]
 pub(super) struct Piece<C> {
-    pub(super) start: OpId,
+    /// The peer of the ids.
+    pub(super) peer: PeerId,
+    /// The first counter.
+    pub(super) counter: Counter,
     pub(super) len: Counter,
     /// `None` once deleted: tombstones keep their ids and place, not their content.
     pub(super) content: Option<C>,
 }
 
 impl<C> Piece<C> {
+    pub(super) fn new(start: OpId, len: Counter, content: Option<C>) -> Self {
+        Piece { peer: start.peer, counter: start.counter, len, content }
+    }
+
+    /// The first id.
+    pub(super) fn start(&self) -> OpId {
+        OpId::new(self.peer, self.counter)
+    }
+
     /// One past the last counter.
     pub(super) fn end(&self) -> Counter {
-        self.start.counter.saturating_add(self.len)
+        self.counter.saturating_add(self.len)
     }
 
     /// How many visible elements the piece holds.
@@ -139,7 +154,7 @@ impl<C: SeqContent> Pieces<C> {
             let chunk: Vec<Piece<C>> = pieces.by_ref().take(MAX_PIECES / 2).collect();
             let visible = chunk.iter().map(Piece::visible_len).sum();
             let total = chunk.iter().map(|p| p.len as usize).sum();
-            index.extend(chunk.iter().map(|piece| (piece.start, leaf as u32)));
+            index.extend(chunk.iter().map(|piece| (piece.start(), leaf as u32)));
             let prev = leaf.checked_sub(1);
             tree.leaves.push(Leaf { pieces: chunk, parent: 0, prev, next: None, visible, total });
             if let Some(prev) = prev {
@@ -192,7 +207,7 @@ impl<C: SeqContent> Pieces<C> {
 
     /// The id of the element at `loc`.
     pub(super) fn id_at(&self, loc: Loc) -> OpId {
-        let start = self.piece(loc).start;
+        let start = self.piece(loc).start();
         OpId::new(start.peer, start.counter + loc.offset)
     }
 
@@ -203,8 +218,8 @@ impl<C: SeqContent> Pieces<C> {
             // The hinted piece or a neighbour: ids are unique, so a piece holding `id` is it.
             let from = hinted.saturating_sub(1);
             for (piece, p) in pieces.iter().enumerate().skip(from).take(3) {
-                if p.start.peer == id.peer && p.start.counter <= id.counter && id.counter < p.end() {
-                    return Some(Loc { leaf, piece, offset: id.counter - p.start.counter });
+                if p.peer == id.peer && p.counter <= id.counter && id.counter < p.end() {
+                    return Some(Loc { leaf, piece, offset: id.counter - p.counter });
                 }
             }
         }
@@ -212,7 +227,7 @@ impl<C: SeqContent> Pieces<C> {
         let leaf = leaf as usize;
         let pieces = &self.leaves.get(leaf)?.pieces;
         let first = OpId::new(id.peer, start);
-        let piece = pieces.iter().position(|p| p.start == first)?;
+        let piece = pieces.iter().position(|p| p.start() == first)?;
         let offset = id.counter - start;
         (offset < pieces[piece].len).then_some(Loc { leaf, piece, offset })
     }
@@ -365,13 +380,9 @@ impl<C: SeqContent> Pieces<C> {
             return;
         }
         let content = piece.content.as_mut().map(|c| c.split_off_counted(at as usize, piece.len as usize));
-        let tail = Piece {
-            start: OpId::new(piece.start.peer, piece.start.counter + at),
-            len: piece.len - at,
-            content,
-        };
+        let tail = Piece::new(OpId::new(piece.peer, piece.counter + at), piece.len - at, content);
         piece.len = at;
-        index_piece(&mut self.index, tail.start, leaf);
+        index_piece(&mut self.index, tail.start(), leaf);
         make_room(&mut l.pieces, 1);
         l.pieces.insert(pi + 1, tail);
     }
@@ -384,8 +395,8 @@ impl<C: SeqContent> Pieces<C> {
         let l = &mut self.leaves[leaf];
         if joins
             && let Some(prev) = pi.checked_sub(1).and_then(|i| l.pieces.get_mut(i))
-            && prev.start.peer == piece.start.peer
-            && prev.end() == piece.start.counter
+            && prev.peer == piece.peer
+            && prev.end() == piece.counter
             && prev.content.is_some() == piece.content.is_some()
         {
             let offset = prev.len;
@@ -397,7 +408,7 @@ impl<C: SeqContent> Pieces<C> {
             self.edited(leaf, pi - 1);
             return Loc { leaf, piece: pi - 1, offset };
         }
-        index_piece(&mut self.index, piece.start, leaf);
+        index_piece(&mut self.index, piece.start(), leaf);
         make_room(&mut l.pieces, 1);
         l.pieces.insert(pi, piece);
         self.adjust(leaf, visible, total);
@@ -417,6 +428,18 @@ impl<C: SeqContent> Pieces<C> {
     /// only, so its start still holds if the cursor was there, and is worked out otherwise
     /// (the caller needs the position of the edit anyway).
     fn edited(&mut self, leaf: usize, piece: usize) {
+        let Cursor { leaf: was_leaf, piece: was_piece, .. } = self.cursor;
+        if (was_leaf, was_piece) != (leaf, piece)
+            && let Some(content) = self
+                .leaves
+                .get_mut(was_leaf)
+                .and_then(|l| l.pieces.get_mut(was_piece))
+                .and_then(|p| p.content.as_mut())
+        {
+            // Edits moved on from that piece (typing grew it, deleting cut it), so its spare
+            // room is dead weight. A stale cursor may name another piece: trimming it is harmless.
+            content.shrink_to_fit();
+        }
         let start = if self.cursor.leaf == leaf { self.cursor.start } else { None };
         self.cursor = Cursor { leaf, piece, start };
         if start.is_none() {
@@ -430,18 +453,16 @@ impl<C: SeqContent> Pieces<C> {
         let (leaf, mut pi) = (loc.leaf, loc.piece);
         let l = &mut self.leaves[leaf];
         let piece = &mut l.pieces[pi];
-        let (start, whole, from) = (piece.start, piece.len, loc.offset);
+        let (start, whole, from) = (piece.start(), piece.len, loc.offset);
         let to = from.saturating_add(len).min(whole);
         let Some(content) = piece.content.as_mut().filter(|_| from < to) else { return 0 };
         // Cut the piece into head (kept), tombstone and tail (kept) with one copy of the tail;
         // splitting twice would copy it twice.
-        let tail = (to < whole).then(|| Piece {
-            start: OpId::new(start.peer, start.counter + to),
-            len: whole - to,
-            content: Some(content.cut(from as usize, to as usize, whole as usize)),
+        let tail = (to < whole).then(|| {
+            let content = content.cut(from as usize, to as usize, whole as usize);
+            Piece::new(OpId::new(start.peer, start.counter + to), whole - to, Some(content))
         });
-        let tombstone =
-            Piece { start: OpId::new(start.peer, start.counter + from), len: to - from, content: None };
+        let tombstone = Piece::new(OpId::new(start.peer, start.counter + from), to - from, None);
         if from == 0 {
             *piece = tombstone;
         } else {
@@ -450,12 +471,12 @@ impl<C: SeqContent> Pieces<C> {
             }
             piece.len = from;
             pi += 1;
-            index_piece(&mut self.index, tombstone.start, leaf);
+            index_piece(&mut self.index, tombstone.start(), leaf);
             make_room(&mut l.pieces, 1);
             l.pieces.insert(pi, tombstone);
         }
         if let Some(tail) = tail {
-            index_piece(&mut self.index, tail.start, leaf);
+            index_piece(&mut self.index, tail.start(), leaf);
             make_room(&mut l.pieces, 1);
             l.pieces.insert(pi + 1, tail);
         }
@@ -475,10 +496,10 @@ impl<C: SeqContent> Pieces<C> {
     fn merge(&mut self, leaf: usize, pi: usize, starts_chain: &impl Fn(OpId) -> bool) {
         let pieces = &mut self.leaves[leaf].pieces;
         let (Some(a), Some(b)) = (pieces.get(pi), pieces.get(pi + 1)) else { return };
-        let joins = a.start.peer == b.start.peer
-            && a.end() == b.start.counter
+        let joins = a.peer == b.peer
+            && a.end() == b.counter
             && a.content.is_some() == b.content.is_some()
-            && !starts_chain(b.start);
+            && !starts_chain(b.start());
         if !joins {
             return;
         }
@@ -488,8 +509,8 @@ impl<C: SeqContent> Pieces<C> {
         if let (Some(a), Some(b)) = (a.content.as_mut(), b.content) {
             a.append(b);
         }
-        if let Some(index) = self.index.get_mut(b.start.peer) {
-            index.remove(&b.start.counter);
+        if let Some(index) = self.index.get_mut(b.peer) {
+            index.remove(&b.counter);
         }
     }
 
@@ -554,7 +575,7 @@ impl<C: SeqContent> Pieces<C> {
             self.leaves[next].prev = Some(new);
         }
         for piece in &tail {
-            index_piece(&mut self.index, piece.start, new);
+            index_piece(&mut self.index, piece.start(), new);
         }
         self.leaves.push(Leaf { pieces: tail, parent, prev: Some(leaf), next, visible, total });
         self.add_kid(parent, leaf, new);
@@ -658,7 +679,7 @@ impl<C: SeqContent> Pieces<C> {
                     assert_eq!(content.len(), piece.len as usize);
                 }
                 assert_eq!(
-                    self.index.get(piece.start.peer).and_then(|m| m.get(&piece.start.counter)),
+                    self.index.get(piece.peer).and_then(|m| m.get(&piece.counter)),
                     Some(&(leaf as u32))
                 );
                 pieces += 1;
