@@ -17,7 +17,7 @@ impl<C: SeqContent> Sequence<C> {
         let mut out: Vec<Run<Cow<'_, C>>> = Vec::new();
         let mut last_end = None;
         for piece in self.pieces.iter() {
-            let explicit = self.segments.get(piece.peer).and_then(|m| m.get(&piece.counter));
+            let explicit = self.segments.get(piece.peer).and_then(|m| m.get(piece.counter));
             let continues = explicit.is_none() && last_end == Some(piece.start());
             last_end = Some(OpId::new(piece.peer, piece.end()));
             if continues && let Some(run) = out.last_mut() {
@@ -80,22 +80,30 @@ impl<C: SeqContent> Sequence<C> {
         let mut by_id: Vec<(OpId, Counter, Option<Anchor>)> =
             pieces.iter().map(|(p, a)| (p.start(), p.end(), *a)).collect();
         by_id.sort_unstable_by_key(|r| r.0);
-        let mut segments: Vec<(OpId, Segment)> = Vec::with_capacity(by_id.len());
+        let mut chains: Vec<(PeerId, Chains)> = Vec::new();
         for (i, &(start, end, anchor)) in by_id.iter().enumerate() {
             if i > 0 && by_id[i - 1].0.peer == start.peer && by_id[i - 1].1 > start.counter {
                 return Err("duplicate element id");
             }
+            let last = chains.last_mut().filter(|(peer, _)| *peer == start.peer);
             match anchor {
-                Some(anchor) => segments.push((start, Segment::new(end, anchor))),
-                None => match segments.last_mut() {
-                    Some((first, segment)) if first.peer == start.peer && segment.end == start.counter => {
-                        segment.end = end;
+                Some(anchor) => {
+                    let segment = Segment::new(start.counter, end, anchor);
+                    match last {
+                        Some((_, list)) => list.0.push(segment),
+                        None => chains.push((start.peer, Chains(vec![segment]))),
                     }
+                }
+                None => match last.and_then(|(_, list)| list.0.last_mut()) {
+                    Some(segment) if segment.end == start.counter => segment.end = end,
                     _ => return Err("run continues a chain whose previous element is missing"),
                 },
             }
         }
-        let mut seq = Sequence::<C> { segments: PeerMap::from_sorted(segments), ..Sequence::default() };
+        for (_, list) in &mut chains {
+            list.0.shrink_to_fit();
+        }
+        let mut seq = Sequence::<C> { segments: PeerMap::from_entries(chains), ..Sequence::default() };
         // Explicit anchors name existing parents; children are gathered in ascending id order.
         let (mut left, mut right) = (Vec::new(), Vec::new());
         for &(start, _, anchor) in &by_id {

@@ -20,6 +20,12 @@ impl<T> Default for PeerMap<T> {
 }
 
 impl<T> PeerMap<T> {
+    /// A map from entries ascending by peer, peers distinct.
+    pub(super) fn from_entries(entries: Vec<(PeerId, T)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "entries not sorted by peer");
+        PeerMap { entries }
+    }
+
     fn find(&self, peer: PeerId) -> Result<usize, usize> {
         // The peer of the previous edit is by far the most frequent, and often the only one.
         match self.entries.first() {
@@ -76,9 +82,9 @@ impl<T> PeerMap<BTreeMap<Counter, T>> {
                 _ => groups.push((id.peer, vec![(id.counter, value)])),
             }
         }
-        debug_assert!(groups.windows(2).all(|w| w[0].0 < w[1].0), "entries not sorted by peer");
-        let entries = groups.into_iter().map(|(peer, list)| (peer, list.into_iter().collect())).collect();
-        PeerMap { entries }
+        PeerMap::from_entries(
+            groups.into_iter().map(|(peer, list)| (peer, list.into_iter().collect())).collect(),
+        )
     }
 }
 
@@ -89,12 +95,4 @@ pub(super) fn floor<T>(map: &BTreeMap<Counter, T>, at: Counter) -> Option<(Count
         Some((&last, value)) if last <= at => Some((last, value)),
         _ => map.range(..=at).next_back().map(|(&k, v)| (k, v)),
     }
-}
-
-/// [`floor`], to modify the value.
-pub(super) fn floor_mut<T>(map: &mut BTreeMap<Counter, T>, at: Counter) -> Option<&mut T> {
-    if map.last_key_value().is_some_and(|(&last, _)| last <= at) {
-        return map.last_entry().map(|e| e.into_mut());
-    }
-    map.range_mut(..=at).next_back().map(|(_, v)| v)
 }
