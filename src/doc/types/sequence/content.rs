@@ -33,8 +33,10 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
         tail
     }
 
-    /// Give back spare capacity. Appends grow content by doubling, and a cut keeps the room of
-    /// what it removed; once edits move on from a piece, that room is never used again.
+    /// Give back spare capacity if the content is small. Appends grow content by doubling, and
+    /// a cut keeps the room of what it removed; once edits move on from a piece, that room is
+    /// usually never used again. Large content keeps it: if edits alternate between it and
+    /// another piece, trimming would copy it on every switch.
     fn shrink_to_fit(&mut self) {}
 
     /// A copy of the elements `from..to` (clamped to the length).
@@ -44,6 +46,10 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
         middle
     }
 }
+
+/// The largest content [`SeqContent::shrink_to_fit`] trims: copying this much on each switch
+/// between two pieces costs about as much as the rest of an edit.
+const TRIM_BYTES: usize = 4096;
 
 /// The byte offset of char `chars` of `s` (the end if there are fewer chars).
 fn byte_offset(s: &str, chars: usize) -> usize {
@@ -95,7 +101,9 @@ impl SeqContent for String {
     }
 
     fn shrink_to_fit(&mut self) {
-        String::shrink_to_fit(self);
+        if self.capacity() <= TRIM_BYTES {
+            String::shrink_to_fit(self);
+        }
     }
 
     fn slice(&self, from: usize, to: usize) -> Self {
@@ -130,7 +138,9 @@ impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for
     }
 
     fn shrink_to_fit(&mut self) {
-        Vec::shrink_to_fit(self);
+        if self.capacity().saturating_mul(size_of::<T>()) <= TRIM_BYTES {
+            Vec::shrink_to_fit(self);
+        }
     }
 
     fn slice(&self, from: usize, to: usize) -> Self {
