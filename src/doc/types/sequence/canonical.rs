@@ -17,9 +17,9 @@ impl<C: SeqContent> Sequence<C> {
         let mut out: Vec<Run<Cow<'_, C>>> = Vec::new();
         let mut last_end = None;
         for piece in self.pieces.iter() {
-            let explicit = self.segments.get(piece.start.peer).and_then(|m| m.get(&piece.start.counter));
-            let continues = explicit.is_none() && last_end == Some(piece.start);
-            last_end = Some(OpId::new(piece.start.peer, piece.end()));
+            let explicit = self.segments.get(piece.peer).and_then(|m| m.get(piece.counter));
+            let continues = explicit.is_none() && last_end == Some(piece.start());
+            last_end = Some(OpId::new(piece.peer, piece.end()));
             if continues && let Some(run) = out.last_mut() {
                 match (&mut run.body, &piece.content) {
                     (Body::Visible(content), Some(more)) => {
@@ -37,7 +37,7 @@ impl<C: SeqContent> Sequence<C> {
                 Some(content) => Body::Visible(Cow::Borrowed(content)),
                 None => Body::Deleted(piece.len),
             };
-            out.push(Run { start: piece.start, anchor: explicit.map(|s| s.anchor), body });
+            out.push(Run { start: piece.start(), anchor: explicit.map(Segment::anchor), body });
         }
         out
     }
@@ -60,11 +60,11 @@ impl<C: SeqContent> Sequence<C> {
                 return Err("run ids overflow the counter");
             }
             let anchor = run.anchor.filter(|a| !continues_chain(run.start, a));
-            let piece = Piece { start: run.start, len, content };
+            let piece = Piece::new(run.start, len, content);
             if anchor.is_none()
                 && let Some((prev, _)) = pieces.last_mut()
-                && prev.start.peer == piece.start.peer
-                && prev.end() == piece.start.counter
+                && prev.peer == piece.peer
+                && prev.end() == piece.counter
                 && prev.content.is_some() == piece.content.is_some()
             {
                 prev.len += piece.len;
@@ -78,36 +78,46 @@ impl<C: SeqContent> Sequence<C> {
 
         // Chains, from the runs in id order.
         let mut by_id: Vec<(OpId, Counter, Option<Anchor>)> =
-            pieces.iter().map(|(p, a)| (p.start, p.end(), *a)).collect();
+            pieces.iter().map(|(p, a)| (p.start(), p.end(), *a)).collect();
         by_id.sort_unstable_by_key(|r| r.0);
-        let mut seq = Sequence::<C>::default();
+        let mut chains: Vec<(PeerId, Chains)> = Vec::new();
         for (i, &(start, end, anchor)) in by_id.iter().enumerate() {
             if i > 0 && by_id[i - 1].0.peer == start.peer && by_id[i - 1].1 > start.counter {
                 return Err("duplicate element id");
             }
-            let segments = seq.segments.entry(start.peer);
+            let last = chains.last_mut().filter(|(peer, _)| *peer == start.peer);
             match anchor {
                 Some(anchor) => {
-                    segments.insert(start.counter, Segment { end, anchor });
+                    let segment = Segment::new(start.counter, end, anchor);
+                    match last {
+                        Some((_, list)) => list.0.push(segment),
+                        None => chains.push((start.peer, Chains(vec![segment]))),
+                    }
                 }
-                None => match segments.range_mut(..start.counter).next_back() {
-                    Some((_, segment)) if segment.end == start.counter => segment.end = end,
+                None => match last.and_then(|(_, list)| list.0.last_mut()) {
+                    Some(segment) if segment.end == start.counter => segment.end = end,
                     _ => return Err("run continues a chain whose previous element is missing"),
                 },
             }
         }
-        // Explicit anchors name existing parents; children are pushed in ascending id order.
+        for (_, list) in &mut chains {
+            list.0.shrink_to_fit();
+        }
+        let mut seq = Sequence::<C> { segments: PeerMap::from_entries(chains), ..Sequence::default() };
+        // Explicit anchors name existing parents; children are gathered in ascending id order.
+        let (mut left, mut right) = (Vec::new(), Vec::new());
         for &(start, _, anchor) in &by_id {
             let Some(anchor) = anchor else { continue };
-            let kids = match (anchor.parent, anchor.side) {
-                (None, Side::Right) => &mut seq.root_kids,
+            match (anchor.parent, anchor.side) {
+                (None, Side::Right) => seq.root_kids.push(start),
                 (None, Side::Left) => return Err("left child of the root"),
                 (Some(p), _) if !seq.contains(p) => return Err("anchor names a missing element"),
-                (Some(p), Side::Left) => kids_mut(&mut seq.left_kids, p),
-                (Some(p), Side::Right) => kids_mut(&mut seq.right_kids, p),
-            };
-            kids.push(start);
+                (Some(p), Side::Left) => left.push((p, start)),
+                (Some(p), Side::Right) => right.push((p, start)),
+            }
         }
+        seq.left_kids = group_kids(left);
+        seq.right_kids = group_kids(right);
         let parents: Vec<OpId> =
             seq.right_kids.iter().flat_map(|(p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
         for parent in parents {
@@ -118,7 +128,7 @@ impl<C: SeqContent> Sequence<C> {
         // elements the traversal never reaches).
         let mut stored: Vec<(PeerId, Counter, Counter)> = Vec::with_capacity(pieces.len());
         for (piece, _) in &pieces {
-            push_range(&mut stored, piece.start.peer, piece.start.counter, piece.end());
+            push_range(&mut stored, piece.peer, piece.counter, piece.end());
         }
         if seq.tree_order() != stored {
             return Err("runs are not in the order their anchors imply");
@@ -165,6 +175,20 @@ impl<C: SeqContent> Sequence<C> {
         }
         out
     }
+}
+
+/// Per-parent children from `(parent, child)` edges listed in ascending child order.
+fn group_kids(mut edges: Vec<(OpId, OpId)>) -> ByCounter<Kids> {
+    // Stable, so each parent's children stay ascending.
+    edges.sort_by_key(|&(parent, _)| parent);
+    let mut grouped: Vec<(OpId, Kids)> = Vec::new();
+    for (parent, kid) in edges {
+        match grouped.last_mut() {
+            Some((p, kids)) if *p == parent => kids.push(kid),
+            _ => grouped.push((parent, Kids::from_elem(kid, 1))),
+        }
+    }
+    PeerMap::from_sorted(grouped)
 }
 
 /// Append the range `from..to` of `peer`, extending the last range when they touch.

@@ -33,6 +33,12 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
         tail
     }
 
+    /// Give back spare capacity if the content is small. Appends grow content by doubling, and
+    /// a cut keeps the room of what it removed; once edits move on from a piece, that room is
+    /// usually never used again. Large content keeps it: if edits alternate between it and
+    /// another piece, trimming would copy it on every switch.
+    fn shrink_to_fit(&mut self) {}
+
     /// A copy of the elements `from..to` (clamped to the length).
     fn slice(&self, from: usize, to: usize) -> Self {
         let mut middle = self.clone().split_off(from);
@@ -40,6 +46,10 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
         middle
     }
 }
+
+/// The largest content [`SeqContent::shrink_to_fit`] trims: copying this much on each switch
+/// between two pieces costs about as much as the rest of an edit.
+const TRIM_BYTES: usize = 4096;
 
 /// The byte offset of char `chars` of `s` (the end if there are fewer chars).
 fn byte_offset(s: &str, chars: usize) -> usize {
@@ -90,6 +100,12 @@ impl SeqContent for String {
         tail
     }
 
+    fn shrink_to_fit(&mut self) {
+        if self.capacity() <= TRIM_BYTES {
+            String::shrink_to_fit(self);
+        }
+    }
+
     fn slice(&self, from: usize, to: usize) -> Self {
         let start = byte_offset(self, from);
         let rest = &self[start..];
@@ -119,6 +135,12 @@ impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for
 
     fn append(&mut self, mut other: Self) {
         Vec::append(self, &mut other);
+    }
+
+    fn shrink_to_fit(&mut self) {
+        if self.capacity().saturating_mul(size_of::<T>()) <= TRIM_BYTES {
+            Vec::shrink_to_fit(self);
+        }
     }
 
     fn slice(&self, from: usize, to: usize) -> Self {

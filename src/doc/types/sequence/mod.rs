@@ -25,10 +25,17 @@
 //! from the root nor an index lookup, and a keystroke that continues the piece before it is
 //! appended to that piece in place. Tombstones keep their ids and place but not their content.
 //!
-//! Explicit children are kept per parent, ordered by the parent's counter, and the elements
-//! where the largest right child is not the chain child are indexed too, so that finding the
-//! last element of a subtree jumps from branch to branch instead of walking a chain element by
-//! element. Per-peer maps are sorted vectors ([`peer_map`]), since peers are few.
+//! Chains are kept per peer as a vector of 24-byte records sorted by first counter: a peer's
+//! ids arrive in counter order, so a new chain is pushed at the end. Explicit children are kept
+//! per parent, ordered by the parent's counter, and the elements where the largest right child
+//! is not the chain child are indexed too, so that finding the last element of a subtree jumps
+//! from branch to branch instead of walking a chain element by element. Per-peer maps are sorted
+//! vectors ([`peer_map`]), since peers are few.
+//!
+//! Memory is dominated by the pieces, then the per-element indexes. Pieces are 40 bytes; leaves
+//! grow a few pieces at a time rather than doubling, and content the cursor leaves behind is
+//! trimmed of the spare room that typing (doubling) and deleting (truncating) left in it.
+//! Decoding builds every map in one go, so B-tree nodes start full.
 //!
 //! # Canonical form
 //!
@@ -53,7 +60,7 @@ use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, OpId, PeerId};
 pub(crate) use content::SeqContent;
-use peer_map::{PeerMap, floor, floor_mut};
+use peer_map::PeerMap;
 use tree::{Piece, Pieces};
 
 /// Which side of its parent an element hangs on.
@@ -86,18 +93,93 @@ fn continues_chain(id: OpId, anchor: &Anchor) -> bool {
     id.counter.checked_sub(1).is_some_and(|c| *anchor == Anchor::after(OpId::new(id.peer, c)))
 }
 
-/// Explicit children of one parent, ascending by id.
-type Kids = SmallVec<[OpId; 2]>;
+/// Explicit children of one parent, ascending by id. Nearly every parent has one (a second
+/// comes only from concurrent inserts at one place), and an inline capacity of one keeps the
+/// value, stored per parent in B-tree nodes with room for eleven, at 24 bytes instead of 40.
+type Kids = SmallVec<[OpId; 1]>;
 
 /// Per-peer maps keyed by counter: ordered so that a chain's counters can be scanned as a range.
 type ByCounter<T> = PeerMap<BTreeMap<Counter, T>>;
 
 /// A maximal chain: ids `start..end` of one peer, each the right child of the one before.
+///
+/// The anchor is stored flattened: an [`Anchor`] alone takes 32 bytes (an `Option<OpId>` pads
+/// to 24), the whole record flattened 24, and there is one per chain.
 #[derive(Clone, Copy, Debug)]
 struct Segment {
+    start: Counter,
     end: Counter,
+    /// The anchor parent's counter (0 for the root).
+    parent_counter: Counter,
+    /// The anchor parent's peer (meaningless for the root).
+    parent_peer: PeerId,
+    /// Whether the anchor has a parent (bit 1) and hangs on its right (bit 0).
+    shape: u8,
+}
+
+impl Segment {
+    fn new(start: Counter, end: Counter, anchor: Anchor) -> Self {
+        let (parent_peer, parent_counter) =
+            anchor.parent.map_or((PeerId::new(0), 0), |p| (p.peer, p.counter));
+        let shape = u8::from(anchor.parent.is_some()) << 1 | u8::from(anchor.side == Side::Right);
+        Segment { start, end, parent_counter, parent_peer, shape }
+    }
+
     /// The anchor of the chain's first element.
-    anchor: Anchor,
+    fn anchor(&self) -> Anchor {
+        let parent = (self.shape & 2 != 0).then(|| OpId::new(self.parent_peer, self.parent_counter));
+        Anchor { parent, side: if self.shape & 1 != 0 { Side::Right } else { Side::Left } }
+    }
+}
+
+/// One peer's chains, ascending by first counter. A sorted vector rather than a B-tree: a peer's
+/// ids arrive in counter order, so a new chain is nearly always pushed at the end, and records
+/// packed back to back take about half the room of B-tree nodes, which inserts in key order
+/// leave about half full.
+#[derive(Clone, Debug, Default)]
+struct Chains(Vec<Segment>);
+
+impl Chains {
+    /// The index of the chain with the greatest start at most `at`. The last is tried first:
+    /// edits mostly concern a peer's latest ids.
+    fn floor_index(&self, at: Counter) -> Option<usize> {
+        match self.0.last() {
+            Some(last) if last.start <= at => Some(self.0.len() - 1),
+            _ => self.0.partition_point(|s| s.start <= at).checked_sub(1),
+        }
+    }
+
+    /// The chain with the greatest start at most `at`.
+    fn floor(&self, at: Counter) -> Option<&Segment> {
+        self.floor_index(at).map(|i| &self.0[i])
+    }
+
+    /// [`Self::floor`], to modify the chain.
+    fn floor_mut(&mut self, at: Counter) -> Option<&mut Segment> {
+        let i = self.floor_index(at)?;
+        Some(&mut self.0[i])
+    }
+
+    /// The chain starting at `start`.
+    fn get(&self, start: Counter) -> Option<&Segment> {
+        self.floor(start).filter(|s| s.start == start)
+    }
+
+    /// Add a chain whose ids are all absent.
+    fn insert(&mut self, segment: Segment) {
+        if self.0.len() == self.0.capacity() {
+            // Grow by a quarter, not double: the slack stays small and growing stays amortized.
+            self.0.reserve_exact(self.0.len() / 4 + 1);
+        }
+        let at = self.0.partition_point(|s| s.start < segment.start);
+        self.0.insert(at, segment);
+    }
+
+    /// The first chain start in `from + 1..to`.
+    fn next_start(&self, from: Counter, to: Counter) -> Option<Counter> {
+        let i = self.0.partition_point(|s| s.start <= from);
+        self.0.get(i).map(|s| s.start).filter(|&start| start < to)
+    }
 }
 
 /// Where a new run goes in the document order.
@@ -115,7 +197,7 @@ pub(crate) struct Sequence<C> {
     /// The document order.
     pieces: Pieces<C>,
     /// Chains by first counter; they cover exactly the present ids.
-    segments: ByCounter<Segment>,
+    segments: PeerMap<Chains>,
     left_kids: ByCounter<Kids>,
     right_kids: ByCounter<Kids>,
     root_kids: Kids,
@@ -148,8 +230,8 @@ fn kids_mut(map: &mut ByCounter<Kids>, parent: OpId) -> &mut Kids {
 }
 
 /// Whether `id` starts a chain (has an explicit anchor) according to `segments`.
-fn starts_chain(segments: &ByCounter<Segment>, id: OpId) -> bool {
-    segments.get(id.peer).is_some_and(|m| m.contains_key(&id.counter))
+fn starts_chain(segments: &PeerMap<Chains>, id: OpId) -> bool {
+    segments.get(id.peer).is_some_and(|m| m.get(id.counter).is_some())
 }
 
 /// Append span `start..start + len` to `out`, extending the last span when they touch.
@@ -233,7 +315,7 @@ impl<C: SeqContent> Sequence<C> {
         let point = self.placement(id, &anchor);
         let Some((leaf, at)) = self.open_slot(point) else { return self.len() };
         let joins = !self.record_tree(id, len, anchor);
-        let loc = self.pieces.insert(leaf, at, Piece { start: id, len, content: Some(content) }, joins);
+        let loc = self.pieces.insert(leaf, at, Piece::new(id, len, Some(content)), joins);
         self.pieces.visible_before(loc)
     }
 
@@ -242,7 +324,7 @@ impl<C: SeqContent> Sequence<C> {
     pub fn visible_spans(&self, pos: usize, len: usize) -> Vec<IdSpan> {
         let mut out = Vec::new();
         self.visit_visible(pos, len, |piece, from, to| {
-            push_span(&mut out, OpId::new(piece.start.peer, piece.start.counter + from), to - from);
+            push_span(&mut out, OpId::new(piece.peer, piece.counter + from), to - from);
         });
         out
     }
@@ -333,7 +415,7 @@ impl<C: SeqContent> Sequence<C> {
     pub fn for_each_visible(&self, mut f: impl FnMut(OpId, &C)) {
         for piece in self.pieces.iter() {
             if let Some(content) = &piece.content {
-                f(piece.start, content);
+                f(piece.start(), content);
             }
         }
     }
@@ -349,15 +431,15 @@ impl<C: SeqContent> Sequence<C> {
 
     /// The chain holding `id`, with its first counter.
     fn segment_of(&self, id: OpId) -> Option<(Counter, &Segment)> {
-        let (start, segment) = floor(self.segments.get(id.peer)?, id.counter)?;
-        (id.counter < segment.end).then_some((start, segment))
+        let segment = self.segments.get(id.peer)?.floor(id.counter)?;
+        (id.counter < segment.end).then_some((segment.start, segment))
     }
 
     /// Whether any id of `lo..hi` of `peer` is present.
     fn overlaps(&self, peer: PeerId, lo: Counter, hi: Counter) -> bool {
         let Some(segments) = self.segments.get(peer) else { return false };
         let Some(last) = hi.checked_sub(1) else { return false };
-        floor(segments, last).is_some_and(|(_, segment)| segment.end > lo)
+        segments.floor(last).is_some_and(|segment| segment.end > lo)
     }
 
     /// The next element of `id`'s chain, which is one of its right children.
@@ -447,7 +529,7 @@ impl<C: SeqContent> Sequence<C> {
         let end = id.counter.saturating_add(len);
         let segments = self.segments.entry(id.peer);
         if continues_chain(id, &anchor)
-            && let Some(segment) = floor_mut(segments, id.counter - 1)
+            && let Some(segment) = segments.floor_mut(id.counter - 1)
             && segment.end == id.counter
         {
             segment.end = end;
@@ -459,7 +541,7 @@ impl<C: SeqContent> Sequence<C> {
             }
             return false;
         }
-        segments.insert(id.counter, Segment { end, anchor });
+        segments.insert(Segment::new(id.counter, end, anchor));
         let kids = match (anchor.parent, anchor.side) {
             (None, _) => &mut self.root_kids,
             (Some(p), Side::Left) => kids_mut(&mut self.left_kids, p),
@@ -477,7 +559,7 @@ impl<C: SeqContent> Sequence<C> {
 
     /// The first present counter of `peer` in `from + 1..to`, for skipping an absent `from`.
     fn next_present(&self, peer: PeerId, from: Counter, to: Counter) -> Option<Counter> {
-        self.segments.get(peer)?.range(from.checked_add(1)?..to).next().map(|(&start, _)| start)
+        self.segments.get(peer)?.next_start(from, to)
     }
 
     /// Call `f(piece, from, to)` for the visible parts of `pos..pos + len`, in order.

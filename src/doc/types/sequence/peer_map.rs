@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::doc::id::{Counter, PeerId};
+use crate::doc::id::{Counter, OpId, PeerId};
 
 /// Values per peer, sorted by peer.
 #[derive(Clone, Debug)]
@@ -20,6 +20,12 @@ impl<T> Default for PeerMap<T> {
 }
 
 impl<T> PeerMap<T> {
+    /// A map from entries ascending by peer, peers distinct.
+    pub(super) fn from_entries(entries: Vec<(PeerId, T)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "entries not sorted by peer");
+        PeerMap { entries }
+    }
+
     fn find(&self, peer: PeerId) -> Result<usize, usize> {
         // The peer of the previous edit is by far the most frequent, and often the only one.
         match self.entries.first() {
@@ -65,6 +71,23 @@ impl<T> PeerMap<T> {
     }
 }
 
+impl<T> PeerMap<BTreeMap<Counter, T>> {
+    /// Per-peer maps from entries ascending by id, ids distinct. Built in one go, the B-trees
+    /// have full nodes, where inserting keys in order leaves each node about half full.
+    pub(super) fn from_sorted(entries: impl IntoIterator<Item = (OpId, T)>) -> Self {
+        let mut groups: Vec<(PeerId, Vec<(Counter, T)>)> = Vec::new();
+        for (id, value) in entries {
+            match groups.last_mut() {
+                Some((peer, list)) if *peer == id.peer => list.push((id.counter, value)),
+                _ => groups.push((id.peer, vec![(id.counter, value)])),
+            }
+        }
+        PeerMap::from_entries(
+            groups.into_iter().map(|(peer, list)| (peer, list.into_iter().collect())).collect(),
+        )
+    }
+}
+
 /// The entry of `map` with the greatest counter at most `at`. The last entry is tried first:
 /// edits mostly concern a peer's latest ids, and checking it costs no search.
 pub(super) fn floor<T>(map: &BTreeMap<Counter, T>, at: Counter) -> Option<(Counter, &T)> {
@@ -72,12 +95,4 @@ pub(super) fn floor<T>(map: &BTreeMap<Counter, T>, at: Counter) -> Option<(Count
         Some((&last, value)) if last <= at => Some((last, value)),
         _ => map.range(..=at).next_back().map(|(&k, v)| (k, v)),
     }
-}
-
-/// [`floor`], to modify the value.
-pub(super) fn floor_mut<T>(map: &mut BTreeMap<Counter, T>, at: Counter) -> Option<&mut T> {
-    if map.last_key_value().is_some_and(|(&last, _)| last <= at) {
-        return map.last_entry().map(|e| e.into_mut());
-    }
-    map.range_mut(..=at).next_back().map(|(_, v)| v)
 }

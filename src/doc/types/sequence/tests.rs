@@ -26,7 +26,7 @@ fn id(peer: u64, counter: Counter) -> OpId {
 /// Every id in document order, tombstones included.
 fn full_order<C: SeqContent>(seq: &Sequence<C>) -> Vec<OpId> {
     let pieces = seq.pieces.iter();
-    pieces.flat_map(|p| (p.start.counter..p.end()).map(move |c| OpId::new(p.start.peer, c))).collect()
+    pieces.flat_map(|p| (p.counter..p.end()).map(move |c| OpId::new(p.peer, c))).collect()
 }
 
 /// Check the internal bookkeeping against the pieces and the tree.
@@ -34,7 +34,7 @@ fn check<C: SeqContent>(seq: &Sequence<C>) {
     seq.pieces.check();
     let mut stored = Vec::new();
     for piece in seq.pieces.iter() {
-        push_range(&mut stored, piece.start.peer, piece.start.counter, piece.end());
+        push_range(&mut stored, piece.peer, piece.counter, piece.end());
     }
     assert_eq!(seq.tree_order(), stored, "pieces are not in tree order");
     let mut fresh = seq.clone();

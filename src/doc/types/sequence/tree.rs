@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::SeqContent;
 use super::peer_map::{PeerMap, floor};
-use crate::doc::id::{Counter, OpId};
+use crate::doc::id::{Counter, OpId, PeerId};
 
 /// Pieces a leaf may hold before it splits: small enough that scanning a leaf is cheap, large
 /// enough that the tree stays shallow. Tests use tiny nodes so that small cases grow deep trees.
@@ -20,18 +20,33 @@ const MAX_PIECES: usize = if cfg!(test) { 8 } else { 64 };
 const MAX_KIDS: usize = if cfg!(test) { 4 } else { 32 };
 
 /// Consecutive ids of one chain, adjacent in document order, all visible or all deleted.
+///
+/// The first id is kept as its two parts: an [`OpId`] pads to 16 bytes, and next to `len` the
+/// parts make a 40-byte piece instead of 48. Pieces are most of a sequence's memory.
 #[derive(Clone, Debug)]
 pub(super) struct Piece<C> {
-    pub(super) start: OpId,
+    /// The peer of the ids.
+    pub(super) peer: PeerId,
+    /// The first counter.
+    pub(super) counter: Counter,
     pub(super) len: Counter,
     /// `None` once deleted: tombstones keep their ids and place, not their content.
     pub(super) content: Option<C>,
 }
 
 impl<C> Piece<C> {
+    pub(super) fn new(start: OpId, len: Counter, content: Option<C>) -> Self {
+        Piece { peer: start.peer, counter: start.counter, len, content }
+    }
+
+    /// The first id.
+    pub(super) fn start(&self) -> OpId {
+        OpId::new(self.peer, self.counter)
+    }
+
     /// One past the last counter.
     pub(super) fn end(&self) -> Counter {
-        self.start.counter.saturating_add(self.len)
+        self.counter.saturating_add(self.len)
     }
 
     /// How many visible elements the piece holds.
@@ -77,8 +92,10 @@ pub(super) struct Pieces<C> {
     inners: Vec<Inner>,
     /// The root inner node; meaningless while there are no leaves.
     root: usize,
-    /// Piece start to leaf, per peer.
-    index: PeerMap<BTreeMap<Counter, usize>>,
+    /// Piece start to leaf, per peer. Leaves are numbered in `u32`, which halves the values:
+    /// the index has an entry per piece, and a leaf holds at least one piece of at least one
+    /// element, so there are far fewer leaves than a memory could hold elements.
+    index: PeerMap<BTreeMap<Counter, u32>>,
     /// Where the last edit was: typing and deleting mostly happen next to the previous edit.
     cursor: Cursor,
 }
@@ -93,6 +110,24 @@ struct Cursor {
     /// How many visible elements precede `leaf`, while known: edits inside the leaf keep it,
     /// edits elsewhere forget it.
     start: Option<usize>,
+}
+
+/// Room for `extra` more pieces in a leaf's `pieces`. Leaves are the sequence's largest cost and
+/// most stop being edited well before they fill, so capacity grows by a few pieces at a time
+/// rather than doubling: a leaf gets some hundred inserts in all, and growing costs one copy
+/// of the leaf every few of them, about what an insert's shift of the pieces after it costs.
+fn make_room<C>(pieces: &mut Vec<Piece<C>>, extra: usize) {
+    const STEP: usize = 8;
+    let need = pieces.len() + extra;
+    if need > pieces.capacity() {
+        let target = (pieces.capacity() + STEP).min(MAX_PIECES).max(need);
+        pieces.reserve_exact(target - pieces.len());
+    }
+}
+
+/// Record in `index` that the piece starting at `start` is in `leaf`.
+fn index_piece(index: &mut PeerMap<BTreeMap<Counter, u32>>, start: OpId, leaf: usize) {
+    index.entry(start.peer).insert(start.counter, leaf as u32);
 }
 
 impl<C> Default for Pieces<C> {
@@ -112,21 +147,22 @@ impl<C: SeqContent> Pieces<C> {
     /// have room before splitting.
     pub(super) fn from_pieces(pieces: Vec<Piece<C>>) -> Self {
         let mut tree = Self::default();
+        let mut index = Vec::with_capacity(pieces.len());
         let mut pieces = pieces.into_iter().peekable();
         while pieces.peek().is_some() {
             let leaf = tree.leaves.len();
             let chunk: Vec<Piece<C>> = pieces.by_ref().take(MAX_PIECES / 2).collect();
             let visible = chunk.iter().map(Piece::visible_len).sum();
             let total = chunk.iter().map(|p| p.len as usize).sum();
-            for piece in &chunk {
-                tree.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
-            }
+            index.extend(chunk.iter().map(|piece| (piece.start(), leaf as u32)));
             let prev = leaf.checked_sub(1);
             tree.leaves.push(Leaf { pieces: chunk, parent: 0, prev, next: None, visible, total });
             if let Some(prev) = prev {
                 tree.leaves[prev].next = Some(leaf);
             }
         }
+        index.sort_unstable_by_key(|&(start, _)| start);
+        tree.index = PeerMap::from_sorted(index);
         if tree.leaves.is_empty() {
             return tree;
         }
@@ -171,7 +207,7 @@ impl<C: SeqContent> Pieces<C> {
 
     /// The id of the element at `loc`.
     pub(super) fn id_at(&self, loc: Loc) -> OpId {
-        let start = self.piece(loc).start;
+        let start = self.piece(loc).start();
         OpId::new(start.peer, start.counter + loc.offset)
     }
 
@@ -182,15 +218,16 @@ impl<C: SeqContent> Pieces<C> {
             // The hinted piece or a neighbour: ids are unique, so a piece holding `id` is it.
             let from = hinted.saturating_sub(1);
             for (piece, p) in pieces.iter().enumerate().skip(from).take(3) {
-                if p.start.peer == id.peer && p.start.counter <= id.counter && id.counter < p.end() {
-                    return Some(Loc { leaf, piece, offset: id.counter - p.start.counter });
+                if p.peer == id.peer && p.counter <= id.counter && id.counter < p.end() {
+                    return Some(Loc { leaf, piece, offset: id.counter - p.counter });
                 }
             }
         }
         let (start, &leaf) = floor(self.index.get(id.peer)?, id.counter)?;
+        let leaf = leaf as usize;
         let pieces = &self.leaves.get(leaf)?.pieces;
         let first = OpId::new(id.peer, start);
-        let piece = pieces.iter().position(|p| p.start == first)?;
+        let piece = pieces.iter().position(|p| p.start() == first)?;
         let offset = id.counter - start;
         (offset < pieces[piece].len).then_some(Loc { leaf, piece, offset })
     }
@@ -343,13 +380,10 @@ impl<C: SeqContent> Pieces<C> {
             return;
         }
         let content = piece.content.as_mut().map(|c| c.split_off_counted(at as usize, piece.len as usize));
-        let tail = Piece {
-            start: OpId::new(piece.start.peer, piece.start.counter + at),
-            len: piece.len - at,
-            content,
-        };
+        let tail = Piece::new(OpId::new(piece.peer, piece.counter + at), piece.len - at, content);
         piece.len = at;
-        self.index.entry(tail.start.peer).insert(tail.start.counter, leaf);
+        index_piece(&mut self.index, tail.start(), leaf);
+        make_room(&mut l.pieces, 1);
         l.pieces.insert(pi + 1, tail);
     }
 
@@ -361,8 +395,8 @@ impl<C: SeqContent> Pieces<C> {
         let l = &mut self.leaves[leaf];
         if joins
             && let Some(prev) = pi.checked_sub(1).and_then(|i| l.pieces.get_mut(i))
-            && prev.start.peer == piece.start.peer
-            && prev.end() == piece.start.counter
+            && prev.peer == piece.peer
+            && prev.end() == piece.counter
             && prev.content.is_some() == piece.content.is_some()
         {
             let offset = prev.len;
@@ -374,7 +408,8 @@ impl<C: SeqContent> Pieces<C> {
             self.edited(leaf, pi - 1);
             return Loc { leaf, piece: pi - 1, offset };
         }
-        self.index.entry(piece.start.peer).insert(piece.start.counter, leaf);
+        index_piece(&mut self.index, piece.start(), leaf);
+        make_room(&mut l.pieces, 1);
         l.pieces.insert(pi, piece);
         self.adjust(leaf, visible, total);
         self.edited(leaf, pi);
@@ -393,6 +428,18 @@ impl<C: SeqContent> Pieces<C> {
     /// only, so its start still holds if the cursor was there, and is worked out otherwise
     /// (the caller needs the position of the edit anyway).
     fn edited(&mut self, leaf: usize, piece: usize) {
+        let Cursor { leaf: was_leaf, piece: was_piece, .. } = self.cursor;
+        if (was_leaf, was_piece) != (leaf, piece)
+            && let Some(content) = self
+                .leaves
+                .get_mut(was_leaf)
+                .and_then(|l| l.pieces.get_mut(was_piece))
+                .and_then(|p| p.content.as_mut())
+        {
+            // Edits moved on from that piece (typing grew it, deleting cut it), so its spare
+            // room is dead weight. A stale cursor may name another piece: trimming it is harmless.
+            content.shrink_to_fit();
+        }
         let start = if self.cursor.leaf == leaf { self.cursor.start } else { None };
         self.cursor = Cursor { leaf, piece, start };
         if start.is_none() {
@@ -406,18 +453,16 @@ impl<C: SeqContent> Pieces<C> {
         let (leaf, mut pi) = (loc.leaf, loc.piece);
         let l = &mut self.leaves[leaf];
         let piece = &mut l.pieces[pi];
-        let (start, whole, from) = (piece.start, piece.len, loc.offset);
+        let (start, whole, from) = (piece.start(), piece.len, loc.offset);
         let to = from.saturating_add(len).min(whole);
         let Some(content) = piece.content.as_mut().filter(|_| from < to) else { return 0 };
         // Cut the piece into head (kept), tombstone and tail (kept) with one copy of the tail;
         // splitting twice would copy it twice.
-        let tail = (to < whole).then(|| Piece {
-            start: OpId::new(start.peer, start.counter + to),
-            len: whole - to,
-            content: Some(content.cut(from as usize, to as usize, whole as usize)),
+        let tail = (to < whole).then(|| {
+            let content = content.cut(from as usize, to as usize, whole as usize);
+            Piece::new(OpId::new(start.peer, start.counter + to), whole - to, Some(content))
         });
-        let tombstone =
-            Piece { start: OpId::new(start.peer, start.counter + from), len: to - from, content: None };
+        let tombstone = Piece::new(OpId::new(start.peer, start.counter + from), to - from, None);
         if from == 0 {
             *piece = tombstone;
         } else {
@@ -426,11 +471,13 @@ impl<C: SeqContent> Pieces<C> {
             }
             piece.len = from;
             pi += 1;
-            self.index.entry(start.peer).insert(tombstone.start.counter, leaf);
+            index_piece(&mut self.index, tombstone.start(), leaf);
+            make_room(&mut l.pieces, 1);
             l.pieces.insert(pi, tombstone);
         }
         if let Some(tail) = tail {
-            self.index.entry(start.peer).insert(tail.start.counter, leaf);
+            index_piece(&mut self.index, tail.start(), leaf);
+            make_room(&mut l.pieces, 1);
             l.pieces.insert(pi + 1, tail);
         }
         let n = (to - from) as usize;
@@ -449,10 +496,10 @@ impl<C: SeqContent> Pieces<C> {
     fn merge(&mut self, leaf: usize, pi: usize, starts_chain: &impl Fn(OpId) -> bool) {
         let pieces = &mut self.leaves[leaf].pieces;
         let (Some(a), Some(b)) = (pieces.get(pi), pieces.get(pi + 1)) else { return };
-        let joins = a.start.peer == b.start.peer
-            && a.end() == b.start.counter
+        let joins = a.peer == b.peer
+            && a.end() == b.counter
             && a.content.is_some() == b.content.is_some()
-            && !starts_chain(b.start);
+            && !starts_chain(b.start());
         if !joins {
             return;
         }
@@ -462,8 +509,8 @@ impl<C: SeqContent> Pieces<C> {
         if let (Some(a), Some(b)) = (a.content.as_mut(), b.content) {
             a.append(b);
         }
-        if let Some(index) = self.index.get_mut(b.start.peer) {
-            index.remove(&b.start.counter);
+        if let Some(index) = self.index.get_mut(b.peer) {
+            index.remove(&b.counter);
         }
     }
 
@@ -515,6 +562,9 @@ impl<C: SeqContent> Pieces<C> {
         }
         let mid = l.pieces.len() / 2;
         let tail = l.pieces.split_off(mid);
+        // Both halves now have room to grow to a full leaf, and most leaves stop being edited
+        // long before: spare room is the leaves' largest cost, so keep none.
+        l.pieces.shrink_to_fit();
         let visible: usize = tail.iter().map(Piece::visible_len).sum();
         let total: usize = tail.iter().map(|p| p.len as usize).sum();
         l.visible -= visible;
@@ -525,7 +575,7 @@ impl<C: SeqContent> Pieces<C> {
             self.leaves[next].prev = Some(new);
         }
         for piece in &tail {
-            self.index.entry(piece.start.peer).insert(piece.start.counter, new);
+            index_piece(&mut self.index, piece.start(), new);
         }
         self.leaves.push(Leaf { pieces: tail, parent, prev: Some(leaf), next, visible, total });
         self.add_kid(parent, leaf, new);
@@ -629,8 +679,8 @@ impl<C: SeqContent> Pieces<C> {
                     assert_eq!(content.len(), piece.len as usize);
                 }
                 assert_eq!(
-                    self.index.get(piece.start.peer).and_then(|m| m.get(&piece.start.counter)),
-                    Some(&leaf)
+                    self.index.get(piece.peer).and_then(|m| m.get(&piece.counter)),
+                    Some(&(leaf as u32))
                 );
                 pieces += 1;
             }
