@@ -577,7 +577,12 @@ impl Document {
     }
 
     /// Apply a validated, ready change and record it; collects what an event reports.
-    fn apply_valid(&mut self, change: Change, containers: &mut BTreeSet<ContainerId>, spans: &mut Vec<IdSpan>) {
+    fn apply_valid(
+        &mut self,
+        change: Change,
+        containers: &mut BTreeSet<ContainerId>,
+        spans: &mut Vec<IdSpan>,
+    ) {
         let listening = self.events_enabled();
         self.clock.observe(change.timestamp);
         for (id, op) in change.op_ids() {
