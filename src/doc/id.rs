@@ -71,6 +71,10 @@ impl std::fmt::Display for OpId {
     }
 }
 
+/// Spans of ids, inline when there is one: a delete of typed text nearly always names a
+/// single span, and it should not cost an allocation.
+pub(crate) type IdSpans = smallvec::SmallVec<[IdSpan; 1]>;
+
 /// A run of consecutive ids of one peer: `start.counter .. start.counter + len`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdSpan {

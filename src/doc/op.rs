@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
-use super::id::{Counter, IdSpan, OpId};
+use super::id::{Counter, IdSpans, OpId};
 use super::types::sequence::Anchor;
 use super::value::Value;
 
@@ -96,7 +96,7 @@ pub(crate) enum OpContent {
     /// Insert items into a list; one id per item.
     ListInsert { anchor: Anchor, items: Vec<Element> },
     /// Delete elements of a text or list by id.
-    SeqDelete { spans: Vec<IdSpan> },
+    SeqDelete { spans: IdSpans },
     /// Insert items into a movable list; item `i` gets element id and position id `id + i`.
     MovableInsert { anchor: Anchor, items: Vec<Element> },
     /// Move an element of a movable list to a new position (the op id names the position).

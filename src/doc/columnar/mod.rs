@@ -101,7 +101,7 @@ use self::values::{GenericReader, GenericWriter, kind_code, kind_from_code};
 use self::wire::{Budget, Reader, RleReader, RleWriter, malformed, read_column, write_column, write_varint};
 use super::change::Change;
 use super::clock::Timestamp;
-use super::id::{Counter, IdSpan, OpId, PeerId};
+use super::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
 use super::op::{ContainerId, Op, OpContent, ops_id_len};
 use super::types::sequence::{Anchor, Side};
 use super::version::Frontier;
@@ -702,7 +702,7 @@ impl<'a> Decoder<'a> {
                 OpContent::ListInsert { anchor: self.anchor(id, author)?, items }
             }
             SEQ_DELETE => {
-                let mut spans = Vec::new();
+                let mut spans = IdSpans::new();
                 let mut predicted = self.history.predicted_delete_start(author, id.counter);
                 for _ in 0..self.span_count.next()? {
                     self.budget.charge(size_of::<IdSpan>())?;

@@ -145,7 +145,9 @@ fn hand_built() -> Vec<Change> {
                 ),
                 op(
                     &text,
-                    OpContent::SeqDelete { spans: vec![IdSpan::new(id(a, 1), 2), IdSpan::new(id(a, 8), 1)] },
+                    OpContent::SeqDelete {
+                        spans: vec![IdSpan::new(id(a, 1), 2), IdSpan::new(id(a, 8), 1)].into(),
+                    },
                 ),
             ],
         ),
@@ -191,7 +193,7 @@ fn hand_built() -> Vec<Change> {
                 op(
                     &list,
                     OpContent::SeqDelete {
-                        spans: vec![IdSpan::new(id(a, 12), 3), IdSpan::new(id(c, 40), 2)],
+                        spans: vec![IdSpan::new(id(a, 12), 3), IdSpan::new(id(c, 40), 2)].into(),
                     },
                 ),
                 op(
@@ -271,7 +273,9 @@ fn hand_built() -> Vec<Change> {
                 ),
                 op(
                     &text,
-                    OpContent::SeqDelete { spans: vec![IdSpan::new(id(c, Counter::MAX), Counter::MAX)] },
+                    OpContent::SeqDelete {
+                        spans: vec![IdSpan::new(id(c, Counter::MAX), Counter::MAX)].into(),
+                    },
                 ),
             ],
         ),

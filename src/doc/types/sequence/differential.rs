@@ -116,7 +116,7 @@ impl<C: Make> Harness<C> {
             5 if len > 0 => {
                 let pos = a % len;
                 let spans = self.seq.visible_spans(pos, n);
-                assert_eq!(spans, self.oracle.visible_spans(pos, n));
+                assert_eq!(spans[..], self.oracle.visible_spans(pos, n)[..]);
                 assert_eq!(self.seq.delete(&spans), self.oracle.delete(&spans));
             }
             // A delete of an id span, possibly crossing absent and deleted ids.
@@ -154,7 +154,7 @@ impl<C: Make> Harness<C> {
             let element = |(id, content, offset): (OpId, &C, usize)| (id, content.slice(offset, offset + 1));
             assert_eq!(seq.visible_piece_at(pos).map(element), oracle.visible_piece_at(pos).map(element));
             let n = (probe >> 4) % 9;
-            assert_eq!(seq.visible_spans(pos, n), oracle.visible_spans(pos, n));
+            assert_eq!(seq.visible_spans(pos, n)[..], oracle.visible_spans(pos, n)[..]);
             assert_eq!(seq.slice(pos, n), oracle.slice(pos, n));
         }
         for k in 0..6 {

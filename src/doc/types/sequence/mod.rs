@@ -58,7 +58,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::doc::id::{Counter, IdSpan, OpId, PeerId};
+use crate::doc::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
 pub(crate) use content::SeqContent;
 use peer_map::PeerMap;
 use tree::{Piece, Pieces};
@@ -235,7 +235,7 @@ fn starts_chain(segments: &PeerMap<Chains>, id: OpId) -> bool {
 }
 
 /// Append span `start..start + len` to `out`, extending the last span when they touch.
-fn push_span(out: &mut Vec<IdSpan>, start: OpId, len: Counter) {
+fn push_span(out: &mut IdSpans, start: OpId, len: Counter) {
     if let Some(last) = out.last_mut()
         && last.start.peer == start.peer
         && last.end_counter() == start.counter
@@ -321,8 +321,8 @@ impl<C: SeqContent> Sequence<C> {
 
     /// The ids of the visible elements `pos..pos + len`, in document order, merged into maximal
     /// spans of consecutive counters of one peer.
-    pub fn visible_spans(&self, pos: usize, len: usize) -> Vec<IdSpan> {
-        let mut out = Vec::new();
+    pub fn visible_spans(&self, pos: usize, len: usize) -> IdSpans {
+        let mut out = IdSpans::new();
         self.visit_visible(pos, len, |piece, from, to| {
             push_span(&mut out, OpId::new(piece.peer, piece.counter + from), to - from);
         });

@@ -201,11 +201,11 @@ impl<C: SeqContent> OracleSequence<C> {
     /// The ids of the visible elements `pos..pos + len`, in document order, merged into maximal
     /// spans of consecutive counters of one peer.
     pub fn visible_spans(&self, pos: usize, len: usize) -> Vec<IdSpan> {
-        let mut out = Vec::new();
+        let mut out = crate::doc::id::IdSpans::new();
         self.visit_visible(pos, len, |piece, from, to| {
             push_span(&mut out, OpId::new(piece.start.peer, piece.start.counter + from), to - from);
         });
-        out
+        out.into_vec()
     }
 
     /// Tombstone every present element of `spans` (absent ids are ignored, deleting twice is

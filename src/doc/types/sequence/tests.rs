@@ -139,7 +139,7 @@ impl Replica {
         let edits = if len > 0 && rng.chance(35) {
             let pos = rng.below(len);
             let n = 1 + rng.below((len - pos).min(4));
-            vec![Edit::Delete(self.seq.visible_spans(pos, n))]
+            vec![Edit::Delete(self.seq.visible_spans(pos, n).into_vec())]
         } else {
             let pos = rng.below(len + 1);
             let text = rng.text(4);
@@ -281,7 +281,7 @@ fn list_content_and_queries() {
     assert!(seq.contains_span(&IdSpan::new(id(1, 10), 1)));
     assert_eq!((seq.len(), seq.total_len()), (3, 5));
     assert_eq!(
-        seq.visible_spans(0, 3),
+        seq.visible_spans(0, 3).into_vec(),
         vec![IdSpan::new(id(1, 0), 1), IdSpan::new(id(1, 10), 1), IdSpan::new(id(1, 3), 1)]
     );
     let mut pieces = Vec::new();
