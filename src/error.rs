@@ -122,3 +122,47 @@ pub enum DecodeError {
     #[error("malformed payload: {0}")]
     Malformed(String),
 }
+
+/// What went wrong in a sync session. Sessions report these as events and carry on, close
+/// the connection, or (client side) reconnect; see each variant.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame could not be decoded; the connection is closed.
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// No protocol version in common; the connection is closed and the client does not retry.
+    #[error("no protocol version in common: ours {ours:?}, theirs {theirs:?}")]
+    UnsupportedVersion {
+        /// The range this side speaks.
+        ours: (u8, u8),
+        /// The range the other side speaks (as far as known).
+        theirs: (u8, u8),
+    },
+    /// A message the protocol does not allow at this point; the connection is closed.
+    #[error("unexpected {0} message")]
+    UnexpectedMessage(&'static str),
+    /// A document slot that is not subscribed on this connection.
+    #[error("unknown document slot {0}")]
+    UnknownDocument(u32),
+    /// The other side refused a request.
+    #[error("refused ({code:?}): {detail}")]
+    Refused {
+        /// The reason code.
+        code: crate::wire::ErrorCode,
+        /// The other side's explanation.
+        detail: String,
+    },
+    /// A document refused received changes.
+    #[error("document error: {0}")]
+    Document(#[from] Error),
+    /// A configured limit was exceeded.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(&'static str),
+    /// The other side did not answer in time; the connection is closed.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The other side closed the connection.
+    #[error("connection closed by the other side: {0:?}")]
+    Closed(crate::wire::CloseReason),
+}

@@ -72,6 +72,9 @@
 
 mod doc;
 mod error;
+mod session;
+mod store;
+pub mod wire;
 
 pub use doc::change::Change;
 pub use doc::clock::{ClockError, HybridClock, MAX_WALL_MS, Timestamp};
@@ -88,7 +91,12 @@ pub use doc::types::{
 };
 pub use doc::value::Value;
 pub use doc::version::{Frontier, VersionVector};
-pub use error::{DecodeError, Error};
+pub use error::{DecodeError, Error, ProtocolError};
+pub use session::{
+    ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server, ServerConfig,
+    ServerEvent, Transmit,
+};
+pub use store::{DocumentStore, MemoryStore};
 
 /// The README's examples are compiled and run as doc tests, so it cannot drift from the API.
 #[cfg(doctest)]

@@ -117,3 +117,4 @@ pub fn assert_same_state(docs: &[&Document]) {
 pub fn chars(s: &str) -> Vec<char> {
     s.chars().collect()
 }
+pub mod sim;

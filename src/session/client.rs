@@ -1,0 +1,611 @@
+//! The client session: one replica's documents kept in sync with one server.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::codec::{ChangeDecoder, ChangeEncoder};
+use super::config::ClientConfig;
+use super::event::{ClientEvent, ConnectionStatus};
+use super::random::SplitMix64;
+use crate::wire::{CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame, encode_frame};
+use crate::{Document, PeerId, ProtocolError, VersionVector};
+
+/// The client side of the sync protocol, without IO.
+///
+/// The session owns the documents it syncs. Edit them through
+/// [`ClientSession::document_mut`]; the next [`ClientSession::poll_transmit`] sends what
+/// changed, batched into one frame. Drive it like this:
+///
+/// 1. [`ClientSession::connect`], then open a transport whenever
+///    [`ClientEvent::OpenTransport`] says so and call [`ClientSession::handle_connected`]
+///    once it is open;
+/// 2. feed every frame received to [`ClientSession::handle_input`], a lost transport to
+///    [`ClientSession::handle_disconnected`], and call [`ClientSession::handle_timeout`] when
+///    [`ClientSession::poll_timeout`]'s deadline passes;
+/// 3. after each of those calls and each command, drain [`ClientSession::poll_transmit`]
+///    (send each frame), then [`ClientSession::poll_event`], then read
+///    [`ClientSession::poll_timeout`].
+///
+/// The session survives connections: after a disconnect it backs off (exponentially, with
+/// jitter from [`ClientConfig::rng_seed`]), asks for a new transport, resubscribes every
+/// document and pushes whatever the server lacks, so no local edit is lost.
+#[derive(Debug)]
+pub struct ClientSession {
+    config: ClientConfig,
+    peer: PeerId,
+    rng: SplitMix64,
+    status: ConnectionStatus,
+    /// Whether the application wants to be connected (between `connect` and `close`).
+    wanted: bool,
+    documents: BTreeMap<String, ClientDocument>,
+    next_slot: u32,
+    link: Option<Link>,
+    /// Failed attempts since the last successful handshake.
+    attempts: u32,
+    reconnect_at: Option<Instant>,
+    /// Messages for the next frame.
+    outbox: Vec<Message>,
+    frames: VecDeque<Vec<u8>>,
+    events: VecDeque<ClientEvent>,
+    /// The latest time passed in, for stamping frames that commands produce.
+    last_now: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct ClientDocument {
+    doc: Document,
+    slot: DocSlot,
+    /// Got the server's `Sync` on the current connection.
+    synced: bool,
+    /// What the server holds or has been sent on this connection: local changes beyond it are
+    /// sent at the next poll.
+    sent: VersionVector,
+    /// Batches sent and not yet acknowledged: number and the document version they complete.
+    unacked: VecDeque<(u32, VersionVector)>,
+    batches_sent: u32,
+    /// A `NeedChanges` is in flight; do not ask again until changes arrive.
+    asked: bool,
+    /// Whether `Saved` was reported for the current state.
+    saved: bool,
+}
+
+#[derive(Debug)]
+struct Link {
+    opened_at: Instant,
+    welcomed: bool,
+    last_heard: Instant,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+    next_nonce: u32,
+    encoder: ChangeEncoder,
+    decoder: ChangeDecoder,
+}
+
+impl ClientSession {
+    /// A session for the replica `peer`. Nothing happens until [`ClientSession::connect`].
+    pub fn new(peer: PeerId, config: ClientConfig) -> Self {
+        ClientSession {
+            rng: SplitMix64::new(config.rng_seed),
+            config,
+            peer,
+            status: ConnectionStatus::Disconnected,
+            wanted: false,
+            documents: BTreeMap::new(),
+            next_slot: 0,
+            link: None,
+            attempts: 0,
+            reconnect_at: None,
+            outbox: Vec::new(),
+            frames: VecDeque::new(),
+            events: VecDeque::new(),
+            last_now: None,
+        }
+    }
+
+    /// The replica id of this client.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The connection status.
+    pub fn status(&self) -> ConnectionStatus {
+        self.status
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    /// Start connecting (and stay connected, reconnecting as needed, until
+    /// [`ClientSession::close`]).
+    pub fn connect(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        if self.wanted {
+            return;
+        }
+        self.wanted = true;
+        self.attempts = 0;
+        self.reconnect_at = None;
+        if self.link.is_none() {
+            self.set_status(ConnectionStatus::Connecting);
+            self.events.push_back(ClientEvent::OpenTransport);
+        }
+    }
+
+    /// Close the connection and stop reconnecting. Documents stay, with their local edits;
+    /// a later [`ClientSession::connect`] pushes them.
+    pub fn close(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        self.wanted = false;
+        self.reconnect_at = None;
+        if self.link.is_some() {
+            self.outbox.push(Message::Close { reason: CloseReason::Normal });
+            self.flush_outbox();
+            self.drop_link();
+            self.events.push_back(ClientEvent::CloseTransport);
+        }
+        self.set_status(ConnectionStatus::Disconnected);
+    }
+
+    /// Sync `doc` under `name`; replaces (and returns) a document already there.
+    pub fn subscribe(&mut self, name: impl Into<String>, doc: Document) -> Option<Document> {
+        let name = name.into();
+        let slot = DocSlot(self.next_slot);
+        self.next_slot = self.next_slot.wrapping_add(1);
+        let entry = ClientDocument {
+            doc,
+            slot,
+            synced: false,
+            sent: VersionVector::new(),
+            unacked: VecDeque::new(),
+            batches_sent: 0,
+            asked: false,
+            saved: false,
+        };
+        let old = self.documents.insert(name.clone(), entry).map(|old| {
+            self.send_unsubscribe(old.slot);
+            old.doc
+        });
+        if self.link.as_ref().is_some_and(|l| l.welcomed) {
+            self.send_subscribe(&name);
+        }
+        old
+    }
+
+    /// Stop syncing `name` and give the document back.
+    pub fn unsubscribe(&mut self, name: &str) -> Option<Document> {
+        let entry = self.documents.remove(name)?;
+        self.send_unsubscribe(entry.slot);
+        Some(entry.doc)
+    }
+
+    /// A synced document, for reading.
+    pub fn document(&self, name: &str) -> Option<&Document> {
+        self.documents.get(name).map(|d| &d.doc)
+    }
+
+    /// A synced document, for editing: what changes is sent at the next
+    /// [`ClientSession::poll_transmit`].
+    pub fn document_mut(&mut self, name: &str) -> Option<&mut Document> {
+        self.documents.get_mut(name).map(|d| &mut d.doc)
+    }
+
+    /// The names of the synced documents.
+    pub fn document_names(&self) -> impl Iterator<Item = &str> {
+        self.documents.keys().map(String::as_str)
+    }
+
+    /// Whether the server has acknowledged every local change of `name` (the "all changes
+    /// saved" signal). False while disconnected with unsent edits.
+    pub fn is_saved(&self, name: &str) -> bool {
+        self.documents
+            .get(name)
+            .is_some_and(|d| d.synced && d.unacked.is_empty() && d.sent.includes(d.doc.version()))
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    /// The transport the session asked for ([`ClientEvent::OpenTransport`]) is open.
+    pub fn handle_connected(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        if !self.wanted {
+            self.events.push_back(ClientEvent::CloseTransport);
+            return;
+        }
+        self.drop_link();
+        self.link = Some(Link {
+            opened_at: now,
+            welcomed: false,
+            last_heard: now,
+            last_sent: now,
+            ping_sent: None,
+            next_nonce: 0,
+            encoder: ChangeEncoder::new(),
+            decoder: ChangeDecoder::new(self.config.limits.max_decompressed_bytes),
+        });
+        self.reconnect_at = None;
+        self.outbox.push(Message::Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            peer: self.peer,
+            client_name: self.config.client_name.clone(),
+            token: Vec::new(),
+        });
+    }
+
+    /// The transport was lost (or could not be opened).
+    pub fn handle_disconnected(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        if self.link.is_none() && self.reconnect_at.is_some() {
+            return;
+        }
+        self.drop_link();
+        self.schedule_reconnect(now);
+    }
+
+    /// A frame arrived from the server.
+    pub fn handle_input(&mut self, now: Instant, frame: &[u8]) {
+        self.last_now = Some(now);
+        let Some(link) = self.link.as_mut() else { return };
+        link.last_heard = now;
+        link.ping_sent = None;
+        let messages = match decode_frame(frame, &self.config.limits) {
+            Ok(messages) => messages,
+            Err(e) => return self.fail(now, ProtocolError::Decode(e), CloseReason::ProtocolViolation),
+        };
+        for message in messages {
+            if self.link.is_none() {
+                break;
+            }
+            self.handle_message(now, message);
+        }
+    }
+
+    /// Time passed: handle whatever deadline is due. Early or repeated calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        if let Some(at) = self.reconnect_at
+            && now >= at
+        {
+            self.reconnect_at = None;
+            if self.wanted {
+                self.events.push_back(ClientEvent::OpenTransport);
+            }
+        }
+        let Some(link) = self.link.as_mut() else { return };
+        if !link.welcomed {
+            if now >= link.opened_at + self.config.handshake_timeout {
+                self.fail(now, ProtocolError::Timeout("the handshake"), CloseReason::HandshakeTimeout);
+            }
+            return;
+        }
+        if let Some(sent) = link.ping_sent {
+            if now >= sent + self.config.ping_timeout {
+                self.fail(now, ProtocolError::Timeout("a pong"), CloseReason::IdleTimeout);
+            }
+        } else if now >= link.last_sent.min(link.last_heard) + self.config.ping_interval {
+            let nonce = link.next_nonce;
+            link.next_nonce = nonce.wrapping_add(1);
+            link.ping_sent = Some(now);
+            self.outbox.push(Message::Ping { nonce });
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// The next frame to send to the server. Local edits made since the last call are
+    /// gathered here, so that a burst of edits travels as one frame.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.push_local_changes();
+        self.flush_outbox();
+        self.frames.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`ClientSession::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let link_deadline = self.link.as_ref().map(|link| {
+            if !link.welcomed {
+                link.opened_at + self.config.handshake_timeout
+            } else if let Some(sent) = link.ping_sent {
+                sent + self.config.ping_timeout
+            } else {
+                link.last_sent.min(link.last_heard) + self.config.ping_interval
+            }
+        });
+        match (link_deadline, self.reconnect_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn handle_message(&mut self, now: Instant, message: Message) {
+        let welcomed = self.link.as_ref().is_some_and(|l| l.welcomed);
+        match message {
+            Message::Welcome { version, .. } if !welcomed => {
+                if version != PROTOCOL_VERSION {
+                    let error = ProtocolError::UnsupportedVersion {
+                        ours: (PROTOCOL_VERSION, PROTOCOL_VERSION),
+                        theirs: (version, version),
+                    };
+                    return self.fatal(error);
+                }
+                if let Some(link) = self.link.as_mut() {
+                    link.welcomed = true;
+                }
+                self.attempts = 0;
+                self.set_status(ConnectionStatus::Connected);
+                let names: Vec<String> = self.documents.keys().cloned().collect();
+                for name in names {
+                    self.send_subscribe(&name);
+                }
+            }
+            Message::Error { code: ErrorCode::UnsupportedVersion, detail, .. } => {
+                let _ = detail;
+                self.fatal(ProtocolError::UnsupportedVersion {
+                    ours: (PROTOCOL_VERSION, PROTOCOL_VERSION),
+                    theirs: (0, 0),
+                });
+            }
+            Message::Error { code, detail, .. } => {
+                self.events.push_back(ClientEvent::Error(ProtocolError::Refused { code, detail }));
+            }
+            Message::Close { reason } => {
+                self.events.push_back(ClientEvent::Error(ProtocolError::Closed(reason)));
+                self.events.push_back(ClientEvent::CloseTransport);
+                self.drop_link();
+                self.schedule_reconnect(now);
+            }
+            Message::Ping { nonce } => self.outbox.push(Message::Pong { nonce }),
+            Message::Pong { .. } => {}
+            _ if !welcomed => self.fail(
+                now,
+                ProtocolError::UnexpectedMessage("pre-handshake"),
+                CloseReason::ProtocolViolation,
+            ),
+            Message::Sync { doc, version, update } => self.on_sync(now, doc, version, &update),
+            Message::Changes { doc, changes } => self.on_changes(now, doc, &changes),
+            Message::Ack { doc, batch } => self.on_ack(doc, batch),
+            Message::NeedChanges { doc, version } => {
+                if let Some(entry) = self.by_slot(doc) {
+                    entry.sent = version;
+                }
+            }
+            _ => self.fail(
+                now,
+                ProtocolError::UnexpectedMessage("server-bound"),
+                CloseReason::ProtocolViolation,
+            ),
+        }
+    }
+
+    fn by_slot(&mut self, slot: DocSlot) -> Option<&mut ClientDocument> {
+        self.documents.values_mut().find(|d| d.slot == slot)
+    }
+
+    fn name_of(&self, slot: DocSlot) -> Option<String> {
+        self.documents.iter().find(|(_, d)| d.slot == slot).map(|(n, _)| n.clone())
+    }
+
+    fn on_sync(&mut self, now: Instant, slot: DocSlot, version: VersionVector, update: &[u8]) {
+        // A slot from an earlier subscription under the same name: stale, ignore.
+        let Some(name) = self.name_of(slot) else { return };
+        let Some(entry) = self.documents.get_mut(&name) else { return };
+        match entry.doc.import(update) {
+            Ok(_) => {
+                entry.synced = true;
+                // The server holds `version`; everything else local is pushed at the next poll.
+                entry.sent = version;
+                entry.asked = false;
+                self.events.push_back(ClientEvent::Synced { document: name.clone() });
+                self.events.push_back(ClientEvent::RemoteChanges { document: name });
+            }
+            Err(e) => self.fail(now, ProtocolError::Document(e), CloseReason::ProtocolViolation),
+        }
+    }
+
+    fn on_changes(&mut self, now: Instant, slot: DocSlot, bytes: &[u8]) {
+        let Some(link) = self.link.as_mut() else { return };
+        let changes = match link.decoder.decode(bytes) {
+            Ok(changes) => changes,
+            Err(e) => return self.fail(now, ProtocolError::Decode(e), CloseReason::ProtocolViolation),
+        };
+        let Some(name) = self.name_of(slot) else { return };
+        let Some(entry) = self.documents.get_mut(&name) else { return };
+        if !entry.synced {
+            return;
+        }
+        for change in &changes {
+            entry.sent.extend_to(&change.span());
+        }
+        match entry.doc.apply_changes(changes) {
+            Ok(status) => {
+                if status.applied > 0 {
+                    self.events.push_back(ClientEvent::RemoteChanges { document: name.clone() });
+                }
+                self.ask_if_behind(&name);
+            }
+            Err(e) => {
+                // Our copy refuses what the server holds: resync from scratch on a new
+                // connection rather than diverge silently.
+                self.fail(now, ProtocolError::Document(e), CloseReason::ProtocolViolation)
+            }
+        }
+    }
+
+    fn ask_if_behind(&mut self, name: &str) {
+        let Some(entry) = self.documents.get_mut(name) else { return };
+        if entry.doc.pending_count() == 0 {
+            entry.asked = false;
+        } else if !entry.asked {
+            entry.asked = true;
+            let message = Message::NeedChanges { doc: entry.slot, version: entry.doc.version().clone() };
+            self.outbox.push(message);
+            self.events.push_back(ClientEvent::OutOfSync { document: name.to_owned() });
+        }
+    }
+
+    fn on_ack(&mut self, slot: DocSlot, batch: u32) {
+        let Some(name) = self.name_of(slot) else { return };
+        let Some(entry) = self.documents.get_mut(&name) else { return };
+        while entry.unacked.front().is_some_and(|(n, _)| *n <= batch) {
+            entry.unacked.pop_front();
+        }
+        self.report_saved(&name);
+    }
+
+    fn report_saved(&mut self, name: &str) {
+        let saved = self.is_saved(name);
+        let Some(entry) = self.documents.get_mut(name) else { return };
+        if saved && !entry.saved {
+            self.events.push_back(ClientEvent::Saved { document: name.to_owned() });
+        }
+        entry.saved = saved;
+    }
+
+    fn push_local_changes(&mut self) {
+        let Some(link) = self.link.as_mut().filter(|l| l.welcomed) else { return };
+        let mut failures = Vec::new();
+        for (name, entry) in &mut self.documents {
+            if !entry.synced || entry.sent.includes(entry.doc.version()) {
+                continue;
+            }
+            match entry.doc.changes_since(&entry.sent) {
+                Ok(changes) if !changes.is_empty() => {
+                    let bytes = link.encoder.encode(&changes);
+                    entry.batches_sent = entry.batches_sent.wrapping_add(1);
+                    entry.unacked.push_back((entry.batches_sent, entry.doc.version().clone()));
+                    entry.sent.merge(entry.doc.version());
+                    entry.saved = false;
+                    self.outbox.push(Message::Changes { doc: entry.slot, changes: bytes });
+                }
+                Ok(_) => entry.sent.merge(entry.doc.version()),
+                Err(e) => failures.push((name.clone(), e)),
+            }
+        }
+        for (_, e) in failures {
+            self.events.push_back(ClientEvent::Error(ProtocolError::Document(e)));
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.outbox);
+        if let Some(link) = self.link.as_mut() {
+            if let Some(now) = self.last_now {
+                link.last_sent = link.last_sent.max(now);
+            }
+            self.frames.push_back(encode_frame(&messages));
+        }
+    }
+
+    fn send_subscribe(&mut self, name: &str) {
+        let Some(entry) = self.documents.get_mut(name) else { return };
+        entry.synced = false;
+        entry.unacked.clear();
+        entry.batches_sent = 0;
+        entry.asked = false;
+        let message = Message::Subscribe {
+            doc: entry.slot,
+            name: name.to_owned(),
+            version: entry.doc.version().clone(),
+        };
+        self.outbox.push(message);
+    }
+
+    fn send_unsubscribe(&mut self, slot: DocSlot) {
+        if self.link.as_ref().is_some_and(|l| l.welcomed) {
+            self.outbox.push(Message::Unsubscribe { doc: slot });
+        }
+    }
+
+    /// A recoverable failure: tell the server, drop the connection, reconnect.
+    fn fail(&mut self, now: Instant, error: ProtocolError, reason: CloseReason) {
+        self.events.push_back(ClientEvent::Error(error));
+        if self.link.is_some() {
+            self.outbox.push(Message::Close { reason });
+            self.flush_outbox();
+            self.events.push_back(ClientEvent::CloseTransport);
+        }
+        self.drop_link();
+        self.schedule_reconnect(now);
+    }
+
+    /// An unrecoverable failure: no retry.
+    fn fatal(&mut self, error: ProtocolError) {
+        self.events.push_back(ClientEvent::Error(error));
+        if self.link.is_some() {
+            self.events.push_back(ClientEvent::CloseTransport);
+        }
+        self.drop_link();
+        self.wanted = false;
+        self.reconnect_at = None;
+        self.set_status(ConnectionStatus::Error);
+    }
+
+    fn drop_link(&mut self) {
+        self.link = None;
+        self.outbox.clear();
+        for entry in self.documents.values_mut() {
+            entry.synced = false;
+            entry.unacked.clear();
+            entry.asked = false;
+        }
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant) {
+        if !self.wanted {
+            self.set_status(ConnectionStatus::Disconnected);
+            return;
+        }
+        self.attempts = self.attempts.saturating_add(1);
+        if self.config.max_reconnect_attempts.is_some_and(|max| self.attempts > max) {
+            self.wanted = false;
+            self.reconnect_at = None;
+            self.set_status(ConnectionStatus::Disconnected);
+            return;
+        }
+        self.reconnect_at = Some(now + self.backoff(self.attempts));
+        self.set_status(ConnectionStatus::Reconnecting);
+    }
+
+    /// Exponential backoff with "equal jitter": half the delay is fixed, half random, so
+    /// attempts spread out but never come back sooner than half the nominal delay.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let initial = self.config.reconnect_initial_delay.as_millis() as u64;
+        let max = self.config.reconnect_max_delay.as_millis() as u64;
+        let nominal = initial.saturating_mul(1u64 << attempt.saturating_sub(1).min(32)).min(max);
+        let half = nominal / 2;
+        Duration::from_millis(half + self.rng.up_to(nominal - half))
+    }
+
+    fn set_status(&mut self, status: ConnectionStatus) {
+        if self.status != status {
+            self.status = status;
+            self.events.push_back(ClientEvent::StatusChanged(status));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let config =
+            ClientConfig::default().with_reconnect(Duration::from_millis(100), Duration::from_secs(2), None);
+        let mut client = ClientSession::new(PeerId::new(1), config.with_rng_seed(7));
+        for attempt in 1..20u32 {
+            let nominal = (100u64 << (attempt - 1).min(20)).min(2000);
+            let delay = client.backoff(attempt).as_millis() as u64;
+            assert!(delay >= nominal / 2 && delay <= nominal, "attempt {attempt}: {delay} ms vs {nominal}");
+        }
+    }
+}

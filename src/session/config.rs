@@ -1,0 +1,164 @@
+//! Configuration of the sessions: timers, limits, policies.
+
+use std::time::Duration;
+
+use crate::wire::WireLimits;
+use crate::{DocumentConfig, PeerId};
+
+/// Configuration of a [`crate::ClientSession`]. Start from [`Default`] and the `with_*` methods.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// A name for the server's logs and events.
+    pub client_name: String,
+    /// Seed of the generator that jitters reconnection delays. Give each client its own (for
+    /// example from your RNG), so that clients dropped together do not come back together.
+    pub rng_seed: u64,
+    /// How long the server may take to answer the handshake.
+    pub handshake_timeout: Duration,
+    /// Ping the server after this long without sending anything.
+    pub ping_interval: Duration,
+    /// Consider the connection dead when nothing was heard for this long after a ping.
+    pub ping_timeout: Duration,
+    /// First reconnection delay; doubled after each failed attempt.
+    pub reconnect_initial_delay: Duration,
+    /// Longest reconnection delay.
+    pub reconnect_max_delay: Duration,
+    /// Give up after this many attempts in a row (`None`: never give up).
+    pub max_reconnect_attempts: Option<u32>,
+    /// Limits on frames received from the server.
+    pub limits: WireLimits,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            client_name: String::new(),
+            rng_seed: 0,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(10),
+            reconnect_initial_delay: Duration::from_millis(250),
+            reconnect_max_delay: Duration::from_secs(30),
+            max_reconnect_attempts: None,
+            limits: WireLimits::default(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Set [`ClientConfig::client_name`].
+    pub fn with_client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// Set [`ClientConfig::rng_seed`].
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = seed;
+        self
+    }
+
+    /// Set [`ClientConfig::handshake_timeout`].
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Set [`ClientConfig::ping_interval`] and [`ClientConfig::ping_timeout`].
+    pub fn with_ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Set the reconnection backoff: first delay, longest delay, and attempts before giving
+    /// up (`None`: never).
+    pub fn with_reconnect(mut self, initial: Duration, max: Duration, attempts: Option<u32>) -> Self {
+        self.reconnect_initial_delay = initial;
+        self.reconnect_max_delay = max;
+        self.max_reconnect_attempts = attempts;
+        self
+    }
+
+    /// Set [`ClientConfig::limits`].
+    pub fn with_limits(mut self, limits: WireLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Configuration of a [`crate::Server`]. Start from [`Default`] and the `with_*` methods.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The peer id of documents the server creates (the server itself never edits them).
+    pub peer: PeerId,
+    /// Configuration of documents the server creates.
+    pub document: DocumentConfig,
+    /// Create a document when a client subscribes to one that does not exist.
+    pub create_on_subscribe: bool,
+    /// Close connections that have not finished the handshake after this long.
+    pub handshake_timeout: Duration,
+    /// Close connections that sent nothing for this long (clients ping more often).
+    pub idle_timeout: Duration,
+    /// The ping interval the server asks clients to use.
+    pub ping_interval: Duration,
+    /// Most documents one connection may subscribe at once.
+    pub max_documents_per_connection: usize,
+    /// Limits on frames received from clients.
+    pub limits: WireLimits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            peer: PeerId::new(0),
+            document: DocumentConfig::default().with_max_decoded_bytes(256 * 1024 * 1024),
+            create_on_subscribe: true,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(45),
+            ping_interval: Duration::from_secs(15),
+            max_documents_per_connection: 1024,
+            limits: WireLimits::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Set [`ServerConfig::create_on_subscribe`].
+    pub fn with_create_on_subscribe(mut self, create: bool) -> Self {
+        self.create_on_subscribe = create;
+        self
+    }
+
+    /// Set [`ServerConfig::handshake_timeout`].
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Set [`ServerConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Set [`ServerConfig::ping_interval`].
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Set [`ServerConfig::max_documents_per_connection`].
+    pub fn with_max_documents_per_connection(mut self, max: usize) -> Self {
+        self.max_documents_per_connection = max;
+        self
+    }
+
+    /// Set [`ServerConfig::limits`].
+    pub fn with_limits(mut self, limits: WireLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}

@@ -1,0 +1,139 @@
+//! What the sessions report.
+
+use crate::wire::CloseReason;
+use crate::{PeerId, ProtocolError};
+
+/// A connection's number on a [`crate::Server`], given by [`crate::Server::accept`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(pub u64);
+
+/// A frame for the runtime to send on one server connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Transmit {
+    /// The connection to send it on.
+    pub connection: ConnectionId,
+    /// One whole frame: one WebSocket binary message, or one length-prefixed record on a
+    /// byte stream ([`crate::wire::length_prefixed`]).
+    pub frame: Vec<u8>,
+}
+
+/// Where a client stands with the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionStatus {
+    /// Not connected and not trying to be (before `connect`, after `close`, or after giving
+    /// up reconnecting).
+    Disconnected,
+    /// Opening the first connection or handshaking on it.
+    Connecting,
+    /// Handshake done: changes flow.
+    Connected,
+    /// The connection was lost; waiting for the next attempt or handshaking on it.
+    Reconnecting,
+    /// A fatal error (no protocol version in common); no further attempts.
+    Error,
+}
+
+/// Something a [`crate::ClientSession`] reports. Drain with `poll_event`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The runtime should open a transport to the server now and call `handle_connected`
+    /// once it is open (or `handle_disconnected` if opening fails).
+    OpenTransport,
+    /// The runtime should close the current transport (its frames up to now may still be
+    /// flushed); the session already considers it gone.
+    CloseTransport,
+    /// The connection status changed.
+    StatusChanged(ConnectionStatus),
+    /// A document is in sync with the server: its state and the server's have been exchanged
+    /// on this connection.
+    Synced {
+        /// The document's name.
+        document: String,
+    },
+    /// Changes from other replicas were applied to a document.
+    RemoteChanges {
+        /// The document's name.
+        document: String,
+    },
+    /// Every local change of a document has been acknowledged by the server.
+    Saved {
+        /// The document's name.
+        document: String,
+    },
+    /// Received changes wait for missing dependencies; the session asked for them.
+    OutOfSync {
+        /// The document's name.
+        document: String,
+    },
+    /// Something went wrong; the session carries on (or reconnects) unless the status says
+    /// otherwise.
+    Error(ProtocolError),
+}
+
+/// Something a [`crate::Server`] reports. Drain with `poll_event`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A client finished the handshake.
+    Handshake {
+        /// The connection.
+        connection: ConnectionId,
+        /// The client's replica id.
+        peer: PeerId,
+        /// The name the client gave.
+        client_name: String,
+    },
+    /// A document was created for a subscription.
+    DocumentCreated {
+        /// The document's name.
+        document: String,
+    },
+    /// A client subscribed to a document.
+    Subscribed {
+        /// The connection.
+        connection: ConnectionId,
+        /// The document's name.
+        document: String,
+    },
+    /// A client unsubscribed from a document.
+    Unsubscribed {
+        /// The connection.
+        connection: ConnectionId,
+        /// The document's name.
+        document: String,
+    },
+    /// Changes from a client were applied.
+    ChangesApplied {
+        /// The connection they came from.
+        connection: ConnectionId,
+        /// The document's name.
+        document: String,
+        /// How many changes were applied (including earlier ones they unblocked).
+        applied: usize,
+    },
+    /// Changes from a client wait for missing dependencies; the server asked for them.
+    OutOfSync {
+        /// The connection.
+        connection: ConnectionId,
+        /// The document's name.
+        document: String,
+    },
+    /// A connection ended: the runtime should close its transport after sending the frames
+    /// already polled. Nothing more is sent or expected on it.
+    ConnectionClosed {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A client sent something wrong; see the error (the connection may carry on).
+    Error {
+        /// The connection.
+        connection: ConnectionId,
+        /// What went wrong.
+        error: ProtocolError,
+    },
+}

@@ -1,0 +1,545 @@
+//! The server: many connections, each subscribed to any number of documents.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use super::codec::{ChangeDecoder, ChangeEncoder};
+use super::config::ServerConfig;
+use super::event::{ConnectionId, ServerEvent, Transmit};
+use crate::store::{DocumentStore, MemoryStore};
+use crate::wire::{CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame, encode_frame};
+use crate::{DecodeError, Document, Error, PeerId, ProtocolError, VersionVector};
+
+/// The server side of the sync protocol, without IO.
+///
+/// The runtime calls [`Server::accept`] for every new transport and passes what happens on
+/// it to [`Server::handle_input`] and [`Server::handle_disconnected`], calls
+/// [`Server::handle_timeout`] when [`Server::poll_timeout`]'s deadline passes, and after each
+/// call drains [`Server::poll_transmit`] (send each frame on its connection), then
+/// [`Server::poll_event`] (close the transport on [`ServerEvent::ConnectionClosed`]).
+///
+/// Documents live in a [`DocumentStore`]. Each change a client sends is applied once and
+/// fanned out to the other subscribers of the document at the next poll, merged with
+/// whatever else they lack, and never back to its author.
+#[derive(Debug)]
+pub struct Server<S: DocumentStore = MemoryStore> {
+    config: ServerConfig,
+    store: S,
+    connections: BTreeMap<ConnectionId, Connection>,
+    next_connection: u64,
+    /// Subscribers of each document.
+    subscribers: BTreeMap<String, BTreeSet<(ConnectionId, DocSlot)>>,
+    /// Documents that changed since the last fan-out.
+    dirty: BTreeSet<String>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<ServerEvent>,
+}
+
+#[derive(Debug)]
+struct Connection {
+    opened_at: Instant,
+    last_heard: Instant,
+    /// The client, once the handshake is done.
+    peer: Option<PeerId>,
+    subscriptions: BTreeMap<DocSlot, Subscription>,
+    encoder: ChangeEncoder,
+    decoder: ChangeDecoder,
+    outbox: Vec<Message>,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    document: String,
+    /// What the client holds or has been sent on this connection.
+    remote: VersionVector,
+    batches_received: u32,
+    /// Received batches not yet acknowledged because some of their changes wait for
+    /// dependencies: number and the version they complete.
+    unacked: VecDeque<(u32, VersionVector)>,
+    /// A `NeedChanges` is in flight.
+    asked: bool,
+}
+
+impl Server<MemoryStore> {
+    /// A server keeping documents in memory.
+    pub fn in_memory(config: ServerConfig) -> Self {
+        Server::new(config, MemoryStore::default())
+    }
+}
+
+impl<S: DocumentStore> Server<S> {
+    /// A server over `store`.
+    pub fn new(config: ServerConfig, store: S) -> Self {
+        Server {
+            config,
+            store,
+            connections: BTreeMap::new(),
+            next_connection: 0,
+            subscribers: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The document store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The document store, for changes made outside the protocol. Documents edited here are
+    /// not fanned out until a client sends something for them; prefer
+    /// [`Server::document_changed`] after editing.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Tell the server that `name` changed in the store, so subscribers get the change.
+    pub fn document_changed(&mut self, name: &str) {
+        self.dirty.insert(name.to_owned());
+    }
+
+    /// Give the store back (for example to start a new server on it).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// A document, for reading.
+    pub fn document(&self, name: &str) -> Option<&Document> {
+        self.store.get(name)
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    // ---- inputs ------------------------------------------------------------------------
+
+    /// A transport was accepted; returns the id to pass with its input.
+    pub fn accept(&mut self, now: Instant) -> ConnectionId {
+        let id = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        let connection = Connection {
+            opened_at: now,
+            last_heard: now,
+            peer: None,
+            subscriptions: BTreeMap::new(),
+            encoder: ChangeEncoder::new(),
+            decoder: ChangeDecoder::new(self.config.limits.max_decompressed_bytes),
+            outbox: Vec::new(),
+        };
+        self.connections.insert(id, connection);
+        id
+    }
+
+    /// A frame arrived on `connection`. Unknown or closed connections are ignored.
+    pub fn handle_input(&mut self, now: Instant, connection: ConnectionId, frame: &[u8]) {
+        let Some(conn) = self.connections.get_mut(&connection) else { return };
+        conn.last_heard = now;
+        let messages = match decode_frame(frame, &self.config.limits) {
+            Ok(messages) => messages,
+            Err(DecodeError::UnsupportedVersion(v)) if conn.peer.is_none() => {
+                return self.refuse_version(connection, (v, v));
+            }
+            Err(e) => {
+                let code = match e {
+                    DecodeError::TooLarge { .. } => ErrorCode::LimitExceeded,
+                    _ => ErrorCode::Malformed,
+                };
+                let reason = match code {
+                    ErrorCode::LimitExceeded => CloseReason::LimitExceeded,
+                    _ => CloseReason::ProtocolViolation,
+                };
+                return self.violation(connection, code, ProtocolError::Decode(e), reason);
+            }
+        };
+        for message in messages {
+            if !self.connections.contains_key(&connection) {
+                break;
+            }
+            self.handle_message(connection, message);
+        }
+    }
+
+    /// The transport of `connection` closed.
+    pub fn handle_disconnected(&mut self, now: Instant, connection: ConnectionId) {
+        let _ = now;
+        if self.remove_connection(connection) {
+            self.events.push_back(ServerEvent::ConnectionClosed { connection, reason: CloseReason::Normal });
+        }
+    }
+
+    /// Time passed: close connections whose handshake or silence lasted too long. Early or
+    /// repeated calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<(ConnectionId, CloseReason)> = self
+            .connections
+            .iter()
+            .filter_map(|(id, conn)| {
+                if conn.peer.is_none() && now >= conn.opened_at + self.config.handshake_timeout {
+                    Some((*id, CloseReason::HandshakeTimeout))
+                } else if now >= conn.last_heard + self.config.idle_timeout {
+                    Some((*id, CloseReason::IdleTimeout))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, reason) in expired {
+            self.close_with(id, reason);
+        }
+    }
+
+    /// Close one connection (telling the client why).
+    pub fn close(&mut self, connection: ConnectionId) {
+        self.close_with(connection, CloseReason::Normal);
+    }
+
+    /// Close every connection, telling clients the server shuts down.
+    pub fn shutdown(&mut self) {
+        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for id in ids {
+            self.close_with(id, CloseReason::ServerShutdown);
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// The next frame to send. Fan-out of changes applied since the last call happens here,
+    /// so that a subscriber gets one frame per poll, whatever it missed merged.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.fan_out();
+            self.flush_outboxes();
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.connections
+            .values()
+            .map(|conn| {
+                let idle = conn.last_heard + self.config.idle_timeout;
+                if conn.peer.is_none() {
+                    idle.min(conn.opened_at + self.config.handshake_timeout)
+                } else {
+                    idle
+                }
+            })
+            .min()
+    }
+
+    // ---- internals ---------------------------------------------------------------------
+
+    fn handle_message(&mut self, id: ConnectionId, message: Message) {
+        let Some(conn) = self.connections.get_mut(&id) else { return };
+        let welcomed = conn.peer.is_some();
+        match message {
+            Message::Hello { min_version, max_version, peer, client_name, .. } if !welcomed => {
+                if !(min_version..=max_version).contains(&PROTOCOL_VERSION) {
+                    return self.refuse_version(id, (min_version, max_version));
+                }
+                conn.peer = Some(peer);
+                let ping_interval_ms =
+                    u32::try_from(self.config.ping_interval.as_millis()).unwrap_or(u32::MAX);
+                conn.outbox.push(Message::Welcome { version: PROTOCOL_VERSION, ping_interval_ms });
+                self.events.push_back(ServerEvent::Handshake { connection: id, peer, client_name });
+            }
+            Message::Ping { nonce } => conn.outbox.push(Message::Pong { nonce }),
+            Message::Pong { .. } => {}
+            Message::Close { .. } => {
+                if self.remove_connection(id) {
+                    self.events.push_back(ServerEvent::ConnectionClosed {
+                        connection: id,
+                        reason: CloseReason::Normal,
+                    });
+                }
+            }
+            Message::Error { code, detail, .. } => {
+                let error = ProtocolError::Refused { code, detail };
+                self.events.push_back(ServerEvent::Error { connection: id, error });
+            }
+            _ if !welcomed => self.violation(
+                id,
+                ErrorCode::UnexpectedMessage,
+                ProtocolError::UnexpectedMessage("pre-handshake"),
+                CloseReason::ProtocolViolation,
+            ),
+            Message::Subscribe { doc, name, version } => self.on_subscribe(id, doc, name, version),
+            Message::Unsubscribe { doc } => {
+                if let Some(sub) = conn.subscriptions.remove(&doc) {
+                    if let Some(set) = self.subscribers.get_mut(&sub.document) {
+                        set.remove(&(id, doc));
+                    }
+                    self.events
+                        .push_back(ServerEvent::Unsubscribed { connection: id, document: sub.document });
+                }
+            }
+            Message::Changes { doc, changes } => self.on_changes(id, doc, &changes),
+            Message::NeedChanges { doc, version } => {
+                if let Some(sub) = conn.subscriptions.get_mut(&doc) {
+                    sub.remote = version;
+                    self.dirty.insert(sub.document.clone());
+                }
+            }
+            _ => self.violation(
+                id,
+                ErrorCode::UnexpectedMessage,
+                ProtocolError::UnexpectedMessage("client-bound"),
+                CloseReason::ProtocolViolation,
+            ),
+        }
+    }
+
+    fn on_subscribe(&mut self, id: ConnectionId, slot: DocSlot, name: String, version: VersionVector) {
+        let Some(conn) = self.connections.get_mut(&id) else { return };
+        if conn.subscriptions.contains_key(&slot) {
+            return self.violation(
+                id,
+                ErrorCode::UnexpectedMessage,
+                ProtocolError::UnexpectedMessage("subscribe on a slot in use"),
+                CloseReason::ProtocolViolation,
+            );
+        }
+        if conn.subscriptions.len() >= self.config.max_documents_per_connection {
+            conn.outbox.push(Message::Error {
+                doc: Some(slot),
+                code: ErrorCode::LimitExceeded,
+                detail: format!(
+                    "at most {} documents per connection",
+                    self.config.max_documents_per_connection
+                ),
+            });
+            return;
+        }
+        if self.store.get(&name).is_none() {
+            if !self.config.create_on_subscribe {
+                conn.outbox.push(Message::Error {
+                    doc: Some(slot),
+                    code: ErrorCode::DocumentNotFound,
+                    detail: name,
+                });
+                return;
+            }
+            let doc = Document::with_config(self.config.peer, self.config.document.clone());
+            self.store.insert(&name, doc);
+            self.events.push_back(ServerEvent::DocumentCreated { document: name.clone() });
+        }
+        let Some(doc) = self.store.get(&name) else { return };
+        // A replica that starts empty gets the whole document in its compact form; one
+        // whose history the server trimmed gets the same (snapshot plus tail).
+        let update = if version.is_empty() {
+            doc.encode()
+        } else {
+            doc.export_since(&version).unwrap_or_else(|_| doc.encode())
+        };
+        let mut remote = version;
+        remote.merge(doc.version());
+        let server_version = doc.version().clone();
+        conn.outbox.push(Message::Sync { doc: slot, version: server_version, update });
+        conn.subscriptions.insert(
+            slot,
+            Subscription {
+                document: name.clone(),
+                remote,
+                batches_received: 0,
+                unacked: VecDeque::new(),
+                asked: false,
+            },
+        );
+        self.subscribers.entry(name.clone()).or_default().insert((id, slot));
+        self.events.push_back(ServerEvent::Subscribed { connection: id, document: name });
+    }
+
+    fn on_changes(&mut self, id: ConnectionId, slot: DocSlot, bytes: &[u8]) {
+        let Some(conn) = self.connections.get_mut(&id) else { return };
+        // Decode first: the codec's state must follow every batch, even one we then refuse.
+        let changes = match conn.decoder.decode(bytes) {
+            Ok(changes) => changes,
+            Err(e) => {
+                return self.violation(
+                    id,
+                    ErrorCode::Malformed,
+                    ProtocolError::Decode(e),
+                    CloseReason::ProtocolViolation,
+                );
+            }
+        };
+        let Some(sub) = conn.subscriptions.get_mut(&slot) else {
+            conn.outbox.push(Message::Error {
+                doc: Some(slot),
+                code: ErrorCode::UnknownDocument,
+                detail: "changes for a slot that is not subscribed".into(),
+            });
+            return;
+        };
+        sub.batches_received = sub.batches_received.wrapping_add(1);
+        let batch = sub.batches_received;
+        let mut completes = VersionVector::new();
+        for change in &changes {
+            completes.extend_to(&change.span());
+            sub.remote.extend_to(&change.span());
+        }
+        let name = sub.document.clone();
+        let Some(doc) = self.store.get_mut(&name) else { return };
+        match doc.apply_changes(changes) {
+            Ok(status) => {
+                if let Some(sub) = conn.subscriptions.get_mut(&slot) {
+                    sub.unacked.push_back((batch, completes));
+                }
+                if status.applied > 0 {
+                    self.dirty.insert(name.clone());
+                    self.events.push_back(ServerEvent::ChangesApplied {
+                        connection: id,
+                        document: name.clone(),
+                        applied: status.applied,
+                    });
+                }
+                self.settle(&name);
+            }
+            Err(e) => {
+                conn.outbox.push(Message::Error {
+                    doc: Some(slot),
+                    code: ErrorCode::ChangesRefused,
+                    detail: e.to_string(),
+                });
+                self.events
+                    .push_back(ServerEvent::Error { connection: id, error: ProtocolError::Document(e) });
+            }
+        }
+    }
+
+    /// After `name` changed: acknowledge every batch now complete, and ask for what is
+    /// still missing from the subscribers whose batches wait.
+    fn settle(&mut self, name: &str) {
+        let Some(doc) = self.store.get(name) else { return };
+        let version = doc.version();
+        let behind = doc.pending_count() > 0;
+        let Some(subscribers) = self.subscribers.get(name) else { return };
+        for (id, slot) in subscribers {
+            let Some(conn) = self.connections.get_mut(id) else { continue };
+            let Some(sub) = conn.subscriptions.get_mut(slot) else { continue };
+            let mut acked = None;
+            while let Some((batch, completes)) = sub.unacked.front() {
+                if !version.includes(completes) {
+                    break;
+                }
+                acked = Some(*batch);
+                sub.unacked.pop_front();
+            }
+            if let Some(batch) = acked {
+                conn.outbox.push(Message::Ack { doc: *slot, batch });
+            }
+            if sub.unacked.is_empty() || !behind {
+                sub.asked = false;
+            } else if !sub.asked {
+                sub.asked = true;
+                conn.outbox.push(Message::NeedChanges { doc: *slot, version: version.clone() });
+                self.events.push_back(ServerEvent::OutOfSync { connection: *id, document: name.to_owned() });
+            }
+        }
+    }
+
+    fn fan_out(&mut self) {
+        for name in std::mem::take(&mut self.dirty) {
+            let Some(doc) = self.store.get(&name) else { continue };
+            let Some(subscribers) = self.subscribers.get(&name) else { continue };
+            for (id, slot) in subscribers {
+                let Some(conn) = self.connections.get_mut(id) else { continue };
+                let Some(sub) = conn.subscriptions.get_mut(slot) else { continue };
+                if sub.remote.includes(doc.version()) {
+                    continue;
+                }
+                match doc.changes_since(&sub.remote) {
+                    Ok(changes) if !changes.is_empty() => {
+                        let bytes = conn.encoder.encode(&changes);
+                        conn.outbox.push(Message::Changes { doc: *slot, changes: bytes });
+                    }
+                    Ok(_) => {}
+                    Err(Error::HistoryTrimmed) => {
+                        // The subscriber is behind the server's trimmed history: resync it.
+                        conn.outbox.push(Message::Sync {
+                            doc: *slot,
+                            version: doc.version().clone(),
+                            update: doc.encode(),
+                        });
+                    }
+                    Err(_) => continue,
+                }
+                sub.remote.merge(doc.version());
+            }
+        }
+    }
+
+    fn flush_outboxes(&mut self) {
+        for (id, conn) in &mut self.connections {
+            if !conn.outbox.is_empty() {
+                let frame = encode_frame(&std::mem::take(&mut conn.outbox));
+                self.transmits.push_back(Transmit { connection: *id, frame });
+            }
+        }
+    }
+
+    fn refuse_version(&mut self, id: ConnectionId, theirs: (u8, u8)) {
+        let error = ProtocolError::UnsupportedVersion { ours: (PROTOCOL_VERSION, PROTOCOL_VERSION), theirs };
+        let detail = format!("this server speaks protocol version {PROTOCOL_VERSION}");
+        self.send_now(
+            id,
+            vec![
+                Message::Error { doc: None, code: ErrorCode::UnsupportedVersion, detail },
+                Message::Close { reason: CloseReason::UnsupportedVersion },
+            ],
+        );
+        self.events.push_back(ServerEvent::Error { connection: id, error });
+        self.finish(id, CloseReason::UnsupportedVersion);
+    }
+
+    /// The client broke the protocol: tell it, close the connection, carry on with the others.
+    fn violation(&mut self, id: ConnectionId, code: ErrorCode, error: ProtocolError, reason: CloseReason) {
+        let detail = error.to_string();
+        self.send_now(id, vec![Message::Error { doc: None, code, detail }, Message::Close { reason }]);
+        self.events.push_back(ServerEvent::Error { connection: id, error });
+        self.finish(id, reason);
+    }
+
+    fn close_with(&mut self, id: ConnectionId, reason: CloseReason) {
+        if self.connections.contains_key(&id) {
+            self.send_now(id, vec![Message::Close { reason }]);
+            self.finish(id, reason);
+        }
+    }
+
+    /// Queue `messages` after whatever the connection had pending, as its last frame.
+    fn send_now(&mut self, id: ConnectionId, mut messages: Vec<Message>) {
+        let Some(conn) = self.connections.get_mut(&id) else { return };
+        let mut all = std::mem::take(&mut conn.outbox);
+        all.append(&mut messages);
+        self.transmits.push_back(Transmit { connection: id, frame: encode_frame(&all) });
+    }
+
+    fn finish(&mut self, id: ConnectionId, reason: CloseReason) {
+        if self.remove_connection(id) {
+            self.events.push_back(ServerEvent::ConnectionClosed { connection: id, reason });
+        }
+    }
+
+    fn remove_connection(&mut self, id: ConnectionId) -> bool {
+        let Some(conn) = self.connections.remove(&id) else { return false };
+        for (slot, sub) in conn.subscriptions {
+            if let Some(set) = self.subscribers.get_mut(&sub.document) {
+                set.remove(&(id, slot));
+                if set.is_empty() {
+                    self.subscribers.remove(&sub.document);
+                }
+            }
+        }
+        true
+    }
+}

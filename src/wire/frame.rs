@@ -1,0 +1,211 @@
+//! Frames: a two-byte header, then the messages, lz4-compressed when that is smaller.
+//!
+//! ```text
+//! frame   = version:u8 flags:u8 body
+//! flags   = bit 0: body is lz4 (the other bits must be zero)
+//! body    = payload                            (flags bit 0 clear)
+//!         | raw_len:varint lz4_block(payload)  (flags bit 0 set)
+//! payload = count:varint message{count}        (postcard, see message.rs)
+//! ```
+//! Compression needs no agreement: the sender compresses when it pays, the flag says so.
+
+use super::limits::WireLimits;
+use super::message::Message;
+use crate::DecodeError;
+
+/// The protocol version this library speaks (and the version byte of its frames).
+pub const PROTOCOL_VERSION: u8 = 1;
+
+const FLAG_LZ4: u8 = 0b1;
+/// Payloads smaller than this are never worth compressing.
+const COMPRESS_FROM: usize = 96;
+/// lz4 cannot expand a block by more than this factor; a larger declared size is a lie.
+const LZ4_MAX_RATIO: usize = 255;
+
+/// Encode messages as one frame.
+pub fn encode_frame(messages: &[Message]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(16);
+    push_varint(&mut payload, messages.len() as u64);
+    for message in messages {
+        // Serializing plain data into a Vec cannot fail.
+        payload = postcard::to_extend(message, payload).expect("postcard to a Vec is infallible");
+    }
+    let mut frame = Vec::with_capacity(payload.len() + 2);
+    frame.push(PROTOCOL_VERSION);
+    if payload.len() >= COMPRESS_FROM {
+        let compressed = lz4_flex::block::compress(&payload);
+        if compressed.len() + varint_len(payload.len() as u64) < payload.len() {
+            frame.push(FLAG_LZ4);
+            push_varint(&mut frame, payload.len() as u64);
+            frame.extend_from_slice(&compressed);
+            return frame;
+        }
+    }
+    frame.push(0);
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Decode one frame, checking every size against `limits` before allocating for it.
+pub fn decode_frame(frame: &[u8], limits: &WireLimits) -> Result<Vec<Message>, DecodeError> {
+    if frame.len() > limits.max_frame_bytes {
+        return Err(DecodeError::TooLarge { size: frame.len() as u64, limit: limits.max_frame_bytes as u64 });
+    }
+    let [version, flags, body @ ..] = frame else { return Err(DecodeError::Truncated) };
+    if *version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(*version));
+    }
+    if flags & !FLAG_LZ4 != 0 {
+        return Err(DecodeError::UnknownFlags(*flags));
+    }
+    if flags & FLAG_LZ4 == 0 {
+        return decode_payload(body, limits);
+    }
+    let (raw_len, block) = take_varint(body)?;
+    let raw_len = usize::try_from(raw_len).unwrap_or(usize::MAX);
+    let limit = limits.max_decompressed_bytes.min(block.len().saturating_mul(LZ4_MAX_RATIO));
+    if raw_len > limit {
+        return Err(DecodeError::TooLarge { size: raw_len as u64, limit: limit as u64 });
+    }
+    let mut payload = vec![0; raw_len];
+    let written = lz4_flex::block::decompress_into(block, &mut payload).map_err(|_| DecodeError::Lz4)?;
+    if written != raw_len {
+        return Err(DecodeError::Lz4);
+    }
+    decode_payload(&payload, limits)
+}
+
+fn decode_payload(payload: &[u8], limits: &WireLimits) -> Result<Vec<Message>, DecodeError> {
+    let (count, mut rest) = take_varint(payload)?;
+    // Every message takes at least one byte, so the input bounds the count too.
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    if count > limits.max_messages_per_frame {
+        return Err(DecodeError::TooLarge {
+            size: count as u64,
+            limit: limits.max_messages_per_frame as u64,
+        });
+    }
+    if count > rest.len() {
+        return Err(DecodeError::Truncated);
+    }
+    let mut messages = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (message, tail) = postcard::take_from_bytes::<Message>(rest)
+            .map_err(|e| DecodeError::Malformed(format!("message: {e}")))?;
+        messages.push(message);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed(format!("{} bytes after the last message", rest.len())));
+    }
+    Ok(messages)
+}
+
+pub(super) fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn varint_len(value: u64) -> usize {
+    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A LEB128 varint of at most ten bytes, and the bytes after it.
+pub(super) fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        let bits = u64::from(byte & 0x7f);
+        if i == 9 && bits > 1 {
+            return Err(DecodeError::Malformed("varint overflows u64".into()));
+        }
+        value |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((value, &bytes[i + 1..]));
+        }
+    }
+    if bytes.len() >= 10 {
+        Err(DecodeError::Malformed("varint longer than ten bytes".into()))
+    } else {
+        Err(DecodeError::Truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{CloseReason, DocSlot};
+    use crate::{PeerId, VersionVector};
+
+    fn sample() -> Vec<Message> {
+        let mut version = VersionVector::new();
+        version.set(PeerId::new(7), 42);
+        vec![
+            Message::Hello {
+                min_version: 1,
+                max_version: 1,
+                peer: PeerId::new(u64::MAX),
+                client_name: "tester".into(),
+                token: vec![1, 2, 3],
+            },
+            Message::Subscribe { doc: DocSlot(3), name: "notes".into(), version: version.clone() },
+            Message::Changes { doc: DocSlot(3), changes: vec![9; 10] },
+            Message::NeedChanges { doc: DocSlot(0), version },
+            Message::Close { reason: CloseReason::IdleTimeout },
+        ]
+    }
+
+    #[test]
+    fn frames_round_trip_compressed_or_not() {
+        let limits = WireLimits::default();
+        let small = sample();
+        let frame = encode_frame(&small);
+        assert_eq!(frame[1], 0, "a small frame is not worth compressing");
+        assert_eq!(decode_frame(&frame, &limits).unwrap(), small);
+
+        let big = vec![Message::Changes { doc: DocSlot(1), changes: vec![b'a'; 10_000] }];
+        let frame = encode_frame(&big);
+        assert_eq!(frame[1], FLAG_LZ4);
+        assert!(frame.len() < 200, "repetitive payload compresses: {} bytes", frame.len());
+        assert_eq!(decode_frame(&frame, &limits).unwrap(), big);
+    }
+
+    #[test]
+    fn a_keystroke_frame_is_a_few_bytes_of_overhead() {
+        let frame = encode_frame(&[Message::Changes { doc: DocSlot(0), changes: vec![0; 8] }]);
+        // version, flags, count, tag, slot, length: six bytes around the change itself.
+        assert_eq!(frame.len(), 8 + 6);
+    }
+
+    #[test]
+    fn bad_headers_are_typed_errors() {
+        let limits = WireLimits::default();
+        assert_eq!(decode_frame(&[], &limits), Err(DecodeError::Truncated));
+        assert_eq!(decode_frame(&[2, 0, 0], &limits), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(decode_frame(&[1, 0x80, 0], &limits), Err(DecodeError::UnknownFlags(0x80)));
+        assert!(matches!(decode_frame(&[1, 0, 1, 200], &limits), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_frame(&[1, 0, 0, 0], &limits), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_lz4_bomb_is_refused_before_allocating() {
+        let limits = WireLimits::default();
+        // Claims a 4 GiB payload from a few bytes.
+        let mut frame = vec![PROTOCOL_VERSION, FLAG_LZ4];
+        push_varint(&mut frame, 4 << 30);
+        frame.extend_from_slice(&[0x1f, 0, 0, 0]);
+        assert!(matches!(decode_frame(&frame, &limits), Err(DecodeError::TooLarge { .. })));
+        let small = WireLimits::default().with_max_frame_bytes(8);
+        let frame = encode_frame(&sample());
+        assert!(matches!(decode_frame(&frame, &small), Err(DecodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn message_count_is_bounded() {
+        let limits = WireLimits::default().with_max_messages_per_frame(2);
+        let frame = encode_frame(&sample());
+        assert!(matches!(decode_frame(&frame, &limits), Err(DecodeError::TooLarge { .. })));
+    }
+}

@@ -1,0 +1,155 @@
+//! The messages of the sync protocol.
+//!
+//! Messages are postcard-encoded: the variant index is the message tag (a varint), fields
+//! follow in declaration order. New variants are only ever appended, so tags stay stable;
+//! `docs/PROTOCOL.md` lists them with their byte layout.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{PeerId, VersionVector};
+
+/// A document's number on one connection, chosen by the client when it subscribes, so that
+/// a document's name travels once per connection rather than in every frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DocSlot(pub u32);
+
+/// One protocol message. A frame carries one or more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// Tag 0, client to server, first message of a connection. Its layout never changes, so
+    /// that any server can read the versions and answer a mismatch with a clear error.
+    Hello {
+        /// Oldest protocol version the client speaks.
+        min_version: u8,
+        /// Newest protocol version the client speaks.
+        max_version: u8,
+        /// The client's replica id: the peer of the changes it makes.
+        peer: PeerId,
+        /// A name for logs and events.
+        client_name: String,
+        /// An opaque credential for the server's authentication hook (empty: none).
+        token: Vec<u8>,
+    },
+    /// Tag 1, server to client: the handshake succeeded.
+    Welcome {
+        /// The protocol version both sides now speak.
+        version: u8,
+        /// How often the client should ping, in milliseconds.
+        ping_interval_ms: u32,
+    },
+    /// Tag 2, client to server: start syncing a document under `doc`.
+    Subscribe {
+        /// The slot the client chose for the document on this connection.
+        doc: DocSlot,
+        /// The document's name.
+        name: String,
+        /// The client's version of the document.
+        version: VersionVector,
+    },
+    /// Tag 3, client to server: stop syncing a document.
+    Unsubscribe {
+        /// The document's slot.
+        doc: DocSlot,
+    },
+    /// Tag 4, server to client: answer to `Subscribe`: the server's version and everything the
+    /// client lacks, as an update [`crate::Document::import`] accepts (changes since the client's
+    /// version, or the whole document, snapshot and tail, for a late joiner).
+    Sync {
+        /// The document's slot.
+        doc: DocSlot,
+        /// The server's version of the document.
+        version: VersionVector,
+        /// What the client lacks.
+        update: Vec<u8>,
+    },
+    /// Tag 5, both ways: changes, encoded with the connection's change codec (stateful per
+    /// direction, see `docs/PROTOCOL.md`).
+    Changes {
+        /// The document's slot.
+        doc: DocSlot,
+        /// The encoded changes.
+        changes: Vec<u8>,
+    },
+    /// Tag 6, server to client: every `Changes` batch this client sent for `doc` up to and
+    /// including number `batch` (counted from 1 per document and connection) is applied.
+    Ack {
+        /// The document's slot.
+        doc: DocSlot,
+        /// The last applied batch.
+        batch: u32,
+    },
+    /// Tag 7, both ways: the sender could not apply changes because it lacks their
+    /// dependencies; it holds `version` and asks for everything after it.
+    NeedChanges {
+        /// The document's slot.
+        doc: DocSlot,
+        /// The sender's version.
+        version: VersionVector,
+    },
+    /// Tag 8, both ways: liveness probe.
+    Ping {
+        /// Echoed in the pong.
+        nonce: u32,
+    },
+    /// Tag 9, both ways: answer to a ping.
+    Pong {
+        /// The ping's nonce.
+        nonce: u32,
+    },
+    /// Tag 10, both ways: a request was refused; the connection stays open unless a `Close`
+    /// follows.
+    Error {
+        /// The document concerned, if any.
+        doc: Option<DocSlot>,
+        /// What went wrong.
+        code: ErrorCode,
+        /// Human-readable detail.
+        detail: String,
+    },
+    /// Tag 11, both ways: the sender closes the connection; nothing follows.
+    Close {
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// No protocol version in common.
+    UnsupportedVersion,
+    /// A message arrived that the protocol does not allow at this point.
+    UnexpectedMessage,
+    /// A frame or message could not be decoded.
+    Malformed,
+    /// A slot that is not subscribed.
+    UnknownDocument,
+    /// The document does not exist and the server does not create documents on subscribe.
+    DocumentNotFound,
+    /// Changes were refused by the document (invalid, conflicting or too many pending).
+    ChangesRefused,
+    /// A configured limit was exceeded.
+    LimitExceeded,
+}
+
+/// Why a connection was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The application closed it.
+    Normal,
+    /// No protocol version in common.
+    UnsupportedVersion,
+    /// The handshake did not finish in time.
+    HandshakeTimeout,
+    /// Nothing was heard from the peer for too long.
+    IdleTimeout,
+    /// The peer sent something that is not valid protocol.
+    ProtocolViolation,
+    /// The peer exceeded a configured limit.
+    LimitExceeded,
+    /// The server is shutting down.
+    ServerShutdown,
+}

@@ -1,0 +1,14 @@
+//! The wire format of the sync protocol: frames, messages and stream framing.
+//!
+//! A frame is one transport message (one WebSocket binary message); on byte streams each
+//! frame is prefixed by its length ([`FrameReader`]). The byte layout is in `docs/PROTOCOL.md`.
+
+mod frame;
+mod limits;
+mod message;
+mod stream;
+
+pub use frame::{PROTOCOL_VERSION, decode_frame, encode_frame};
+pub use limits::WireLimits;
+pub use message::{CloseReason, DocSlot, ErrorCode, Message};
+pub use stream::{FrameReader, length_prefixed};

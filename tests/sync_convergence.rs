@@ -1,0 +1,91 @@
+//! Simulator property: whatever the network does, once it heals every replica (the server's
+//! included) holds every change any client made, exactly once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sim::{Faults, Sim};
+use crdt_sync::{ClientEvent, ConnectionStatus};
+
+const DOCS: [&str; 2] = ["notes", "todo"];
+
+/// Clients type unique tokens into random places of two documents while links break,
+/// clients get partitioned and the server restarts; then the network heals.
+fn run_seed(seed: u64, clients: usize, edits: usize) -> (u32, u64) {
+    assert!(edits < 20_000);
+    let mut sim = Sim::new(seed, clients, &DOCS, Faults::heavy());
+    let mut tokens = Vec::new();
+    for n in 0..edits {
+        let pause = Duration::from_millis(sim.rng.below(400));
+        sim.run_for(pause);
+        let client = sim.rng.below(clients as u64) as usize;
+        let doc = DOCS[sim.rng.below(2) as usize];
+        // One character per edit, so that later inserts cannot split a token.
+        let token = char::from_u32(0x4E00 + n as u32).expect("CJK block").to_string();
+        let pos_seed = sim.rng.next_u64();
+        let scratch = sim.rng.next_u64();
+        sim.edit(client, doc, |d| {
+            let len = d.text("body").len();
+            let scratch_len = d.text("scratch").len();
+            let mut txn = d.transact();
+            let pos = (pos_seed % (len as u64 + 1)) as usize;
+            txn.text("body").insert(pos, &token).expect("in bounds");
+            // A second text takes deletes too, so that they cross the network as well.
+            let mut other = txn.text("scratch");
+            if scratch.is_multiple_of(3) && scratch_len > 0 {
+                let at = (scratch >> 8) as usize % scratch_len;
+                other.delete(at, (scratch_len - at).min(3)).expect("in bounds");
+            } else {
+                other.insert((scratch >> 8) as usize % (scratch_len + 1), "ab").expect("in bounds");
+            }
+        });
+        tokens.push((doc, token));
+    }
+    sim.heal();
+    assert!(
+        sim.run_until_settled(&DOCS, Duration::from_secs(600)),
+        "seed {seed}: the network healed but the replicas did not settle"
+    );
+    let reconnects = sim
+        .client_events
+        .iter()
+        .filter(|(_, e)| matches!(e, ClientEvent::StatusChanged(ConnectionStatus::Reconnecting)))
+        .count();
+    for doc in DOCS {
+        let server_text = sim.server().document(doc).map(|d| d.text("body").to_string()).unwrap_or_default();
+        for i in 0..clients {
+            let text = sim.client(i).document(doc).expect("subscribed").text("body").to_string();
+            assert_eq!(text, server_text, "seed {seed}: client {i} diverged on {doc}");
+            let scratch = sim.client(i).document(doc).expect("subscribed").text("scratch").to_string();
+            let server_scratch =
+                sim.server().document(doc).map(|d| d.text("scratch").to_string()).unwrap_or_default();
+            assert_eq!(scratch, server_scratch, "seed {seed}: client {i} diverged on {doc}/scratch");
+        }
+        for (_, token) in tokens.iter().filter(|(d, _)| *d == doc) {
+            assert_eq!(
+                server_text.matches(token.as_str()).count(),
+                1,
+                "seed {seed}: {token} not exactly once in {doc}"
+            );
+        }
+    }
+    (sim.restarts, reconnects as u64)
+}
+
+#[test]
+fn every_change_reaches_every_replica_once_after_faults() {
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let (mut restarts, mut reconnects) = (0, 0);
+    for seed in 0..seeds {
+        let (r, c) = run_seed(seed, 2 + (seed % 4) as usize, 30);
+        restarts += r;
+        reconnects += c;
+    }
+    println!("{seeds} seeds: {restarts} server restarts, {reconnects} client reconnects");
+    // The faults must actually happen, or this test proves nothing.
+    assert!(
+        seeds < 20 || (restarts > 0 && reconnects > seeds),
+        "{restarts} restarts, {reconnects} reconnects"
+    );
+}
