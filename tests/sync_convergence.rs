@@ -6,15 +6,16 @@ mod common;
 use std::time::Duration;
 
 use common::sim::{Faults, Sim};
-use crdt_sync::{ClientEvent, ConnectionStatus};
+use crdt_sync::{ClientConfig, ClientEvent, ConnectionStatus, ServerConfig};
 
 const DOCS: [&str; 2] = ["notes", "todo"];
 
 /// Clients type unique tokens into random places of two documents while links break,
 /// clients get partitioned and the server restarts; then the network heals.
-fn run_seed(seed: u64, clients: usize, edits: usize) -> (u32, u64) {
+fn run_seed(seed: u64, clients: usize, edits: usize, server: ServerConfig) -> (u32, u64, bool) {
     assert!(edits < 20_000);
-    let mut sim = Sim::new(seed, clients, &DOCS, Faults::heavy());
+    let mut sim =
+        Sim::with_configs(seed, clients, &DOCS, Faults::heavy(), server, |_| ClientConfig::default());
     let mut tokens = Vec::new();
     for n in 0..edits {
         let pause = Duration::from_millis(sim.rng.below(400));
@@ -70,7 +71,9 @@ fn run_seed(seed: u64, clients: usize, edits: usize) -> (u32, u64) {
             );
         }
     }
-    (sim.restarts, reconnects as u64)
+    let trimmed =
+        DOCS.iter().any(|d| sim.server().document(d).is_some_and(|d| !d.trimmed_version().is_empty()));
+    (sim.restarts, reconnects as u64, trimmed)
 }
 
 #[test]
@@ -78,7 +81,7 @@ fn every_change_reaches_every_replica_once_after_faults() {
     let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let (mut restarts, mut reconnects) = (0, 0);
     for seed in 0..seeds {
-        let (r, c) = run_seed(seed, 2 + (seed % 4) as usize, 30);
+        let (r, c, _) = run_seed(seed, 2 + (seed % 4) as usize, 30, ServerConfig::default());
         restarts += r;
         reconnects += c;
     }
@@ -87,5 +90,23 @@ fn every_change_reaches_every_replica_once_after_faults() {
     assert!(
         seeds < 20 || (restarts > 0 && reconnects > seeds),
         "{restarts} restarts, {reconnects} reconnects"
+    );
+}
+
+/// The same with the server trimming history as soon as every subscriber has passed a few
+/// operations, and a window small enough that fan-out waits on slow readers: replicas that
+/// come back from behind the trim get a snapshot, and their offline edits still merge.
+#[test]
+fn compaction_and_flow_control_lose_nothing() {
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000) / 2;
+    let mut trimmed = 0;
+    for seed in 0..seeds {
+        let server = ServerConfig::default().with_compact_after_ops(Some(4)).with_flow_control(64, None);
+        trimmed += u32::from(run_seed(10_000 + seed, 2 + (seed % 3) as usize, 30, server).2);
+    }
+    println!("{seeds} seeds, history trimmed in {trimmed}");
+    assert!(
+        seeds < 20 || trimmed > seeds as u32 / 2,
+        "compaction must actually happen: {trimmed} of {seeds}"
     );
 }

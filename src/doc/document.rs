@@ -439,16 +439,18 @@ impl Document {
         }
     }
 
-    /// A snapshot can only be merged into a document that has nothing the snapshot lacks:
-    /// states without history cannot be merged op by op.
+    /// A snapshot can only replace a document that has nothing the snapshot and the changes
+    /// after it lack: states without history cannot be merged op by op.
     fn import_state_snapshot(&mut self, snapshot: Base, changes: Vec<Change>) -> Result<ImportStatus, Error> {
         if self.version().includes(&snapshot.0.version) {
             return Ok(ImportStatus { duplicates: 1, ..Default::default() });
         }
-        if !snapshot.0.version.includes(self.version()) {
+        let loaded = Document::from_parts(self.peer, self.config.clone(), Some(snapshot), changes)?;
+        // Replacing this document loses nothing only if the loaded one (snapshot plus the
+        // changes after it) holds everything this one has.
+        if !loaded.version().includes(self.version()) {
             return Err(Error::HistoryTrimmed);
         }
-        let loaded = Document::from_parts(self.peer, self.config.clone(), Some(snapshot), changes)?;
         // Buffered changes survive the swap: those the snapshot already holds are dropped,
         // the rest wait on (or now apply on top of) the loaded state.
         let pending = std::mem::take(&mut self.pending);

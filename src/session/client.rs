@@ -77,6 +77,10 @@ struct Link {
     last_sent: Instant,
     ping_sent: Option<Instant>,
     next_nonce: u32,
+    /// Flow control: frame bytes received on this link, and the total last reported.
+    received: u64,
+    reported: u64,
+    window: u32,
     encoder: ChangeEncoder,
     decoder: ChangeDecoder,
 }
@@ -218,6 +222,9 @@ impl ClientSession {
             last_sent: now,
             ping_sent: None,
             next_nonce: 0,
+            received: 0,
+            reported: 0,
+            window: 0,
             encoder: ChangeEncoder::new(),
             decoder: ChangeDecoder::new(self.config.limits.max_decompressed_bytes),
         });
@@ -247,6 +254,7 @@ impl ClientSession {
         let Some(link) = self.link.as_mut() else { return };
         link.last_heard = now;
         link.ping_sent = None;
+        link.received += frame.len() as u64;
         let messages = match decode_frame(frame, &self.config.limits) {
             Ok(messages) => messages,
             Err(e) => return self.fail(now, ProtocolError::Decode(e), CloseReason::ProtocolViolation),
@@ -256,6 +264,15 @@ impl ClientSession {
                 break;
             }
             self.handle_message(now, message);
+        }
+        // Report receipt a few times per window, so the server never stalls on a client
+        // that keeps up.
+        if let Some(link) = self.link.as_mut()
+            && link.window > 0
+            && link.received - link.reported >= u64::from(link.window / 4).max(1)
+        {
+            link.reported = link.received;
+            self.outbox.push(Message::Received { bytes: link.received });
         }
     }
 
@@ -326,7 +343,7 @@ impl ClientSession {
     fn handle_message(&mut self, now: Instant, message: Message) {
         let welcomed = self.link.as_ref().is_some_and(|l| l.welcomed);
         match message {
-            Message::Welcome { version, .. } if !welcomed => {
+            Message::Welcome { version, window_bytes, .. } if !welcomed => {
                 if version != PROTOCOL_VERSION {
                     let error = ProtocolError::UnsupportedVersion {
                         ours: (PROTOCOL_VERSION, PROTOCOL_VERSION),
@@ -336,6 +353,7 @@ impl ClientSession {
                 }
                 if let Some(link) = self.link.as_mut() {
                     link.welcomed = true;
+                    link.window = window_bytes;
                 }
                 self.attempts = 0;
                 self.set_status(ConnectionStatus::Connected);

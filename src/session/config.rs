@@ -106,6 +106,18 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// Most documents one connection may subscribe at once.
     pub max_documents_per_connection: usize,
+    /// Flow-control window per connection: document data sent beyond what the client has
+    /// reported receiving. A client that reads slowly gets its changes later, merged, and
+    /// the server holds nothing for it but a version vector per document.
+    pub window_bytes: u32,
+    /// Close a connection whose window stayed full this long (`None`: wait forever, catching
+    /// it up whenever it reads again).
+    pub slow_consumer_timeout: Option<Duration>,
+    /// Trim a document's history once every subscriber holds a version at least this many
+    /// operations past the last trim (`None`: keep the whole history). Replicas that come
+    /// back from further behind get a snapshot instead of the changes they miss, and their
+    /// offline edits still merge.
+    pub compact_after_ops: Option<u64>,
     /// Limits on frames received from clients.
     pub limits: WireLimits,
 }
@@ -120,12 +132,28 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(45),
             ping_interval: Duration::from_secs(15),
             max_documents_per_connection: 1024,
+            window_bytes: 1024 * 1024,
+            slow_consumer_timeout: Some(Duration::from_secs(60)),
+            compact_after_ops: None,
             limits: WireLimits::default(),
         }
     }
 }
 
 impl ServerConfig {
+    /// Set [`ServerConfig::window_bytes`] and [`ServerConfig::slow_consumer_timeout`].
+    pub fn with_flow_control(mut self, window_bytes: u32, slow_consumer_timeout: Option<Duration>) -> Self {
+        self.window_bytes = window_bytes;
+        self.slow_consumer_timeout = slow_consumer_timeout;
+        self
+    }
+
+    /// Set [`ServerConfig::compact_after_ops`].
+    pub fn with_compact_after_ops(mut self, ops: Option<u64>) -> Self {
+        self.compact_after_ops = ops;
+        self
+    }
+
     /// Set [`ServerConfig::create_on_subscribe`].
     pub fn with_create_on_subscribe(mut self, create: bool) -> Self {
         self.create_on_subscribe = create;

@@ -33,6 +33,8 @@ pub struct Server<S: DocumentStore = MemoryStore> {
     dirty: BTreeSet<String>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
+    /// The latest time passed in, for deadlines that outputs start.
+    last_now: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -45,6 +47,11 @@ struct Connection {
     encoder: ChangeEncoder,
     decoder: ChangeDecoder,
     outbox: Vec<Message>,
+    /// Flow control: frame bytes sent, and the total the client reported receiving.
+    sent: u64,
+    acked: u64,
+    /// Since when document data waits for the window to open.
+    window_full_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -79,6 +86,7 @@ impl<S: DocumentStore> Server<S> {
             dirty: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            last_now: None,
         }
     }
 
@@ -128,13 +136,18 @@ impl<S: DocumentStore> Server<S> {
             encoder: ChangeEncoder::new(),
             decoder: ChangeDecoder::new(self.config.limits.max_decompressed_bytes),
             outbox: Vec::new(),
+            sent: 0,
+            acked: 0,
+            window_full_since: None,
         };
+        self.last_now = Some(now);
         self.connections.insert(id, connection);
         id
     }
 
     /// A frame arrived on `connection`. Unknown or closed connections are ignored.
     pub fn handle_input(&mut self, now: Instant, connection: ConnectionId, frame: &[u8]) {
+        self.last_now = Some(now);
         let Some(conn) = self.connections.get_mut(&connection) else { return };
         conn.last_heard = now;
         let messages = match decode_frame(frame, &self.config.limits) {
@@ -173,6 +186,8 @@ impl<S: DocumentStore> Server<S> {
     /// Time passed: close connections whose handshake or silence lasted too long. Early or
     /// repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        let slow = self.config.slow_consumer_timeout;
         let expired: Vec<(ConnectionId, CloseReason)> = self
             .connections
             .iter()
@@ -181,6 +196,10 @@ impl<S: DocumentStore> Server<S> {
                     Some((*id, CloseReason::HandshakeTimeout))
                 } else if now >= conn.last_heard + self.config.idle_timeout {
                     Some((*id, CloseReason::IdleTimeout))
+                } else if let (Some(since), Some(limit)) = (conn.window_full_since, slow)
+                    && now >= since + limit
+                {
+                    Some((*id, CloseReason::SlowConsumer))
                 } else {
                     None
                 }
@@ -249,11 +268,28 @@ impl<S: DocumentStore> Server<S> {
                 conn.peer = Some(peer);
                 let ping_interval_ms =
                     u32::try_from(self.config.ping_interval.as_millis()).unwrap_or(u32::MAX);
-                conn.outbox.push(Message::Welcome { version: PROTOCOL_VERSION, ping_interval_ms });
+                let window_bytes = self.config.window_bytes;
+                conn.outbox.push(Message::Welcome {
+                    version: PROTOCOL_VERSION,
+                    ping_interval_ms,
+                    window_bytes,
+                });
                 self.events.push_back(ServerEvent::Handshake { connection: id, peer, client_name });
             }
             Message::Ping { nonce } => conn.outbox.push(Message::Pong { nonce }),
             Message::Pong { .. } => {}
+            Message::Received { bytes } => {
+                // A client cannot have received more than was sent; clamp a lie.
+                conn.acked = conn.acked.max(bytes.min(conn.sent));
+                if conn.window_full_since.is_some()
+                    && conn.sent - conn.acked < u64::from(self.config.window_bytes)
+                {
+                    conn.window_full_since = None;
+                    for sub in conn.subscriptions.values() {
+                        self.dirty.insert(sub.document.clone());
+                    }
+                }
+            }
             Message::Close { .. } => {
                 if self.remove_connection(id) {
                     self.events.push_back(ServerEvent::ConnectionClosed {
@@ -334,15 +370,21 @@ impl<S: DocumentStore> Server<S> {
         }
         let Some(doc) = self.store.get(&name) else { return };
         // A replica that starts empty gets the whole document in its compact form; one
-        // whose history the server trimmed gets the same (snapshot plus tail).
-        let update = if version.is_empty() {
-            doc.encode()
-        } else {
-            doc.export_since(&version).unwrap_or_else(|_| doc.encode())
-        };
-        let mut remote = version;
-        remote.merge(doc.version());
+        // whose missing history the server trimmed gets the same (snapshot plus tail), once
+        // the snapshot can hold everything it has: a state snapshot cannot be merged with
+        // edits it lacks, so such a replica first pushes its offline edits (it gets an empty
+        // update), and the fan-out sends it the snapshot with them included.
         let server_version = doc.version().clone();
+        let (update, remote) = match doc.export_since(&version) {
+            Ok(_) if version.is_empty() => (doc.encode(), server_version.clone()),
+            Ok(update) => {
+                let mut remote = version;
+                remote.merge(&server_version);
+                (update, remote)
+            }
+            Err(_) if server_version.includes(&version) => (doc.encode(), server_version.clone()),
+            Err(_) => (doc.export_since(&server_version).unwrap_or_default(), version),
+        };
         conn.outbox.push(Message::Sync { doc: slot, version: server_version, update });
         conn.subscriptions.insert(
             slot,
@@ -448,6 +490,8 @@ impl<S: DocumentStore> Server<S> {
     }
 
     fn fan_out(&mut self) {
+        let window = u64::from(self.config.window_bytes);
+        let mut deferred = BTreeSet::new();
         for name in std::mem::take(&mut self.dirty) {
             let Some(doc) = self.store.get(&name) else { continue };
             let Some(subscribers) = self.subscribers.get(&name) else { continue };
@@ -455,6 +499,13 @@ impl<S: DocumentStore> Server<S> {
                 let Some(conn) = self.connections.get_mut(id) else { continue };
                 let Some(sub) = conn.subscriptions.get_mut(slot) else { continue };
                 if sub.remote.includes(doc.version()) {
+                    continue;
+                }
+                if conn.sent.saturating_sub(conn.acked) >= window {
+                    // Nothing is queued for a slow reader: its version vector says what it
+                    // lacks, and it gets all of it, merged, once the window opens.
+                    conn.window_full_since.get_or_insert(self.last_now.unwrap_or(conn.last_heard));
+                    deferred.insert(name.clone());
                     continue;
                 }
                 match doc.changes_since(&sub.remote) {
@@ -475,6 +526,32 @@ impl<S: DocumentStore> Server<S> {
                 }
                 sub.remote.merge(doc.version());
             }
+            self.compact(&name);
+        }
+        self.dirty = deferred;
+    }
+
+    /// Trim the history of `name` up to what every subscriber holds, if that is far enough
+    /// past the last trim ([`ServerConfig::compact_after_ops`]).
+    fn compact(&mut self, name: &str) {
+        let Some(threshold) = self.config.compact_after_ops else { return };
+        let Some(subscribers) = self.subscribers.get(name) else { return };
+        let Some(doc) = self.store.get(name) else { return };
+        // The meet of downward-closed versions is downward closed: a version of the document.
+        let mut floor = doc.version().clone();
+        for (id, slot) in subscribers {
+            let Some(sub) = self.connections.get(id).and_then(|c| c.subscriptions.get(slot)) else {
+                continue;
+            };
+            floor = meet(&floor, &sub.remote);
+        }
+        let trimmed = doc.trimmed_version().total_ops();
+        if floor.total_ops().saturating_sub(trimmed) < threshold || !floor.includes(doc.trimmed_version()) {
+            return;
+        }
+        if let Some(doc) = self.store.get_mut(name) {
+            // Cannot fail for a version of the document; if it did, keeping history is safe.
+            let _ = doc.trim_history(&floor);
         }
     }
 
@@ -482,6 +559,7 @@ impl<S: DocumentStore> Server<S> {
         for (id, conn) in &mut self.connections {
             if !conn.outbox.is_empty() {
                 let frame = encode_frame(&std::mem::take(&mut conn.outbox));
+                conn.sent += frame.len() as u64;
                 self.transmits.push_back(Transmit { connection: *id, frame });
             }
         }
@@ -521,7 +599,9 @@ impl<S: DocumentStore> Server<S> {
         let Some(conn) = self.connections.get_mut(&id) else { return };
         let mut all = std::mem::take(&mut conn.outbox);
         all.append(&mut messages);
-        self.transmits.push_back(Transmit { connection: id, frame: encode_frame(&all) });
+        let frame = encode_frame(&all);
+        conn.sent += frame.len() as u64;
+        self.transmits.push_back(Transmit { connection: id, frame });
     }
 
     fn finish(&mut self, id: ConnectionId, reason: CloseReason) {
@@ -542,4 +622,13 @@ impl<S: DocumentStore> Server<S> {
         }
         true
     }
+}
+
+/// For each peer, the smaller of the two counts.
+fn meet(a: &VersionVector, b: &VersionVector) -> VersionVector {
+    let mut out = VersionVector::new();
+    for (peer, end) in a.iter() {
+        out.set(peer, end.min(b.get(peer)));
+    }
+    out
 }

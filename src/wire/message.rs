@@ -37,6 +37,9 @@ pub enum Message {
         version: u8,
         /// How often the client should ping, in milliseconds.
         ping_interval_ms: u32,
+        /// Flow-control window: the server sends at most this many bytes of document data
+        /// beyond what the client reported with `Received`.
+        window_bytes: u32,
     },
     /// Tag 2, client to server: start syncing a document under `doc`.
     Subscribe {
@@ -112,6 +115,12 @@ pub enum Message {
         /// Why.
         reason: CloseReason,
     },
+    /// Tag 12, client to server: flow control. The client has received `bytes` bytes of
+    /// frames on this connection in total; the server may send up to its window beyond that.
+    Received {
+        /// Total frame bytes received on this connection.
+        bytes: u64,
+    },
 }
 
 /// Why a request was refused.
@@ -152,4 +161,6 @@ pub enum CloseReason {
     LimitExceeded,
     /// The server is shutting down.
     ServerShutdown,
+    /// The client did not keep up with the document's changes for too long.
+    SlowConsumer,
 }
