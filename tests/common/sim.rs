@@ -106,6 +106,25 @@ pub struct SimClient {
     pub session: ClientSession,
     link: Option<u64>,
     partitioned_until: Option<Instant>,
+    /// The client reads nothing until then (a stalled reader): frames to it wait.
+    stalled_until: Option<Instant>,
+    /// Frames and bytes the server sent to this client.
+    pub frames_received: u64,
+    pub bytes_received: u64,
+}
+
+impl SimClient {
+    /// A client to add to [`Sim::clients`]; call `connect` on it, then [`Sim::drain`].
+    pub fn new(session: ClientSession) -> Self {
+        SimClient {
+            session,
+            link: None,
+            partitioned_until: None,
+            stalled_until: None,
+            frames_received: 0,
+            bytes_received: 0,
+        }
+    }
 }
 
 /// Counts of what crossed the network.
@@ -186,7 +205,7 @@ impl Sim {
             for name in documents {
                 session.subscribe(*name, Document::new(peer));
             }
-            sim.clients.push(SimClient { session, link: None, partitioned_until: None });
+            sim.clients.push(SimClient::new(session));
         }
         sim.rng = rng;
         for i in 0..clients {
@@ -210,6 +229,31 @@ impl Sim {
 
     pub fn client(&self, i: usize) -> &ClientSession {
         &self.clients[i].session
+    }
+
+    /// A client, for commands; call [`Sim::drain`] after.
+    pub fn client_mut(&mut self, i: usize) -> &mut ClientSession {
+        &mut self.clients[i].session
+    }
+
+    /// The client stops reading for `duration`: frames to it wait in the network.
+    pub fn stall_client(&mut self, client: usize, duration: Duration) {
+        self.clients[client].stalled_until = Some(self.now + duration);
+    }
+
+    /// Bytes on their way from the server to `client`, not yet read.
+    pub fn bytes_in_flight_to(&self, client: usize) -> u64 {
+        self.pending
+            .values()
+            .map(|d| match d {
+                Delivery::ToClient { link, frame }
+                    if self.links.get(link).is_some_and(|l| l.client == client) =>
+                {
+                    frame.len() as u64
+                }
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Edit a client's document; the change leaves at the next drain.
@@ -399,7 +443,14 @@ impl Sim {
             Delivery::ToClient { link, frame } => {
                 let Some(l) = self.links.get(&link) else { return };
                 let client = l.client;
+                if let Some(until) = self.clients[client].stalled_until.filter(|t| now < *t) {
+                    // Rescheduled in arrival order, so the link stays ordered.
+                    self.schedule(until, Delivery::ToClient { link, frame });
+                    return;
+                }
                 if self.clients[client].link == Some(link) {
+                    self.clients[client].frames_received += 1;
+                    self.clients[client].bytes_received += frame.len() as u64;
                     self.clients[client].session.handle_input(now, &frame);
                 }
                 self.maybe_fault(client);

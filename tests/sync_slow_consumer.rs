@@ -1,0 +1,61 @@
+//! Back-pressure: a reader that does not keep up never makes the server buffer without bound.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sim::{Faults, Sim};
+use crdt_sync::wire::CloseReason;
+use crdt_sync::{ClientConfig, ServerConfig, ServerEvent};
+
+const WINDOW: u32 = 4096;
+
+fn type_keystrokes(sim: &mut Sim, count: usize, max_in_flight: &mut u64) {
+    for _ in 0..count {
+        let len = sim.client(0).document("doc").unwrap().text("t").len();
+        sim.edit(0, "doc", |d| d.transact().text("t").insert(len, "keystroke ").map(drop).unwrap());
+        sim.run_for(Duration::from_millis(10));
+        *max_in_flight = (*max_in_flight).max(sim.bytes_in_flight_to(1));
+    }
+}
+
+#[test]
+fn a_stalled_reader_gets_its_changes_merged_once_it_reads_again() {
+    let server = ServerConfig::default().with_flow_control(WINDOW, None);
+    let mut sim = Sim::with_configs(15, 2, &["doc"], Faults::none(), server, |_| ClientConfig::default());
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    sim.stall_client(1, Duration::from_secs(20));
+    let mut max_in_flight = 0;
+    type_keystrokes(&mut sim, 1500, &mut max_in_flight);
+    // 15 KB were typed; what waits for the stalled reader stays within the window (plus the
+    // frame that crossed it).
+    assert!(max_in_flight <= u64::from(WINDOW) + 512, "{max_in_flight} bytes in flight");
+    let frames_before = sim.clients[1].frames_received;
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(60)));
+    let text = sim.server().document("doc").unwrap().text("t").to_string();
+    assert_eq!(text.len(), 15_000);
+    assert_eq!(sim.client(1).document("doc").unwrap().text("t").to_string(), text);
+    // The backlog arrived merged: a handful of frames, not 1,500.
+    let catch_up = sim.clients[1].frames_received - frames_before;
+    assert!(catch_up < 100, "{catch_up} frames to catch up");
+}
+
+#[test]
+fn a_reader_stalled_past_the_timeout_is_dropped_and_catches_up_later() {
+    let server = ServerConfig::default().with_flow_control(WINDOW, Some(Duration::from_secs(5)));
+    let mut sim = Sim::with_configs(16, 2, &["doc"], Faults::none(), server, |_| ClientConfig::default());
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    sim.stall_client(1, Duration::from_secs(12));
+    let mut max_in_flight = 0;
+    type_keystrokes(&mut sim, 1000, &mut max_in_flight);
+    assert!(
+        sim.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::ConnectionClosed { reason: CloseReason::SlowConsumer, .. }))
+    );
+    // The writer was never disturbed.
+    assert!(sim.client(0).is_saved("doc"));
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(120)));
+    let text = sim.server().document("doc").unwrap().text("t").to_string();
+    assert_eq!(sim.client(1).document("doc").unwrap().text("t").to_string(), text);
+}
