@@ -1,9 +1,10 @@
 //! # crdt-sync
 //!
-//! A local-first CRDT document and (in later releases) a sans-IO sync protocol around it.
-//! Any number of replicas edit a [`Document`] independently, offline or online; once they
-//! have exchanged their changes, in any order and with any duplication, they hold identical
-//! state.
+//! A local-first CRDT document and a sans-IO sync protocol around it. Any number of replicas
+//! edit a [`Document`] independently, offline or online; once they have exchanged their
+//! changes, in any order and with any duplication, they hold identical state. A
+//! [`ClientSession`] keeps a replica's documents in sync with a [`Server`] over any transport
+//! you drive yourself.
 //!
 //! ## Two replicas, synced by hand
 //!
@@ -45,6 +46,151 @@
 //! # }
 //! ```
 //!
+//! ## A client over a plain TCP stream, driven by hand
+//!
+//! The sessions never touch a socket, a clock or a thread: you feed them bytes and the time,
+//! and they give back frames to send, events and the next deadline. This is the whole loop of
+//! a client over a blocking [`std::net::TcpStream`] (frames are length-prefixed on byte
+//! streams; on WebSocket, send each frame as one binary message). The server loop, hidden
+//! here, has the same shape.
+//!
+//! ```
+//! use std::io::{ErrorKind, Read, Write};
+//! use std::net::TcpStream;
+//! use std::time::{Duration, Instant};
+//!
+//! use crdt_sync::wire::{FrameReader, WireLimits, length_prefixed};
+//! use crdt_sync::{ClientConfig, ClientEvent, ClientSession, Document, PeerId};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (addr, server) = tcp_server::spawn()?;
+//!
+//! let peer = PeerId::new(1);
+//! let mut client = ClientSession::new(peer, ClientConfig::default().with_rng_seed(7));
+//! client.subscribe("notes", Document::new(peer));
+//! client.document_mut("notes").unwrap().transact().text("body").insert(0, "typed offline")?;
+//! client.connect(Instant::now());
+//!
+//! let mut stream: Option<TcpStream> = None;
+//! let mut reader = FrameReader::new(&WireLimits::default());
+//! let mut buf = vec![0; 64 * 1024];
+//! let mut saved = false;
+//! while !saved {
+//!     // 1. Outputs: frames first, then events (which may ask for a transport).
+//!     while let Some(frame) = client.poll_transmit() {
+//!         let sent = stream.as_mut().map(|s| s.write_all(&length_prefixed(&frame)));
+//!         if let Some(Err(_)) = sent {
+//!             stream = None;
+//!             client.handle_disconnected(Instant::now());
+//!         }
+//!     }
+//!     let mut acted = false;
+//!     while let Some(event) = client.poll_event() {
+//!         acted = true;
+//!         match event {
+//!             ClientEvent::OpenTransport => match TcpStream::connect(addr) {
+//!                 Ok(s) => {
+//!                     stream = Some(s);
+//!                     reader = FrameReader::new(&WireLimits::default());
+//!                     client.handle_connected(Instant::now());
+//!                 }
+//!                 Err(_) => client.handle_disconnected(Instant::now()),
+//!             },
+//!             ClientEvent::CloseTransport => stream = None,
+//!             ClientEvent::Saved { .. } => saved = true,
+//!             _ => {}
+//!         }
+//!     }
+//!     if acted {
+//!         continue; // events may have produced frames
+//!     }
+//!     // 2. Wait for input, at most until the session's next deadline.
+//!     let wait = client
+//!         .poll_timeout()
+//!         .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(Instant::now()))
+//!         .max(Duration::from_millis(1));
+//!     match stream.as_mut() {
+//!         Some(s) => {
+//!             s.set_read_timeout(Some(wait))?;
+//!             match s.read(&mut buf) {
+//!                 Ok(0) => {
+//!                     stream = None;
+//!                     client.handle_disconnected(Instant::now());
+//!                 }
+//!                 Ok(n) => {
+//!                     reader.push(&buf[..n]);
+//!                     while let Some(frame) = reader.next_frame()? {
+//!                         client.handle_input(Instant::now(), &frame);
+//!                     }
+//!                 }
+//!                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+//!                 Err(_) => {
+//!                     stream = None;
+//!                     client.handle_disconnected(Instant::now());
+//!                 }
+//!             }
+//!         }
+//!         None => std::thread::sleep(wait),
+//!     }
+//!     // 3. Deadlines: early calls are harmless.
+//!     client.handle_timeout(Instant::now());
+//! }
+//! // The server holds the edit: close cleanly.
+//! client.close(Instant::now());
+//! while let Some(frame) = client.poll_transmit() {
+//!     if let Some(s) = stream.as_mut() {
+//!         s.write_all(&length_prefixed(&frame))?;
+//!     }
+//! }
+//! # drop(stream);
+//! # assert_eq!(server.join().unwrap(), "typed offline");
+//! # Ok(())
+//! # }
+//! # mod tcp_server {
+//! #     use std::io::{ErrorKind, Read, Write};
+//! #     use std::net::{SocketAddr, TcpListener};
+//! #     use std::time::{Duration, Instant};
+//! #     use crdt_sync::wire::{FrameReader, WireLimits, length_prefixed};
+//! #     use crdt_sync::{Server, ServerConfig, ServerEvent};
+//! #     /// One connection, served until it closes; returns the text of `notes`.
+//! #     pub fn spawn() -> std::io::Result<(SocketAddr, std::thread::JoinHandle<String>)> {
+//! #         let listener = TcpListener::bind("127.0.0.1:0")?;
+//! #         let addr = listener.local_addr()?;
+//! #         let handle = std::thread::spawn(move || {
+//! #             let mut server = Server::in_memory(ServerConfig::default());
+//! #             let (mut socket, _) = listener.accept().unwrap();
+//! #             let conn = server.accept(Instant::now());
+//! #             let mut reader = FrameReader::new(&WireLimits::default());
+//! #             let mut buf = vec![0; 64 * 1024];
+//! #             socket.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+//! #             loop {
+//! #                 while let Some(t) = server.poll_transmit() {
+//! #                     let _ = socket.write_all(&length_prefixed(&t.frame));
+//! #                 }
+//! #                 while let Some(event) = server.poll_event() {
+//! #                     if let ServerEvent::ConnectionClosed { .. } = event {
+//! #                         let doc = server.document("notes").unwrap();
+//! #                         return doc.text("body").to_string();
+//! #                     }
+//! #                 }
+//! #                 match socket.read(&mut buf) {
+//! #                     Ok(0) => server.handle_disconnected(Instant::now(), conn),
+//! #                     Ok(n) => {
+//! #                         reader.push(&buf[..n]);
+//! #                         while let Ok(Some(frame)) = reader.next_frame() {
+//! #                             server.handle_input(Instant::now(), conn, &frame);
+//! #                         }
+//! #                     }
+//! #                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+//! #                     Err(_) => server.handle_disconnected(Instant::now(), conn),
+//! #                 }
+//! #                 server.handle_timeout(Instant::now());
+//! #             }
+//! #         });
+//! #         Ok((addr, handle))
+//! #     }
+//! # }
+//! ```
+//!
 //! ## What the document gives you
 //!
 //! * **Types**: text ([`TextRef`]/[`TextMut`]), [`ListRef`], [`MovableListRef`], [`MapRef`],
@@ -66,6 +212,11 @@
 //!   and a size limit, and a bad buffer or change returns an [`Error`] with the document
 //!   unchanged.
 //! * No clock, RNG, socket, thread or file in the crate: time and randomness are arguments.
+//!   The same seed gives the same session, which is what makes the network simulator
+//!   (`tests/common/sim.rs`) and the fuzzers deterministic.
+//! * Sessions never panic on what a peer sends: a malformed frame is an error event and a
+//!   clean close of that connection only; every size is checked against [`wire::WireLimits`]
+//!   before anything is allocated for it.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -94,7 +245,7 @@ pub use doc::version::{Frontier, VersionVector};
 pub use error::{DecodeError, Error, ProtocolError};
 pub use session::{
     ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server, ServerConfig,
-    ServerEvent, Transmit,
+    ServerEvent, SyncDocument, Transmit,
 };
 pub use store::{DocumentStore, MemoryStore};
 

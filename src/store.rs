@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::Document;
+use crate::session::SyncDocument;
+use crate::{Document, DocumentConfig, PeerId};
 
 /// The server's document registry (the seed's `ServerRegistry`): get, create, list, remove.
 ///
@@ -10,14 +11,18 @@ use crate::Document;
 /// IO: a durable store keeps documents in memory while they are in use and persists them
 /// outside the state machine.
 pub trait DocumentStore {
+    /// The documents it holds.
+    type Document: SyncDocument;
     /// The document named `name`, if it exists.
-    fn get(&self, name: &str) -> Option<&Document>;
+    fn get(&self, name: &str) -> Option<&Self::Document>;
     /// The document named `name`, for applying changes.
-    fn get_mut(&mut self, name: &str) -> Option<&mut Document>;
+    fn get_mut(&mut self, name: &str) -> Option<&mut Self::Document>;
+    /// Create an empty document named `name` (replacing any) and return it.
+    fn create(&mut self, name: &str) -> &mut Self::Document;
     /// Add or replace a document.
-    fn insert(&mut self, name: &str, doc: Document);
+    fn insert(&mut self, name: &str, doc: Self::Document);
     /// Remove a document, giving it back.
-    fn remove(&mut self, name: &str) -> Option<Document>;
+    fn remove(&mut self, name: &str) -> Option<Self::Document>;
     /// The names of all documents, sorted.
     fn names(&self) -> Vec<String>;
 }
@@ -26,15 +31,33 @@ pub trait DocumentStore {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     documents: BTreeMap<String, Document>,
+    peer: Option<PeerId>,
+    config: DocumentConfig,
+}
+
+impl MemoryStore {
+    /// A store that creates documents with replica id `peer` (the server never edits them, so
+    /// any id no client uses will do) and `config`.
+    pub fn new(peer: PeerId, config: DocumentConfig) -> Self {
+        MemoryStore { documents: BTreeMap::new(), peer: Some(peer), config }
+    }
 }
 
 impl DocumentStore for MemoryStore {
+    type Document = Document;
+
     fn get(&self, name: &str) -> Option<&Document> {
         self.documents.get(name)
     }
 
     fn get_mut(&mut self, name: &str) -> Option<&mut Document> {
         self.documents.get_mut(name)
+    }
+
+    fn create(&mut self, name: &str) -> &mut Document {
+        let doc = Document::with_config(self.peer.unwrap_or(PeerId::new(0)), self.config.clone());
+        self.documents.insert(name.to_owned(), doc);
+        self.documents.get_mut(name).expect("just inserted")
     }
 
     fn insert(&mut self, name: &str, doc: Document) {

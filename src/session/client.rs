@@ -7,6 +7,7 @@ use super::codec::{ChangeDecoder, ChangeEncoder};
 use super::config::ClientConfig;
 use super::event::{ClientEvent, ConnectionStatus};
 use super::random::SplitMix64;
+use super::sync_document::SyncDocument;
 use crate::wire::{CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame, encode_frame};
 use crate::{Document, PeerId, ProtocolError, VersionVector};
 
@@ -30,14 +31,14 @@ use crate::{Document, PeerId, ProtocolError, VersionVector};
 /// jitter from [`ClientConfig::rng_seed`]), asks for a new transport, resubscribes every
 /// document and pushes whatever the server lacks, so no local edit is lost.
 #[derive(Debug)]
-pub struct ClientSession {
+pub struct ClientSession<D: SyncDocument = Document> {
     config: ClientConfig,
     peer: PeerId,
     rng: SplitMix64,
     status: ConnectionStatus,
     /// Whether the application wants to be connected (between `connect` and `close`).
     wanted: bool,
-    documents: BTreeMap<String, ClientDocument>,
+    documents: BTreeMap<String, ClientDocument<D>>,
     next_slot: u32,
     link: Option<Link>,
     /// Failed attempts since the last successful handshake.
@@ -52,8 +53,8 @@ pub struct ClientSession {
 }
 
 #[derive(Debug)]
-struct ClientDocument {
-    doc: Document,
+struct ClientDocument<D> {
+    doc: D,
     slot: DocSlot,
     /// Got the server's `Sync` on the current connection.
     synced: bool,
@@ -85,9 +86,18 @@ struct Link {
     decoder: ChangeDecoder,
 }
 
-impl ClientSession {
-    /// A session for the replica `peer`. Nothing happens until [`ClientSession::connect`].
+impl ClientSession<Document> {
+    /// A session for the replica `peer`, syncing [`Document`]s. Nothing happens until
+    /// [`ClientSession::connect`].
     pub fn new(peer: PeerId, config: ClientConfig) -> Self {
+        Self::for_document_type(peer, config)
+    }
+}
+
+impl<D: SyncDocument> ClientSession<D> {
+    /// A session syncing documents of your own [`SyncDocument`] type (for example a wrapper
+    /// that observes what the engine applies).
+    pub fn for_document_type(peer: PeerId, config: ClientConfig) -> Self {
         ClientSession {
             rng: SplitMix64::new(config.rng_seed),
             config,
@@ -150,7 +160,7 @@ impl ClientSession {
     }
 
     /// Sync `doc` under `name`; replaces (and returns) a document already there.
-    pub fn subscribe(&mut self, name: impl Into<String>, doc: Document) -> Option<Document> {
+    pub fn subscribe(&mut self, name: impl Into<String>, doc: D) -> Option<D> {
         let name = name.into();
         let slot = DocSlot(self.next_slot);
         self.next_slot = self.next_slot.wrapping_add(1);
@@ -175,20 +185,20 @@ impl ClientSession {
     }
 
     /// Stop syncing `name` and give the document back.
-    pub fn unsubscribe(&mut self, name: &str) -> Option<Document> {
+    pub fn unsubscribe(&mut self, name: &str) -> Option<D> {
         let entry = self.documents.remove(name)?;
         self.send_unsubscribe(entry.slot);
         Some(entry.doc)
     }
 
     /// A synced document, for reading.
-    pub fn document(&self, name: &str) -> Option<&Document> {
+    pub fn document(&self, name: &str) -> Option<&D> {
         self.documents.get(name).map(|d| &d.doc)
     }
 
     /// A synced document, for editing: what changes is sent at the next
     /// [`ClientSession::poll_transmit`].
-    pub fn document_mut(&mut self, name: &str) -> Option<&mut Document> {
+    pub fn document_mut(&mut self, name: &str) -> Option<&mut D> {
         self.documents.get_mut(name).map(|d| &mut d.doc)
     }
 
@@ -401,7 +411,7 @@ impl ClientSession {
         }
     }
 
-    fn by_slot(&mut self, slot: DocSlot) -> Option<&mut ClientDocument> {
+    fn by_slot(&mut self, slot: DocSlot) -> Option<&mut ClientDocument<D>> {
         self.documents.values_mut().find(|d| d.slot == slot)
     }
 

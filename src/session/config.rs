@@ -92,9 +92,10 @@ impl ClientConfig {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// The peer id of documents the server creates (the server itself never edits them).
+    /// The peer id of documents [`crate::Server::in_memory`] creates (the server itself never
+    /// edits them).
     pub peer: PeerId,
-    /// Configuration of documents the server creates.
+    /// Configuration of documents [`crate::Server::in_memory`] creates.
     pub document: DocumentConfig,
     /// Create a document when a client subscribes to one that does not exist.
     pub create_on_subscribe: bool,

@@ -121,6 +121,14 @@ pub enum ServerEvent {
         /// The document's name.
         document: String,
     },
+    /// A document's history was trimmed up to `version`, which every subscriber had passed
+    /// (see [`crate::ServerConfig::compact_after_ops`]): the seed's "snapshot created".
+    HistoryCompacted {
+        /// The document's name.
+        document: String,
+        /// The new start of the kept history.
+        version: crate::VersionVector,
+    },
     /// A connection ended: the runtime should close its transport after sending the frames
     /// already polled. Nothing more is sent or expected on it.
     ConnectionClosed {

@@ -10,8 +10,10 @@ mod config;
 mod event;
 mod random;
 mod server;
+mod sync_document;
 
 pub use client::ClientSession;
 pub use config::{ClientConfig, ServerConfig};
 pub use event::{ClientEvent, ConnectionId, ConnectionStatus, ServerEvent, Transmit};
 pub use server::Server;
+pub use sync_document::SyncDocument;

@@ -6,9 +6,10 @@ use std::time::Instant;
 use super::codec::{ChangeDecoder, ChangeEncoder};
 use super::config::ServerConfig;
 use super::event::{ConnectionId, ServerEvent, Transmit};
+use super::sync_document::SyncDocument;
 use crate::store::{DocumentStore, MemoryStore};
 use crate::wire::{CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame, encode_frame};
-use crate::{DecodeError, Document, Error, PeerId, ProtocolError, VersionVector};
+use crate::{DecodeError, Error, PeerId, ProtocolError, VersionVector};
 
 /// The server side of the sync protocol, without IO.
 ///
@@ -70,7 +71,8 @@ struct Subscription {
 impl Server<MemoryStore> {
     /// A server keeping documents in memory.
     pub fn in_memory(config: ServerConfig) -> Self {
-        Server::new(config, MemoryStore::default())
+        let store = MemoryStore::new(config.peer, config.document.clone());
+        Server::new(config, store)
     }
 }
 
@@ -113,7 +115,7 @@ impl<S: DocumentStore> Server<S> {
     }
 
     /// A document, for reading.
-    pub fn document(&self, name: &str) -> Option<&Document> {
+    pub fn document(&self, name: &str) -> Option<&S::Document> {
         self.store.get(name)
     }
 
@@ -364,8 +366,7 @@ impl<S: DocumentStore> Server<S> {
                 });
                 return;
             }
-            let doc = Document::with_config(self.config.peer, self.config.document.clone());
-            self.store.insert(&name, doc);
+            self.store.create(&name);
             self.events.push_back(ServerEvent::DocumentCreated { document: name.clone() });
         }
         let Some(doc) = self.store.get(&name) else { return };
@@ -551,7 +552,10 @@ impl<S: DocumentStore> Server<S> {
         }
         if let Some(doc) = self.store.get_mut(name) {
             // Cannot fail for a version of the document; if it did, keeping history is safe.
-            let _ = doc.trim_history(&floor);
+            if doc.trim_history(&floor).is_ok() {
+                self.events
+                    .push_back(ServerEvent::HistoryCompacted { document: name.to_owned(), version: floor });
+            }
         }
     }
 
