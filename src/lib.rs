@@ -72,6 +72,7 @@
 
 mod doc;
 mod error;
+mod wire;
 
 pub use doc::change::Change;
 pub use doc::clock::{ClockError, HybridClock, MAX_WALL_MS, Timestamp};
