@@ -61,24 +61,23 @@ fn a_wrapped_document_syncs_and_sees_every_applied_batch() {
     writer.handle_connected(now);
     reader.connect(now);
     reader.handle_connected(now);
-    let pump =
-        |writer: &mut ClientSession, reader: &mut ClientSession<Journaled>, server: &mut Server| {
-            for _ in 0..4 {
-                while let Some(f) = writer.poll_transmit() {
-                    server.handle_input(now, w, &f);
-                }
-                while let Some(f) = reader.poll_transmit() {
-                    server.handle_input(now, r, &f);
-                }
-                while let Some(t) = server.poll_transmit() {
-                    if t.connection == w {
-                        writer.handle_input(now, &t.frame);
-                    } else {
-                        reader.handle_input(now, &t.frame);
-                    }
+    let pump = |writer: &mut ClientSession, reader: &mut ClientSession<Journaled>, server: &mut Server| {
+        for _ in 0..4 {
+            while let Some(f) = writer.poll_transmit() {
+                server.handle_input(now, w, &f);
+            }
+            while let Some(f) = reader.poll_transmit() {
+                server.handle_input(now, r, &f);
+            }
+            while let Some(t) = server.poll_transmit() {
+                if t.connection == w {
+                    writer.handle_input(now, &t.frame);
+                } else {
+                    reader.handle_input(now, &t.frame);
                 }
             }
-        };
+        }
+    };
     pump(&mut writer, &mut reader, &mut server);
     for word in ["one ", "two ", "three"] {
         let doc = writer.document_mut("doc").unwrap();

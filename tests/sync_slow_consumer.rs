@@ -35,9 +35,10 @@ fn a_stalled_reader_gets_its_changes_merged_once_it_reads_again() {
     let text = sim.server().document("doc").unwrap().text("t").to_string();
     assert_eq!(text.len(), 15_000);
     assert_eq!(sim.client(1).document("doc").unwrap().text("t").to_string(), text);
-    // The backlog arrived merged: a handful of frames, not 1,500.
+    // What waited in the window arrives as sent (a few bytes per keystroke); everything after
+    // it arrives merged: far fewer frames than the 1,500 keystrokes.
     let catch_up = sim.clients[1].frames_received - frames_before;
-    assert!(catch_up < 100, "{catch_up} frames to catch up");
+    assert!(catch_up < 1500 / 4, "{catch_up} frames to catch up");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::codec::{ChangeDecoder, ChangeEncoder};
+use super::codec::DocumentCodec;
 use super::config::ClientConfig;
 use super::event::{ClientEvent, ConnectionStatus};
 use super::random::SplitMix64;
@@ -68,6 +68,8 @@ struct ClientDocument<D> {
     asked: bool,
     /// Whether `Saved` was reported for the current state.
     saved: bool,
+    /// The change codec of this document on the current connection.
+    codec: DocumentCodec,
 }
 
 #[derive(Debug)]
@@ -82,8 +84,6 @@ struct Link {
     received: u64,
     reported: u64,
     window: u32,
-    encoder: ChangeEncoder,
-    decoder: ChangeDecoder,
 }
 
 impl ClientSession<Document> {
@@ -173,6 +173,7 @@ impl<D: SyncDocument> ClientSession<D> {
             batches_sent: 0,
             asked: false,
             saved: false,
+            codec: DocumentCodec::new(),
         };
         let old = self.documents.insert(name.clone(), entry).map(|old| {
             self.send_unsubscribe(old.slot);
@@ -235,8 +236,6 @@ impl<D: SyncDocument> ClientSession<D> {
             received: 0,
             reported: 0,
             window: 0,
-            encoder: ChangeEncoder::new(),
-            decoder: ChangeDecoder::new(self.config.limits.max_decompressed_bytes),
         });
         self.reconnect_at = None;
         self.outbox.push(Message::Hello {
@@ -437,12 +436,13 @@ impl<D: SyncDocument> ClientSession<D> {
     }
 
     fn on_changes(&mut self, now: Instant, slot: DocSlot, bytes: &[u8]) {
-        let Some(link) = self.link.as_mut() else { return };
-        let changes = match link.decoder.decode(bytes) {
+        // Changes for a slot we no longer hold (unsubscribed, in flight): ignore.
+        let Some(name) = self.name_of(slot) else { return };
+        let Some(entry) = self.documents.get_mut(&name) else { return };
+        let changes = match entry.codec.decode(bytes) {
             Ok(changes) => changes,
             Err(e) => return self.fail(now, ProtocolError::Decode(e), CloseReason::ProtocolViolation),
         };
-        let Some(name) = self.name_of(slot) else { return };
         let Some(entry) = self.documents.get_mut(&name) else { return };
         if !entry.synced {
             return;
@@ -496,7 +496,9 @@ impl<D: SyncDocument> ClientSession<D> {
     }
 
     fn push_local_changes(&mut self) {
-        let Some(link) = self.link.as_mut().filter(|l| l.welcomed) else { return };
+        if !self.link.as_ref().is_some_and(|l| l.welcomed) {
+            return;
+        }
         let mut failures = Vec::new();
         for (name, entry) in &mut self.documents {
             if !entry.synced || entry.sent.includes(entry.doc.version()) {
@@ -504,12 +506,19 @@ impl<D: SyncDocument> ClientSession<D> {
             }
             match entry.doc.changes_since(&entry.sent) {
                 Ok(changes) if !changes.is_empty() => {
-                    let bytes = link.encoder.encode(&changes);
-                    entry.batches_sent = entry.batches_sent.wrapping_add(1);
-                    entry.unacked.push_back((entry.batches_sent, entry.doc.version().clone()));
+                    let batches = entry.codec.encode(&changes);
                     entry.sent.merge(entry.doc.version());
                     entry.saved = false;
-                    self.outbox.push(Message::Changes { doc: entry.slot, changes: bytes });
+                    let count = batches.len();
+                    for (i, bytes) in batches.into_iter().enumerate() {
+                        entry.batches_sent = entry.batches_sent.wrapping_add(1);
+                        // Only the last batch completes the version; earlier ones need not
+                        // be tracked separately, as acks are cumulative.
+                        if i + 1 == count {
+                            entry.unacked.push_back((entry.batches_sent, entry.doc.version().clone()));
+                        }
+                        self.outbox.push(Message::Changes { doc: entry.slot, changes: bytes });
+                    }
                 }
                 Ok(_) => entry.sent.merge(entry.doc.version()),
                 Err(e) => failures.push((name.clone(), e)),
@@ -539,6 +548,8 @@ impl<D: SyncDocument> ClientSession<D> {
         entry.unacked.clear();
         entry.batches_sent = 0;
         entry.asked = false;
+        // The server starts a fresh codec with each subscription.
+        entry.codec = DocumentCodec::new();
         let message = Message::Subscribe {
             doc: entry.slot,
             name: name.to_owned(),

@@ -1,36 +1,70 @@
-//! The per-connection change codec: how `Changes` messages encode their changes.
+//! How sessions put changes into `Changes` messages: the wire codec, one pair per document
+//! and connection (counters and Lamport times are per document, so that is where the
+//! codec's predictions hit), and batches small enough for the receiver's limits.
 
-use crate::DecodeError;
 use crate::doc::change::Change;
-use crate::doc::columnar;
+use crate::doc::op::OpContent;
+use crate::wire::change_codec::{ChangeCodecLimits, ChangeDecoder, ChangeEncoder};
 
-/// Encodes the changes one side sends on one connection.
-#[derive(Debug, Default)]
-pub(crate) struct ChangeEncoder;
+/// Most changes, ops, and text bytes the sessions put in one batch: well inside the codec's
+/// default decoding limits, so that a conforming peer is never refused.
+const BATCH_CHANGES: usize = 4096;
+const BATCH_OPS: usize = 16 * 1024;
+const BATCH_TEXT_BYTES: usize = 4 * 1024 * 1024;
 
-impl ChangeEncoder {
-    pub(crate) fn new() -> Self {
-        ChangeEncoder
-    }
-
-    pub(crate) fn encode(&mut self, changes: &[Change]) -> Vec<u8> {
-        let refs: Vec<&Change> = changes.iter().collect();
-        columnar::encode_changes(&refs)
-    }
-}
-
-/// Decodes what the other side's [`ChangeEncoder`] wrote, in order.
+/// The codec state of one document on one connection, both directions.
 #[derive(Debug)]
-pub(crate) struct ChangeDecoder {
-    max_decoded_bytes: usize,
+pub(crate) struct DocumentCodec {
+    encoder: ChangeEncoder,
+    decoder: ChangeDecoder,
 }
 
-impl ChangeDecoder {
-    pub(crate) fn new(max_decoded_bytes: usize) -> Self {
-        ChangeDecoder { max_decoded_bytes }
+impl DocumentCodec {
+    pub(crate) fn new() -> Self {
+        DocumentCodec {
+            encoder: ChangeEncoder::new(),
+            decoder: ChangeDecoder::new(ChangeCodecLimits::default()),
+        }
     }
 
-    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Vec<Change>, DecodeError> {
-        columnar::decode_changes(bytes, self.max_decoded_bytes)
+    /// Encode `changes` as one or more batches, each within the receiver's limits.
+    pub(crate) fn encode(&mut self, changes: &[Change]) -> Vec<Vec<u8>> {
+        let mut batches = Vec::new();
+        let mut start = 0;
+        while start < changes.len() {
+            let (mut ops, mut text) = (0, 0);
+            let mut end = start;
+            while end < changes.len() && end - start < BATCH_CHANGES {
+                let change = &changes[end];
+                let change_text: usize = change
+                    .ops
+                    .iter()
+                    .map(|op| match &op.content {
+                        OpContent::TextInsert { text, .. } => text.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                // Always take at least one change, however large.
+                if end > start
+                    && (ops + change.ops.len() > BATCH_OPS || text + change_text > BATCH_TEXT_BYTES)
+                {
+                    break;
+                }
+                ops += change.ops.len();
+                text += change_text;
+                end += 1;
+            }
+            let mut bytes = Vec::new();
+            self.encoder.encode(&changes[start..end], &mut bytes);
+            batches.push(bytes);
+            start = end;
+        }
+        batches
+    }
+
+    /// Decode what the other side's codec for this document wrote, in order. After an error
+    /// the state no longer matches the sender's: the connection must be closed.
+    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<Vec<Change>, crate::DecodeError> {
+        self.decoder.decode(bytes)
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use super::codec::{ChangeDecoder, ChangeEncoder};
+use super::codec::DocumentCodec;
 use super::config::ServerConfig;
 use super::event::{ConnectionId, ServerEvent, Transmit};
 use super::sync_document::SyncDocument;
@@ -45,8 +45,6 @@ struct Connection {
     /// The client, once the handshake is done.
     peer: Option<PeerId>,
     subscriptions: BTreeMap<DocSlot, Subscription>,
-    encoder: ChangeEncoder,
-    decoder: ChangeDecoder,
     outbox: Vec<Message>,
     /// Flow control: frame bytes sent, and the total the client reported receiving.
     sent: u64,
@@ -66,6 +64,8 @@ struct Subscription {
     unacked: VecDeque<(u32, VersionVector)>,
     /// A `NeedChanges` is in flight.
     asked: bool,
+    /// The change codec of this document on this connection.
+    codec: DocumentCodec,
 }
 
 impl Server<MemoryStore> {
@@ -135,8 +135,6 @@ impl<S: DocumentStore> Server<S> {
             last_heard: now,
             peer: None,
             subscriptions: BTreeMap::new(),
-            encoder: ChangeEncoder::new(),
-            decoder: ChangeDecoder::new(self.config.limits.max_decompressed_bytes),
             outbox: Vec::new(),
             sent: 0,
             acked: 0,
@@ -395,6 +393,7 @@ impl<S: DocumentStore> Server<S> {
                 batches_received: 0,
                 unacked: VecDeque::new(),
                 asked: false,
+                codec: DocumentCodec::new(),
             },
         );
         self.subscribers.entry(name.clone()).or_default().insert((id, slot));
@@ -403,8 +402,15 @@ impl<S: DocumentStore> Server<S> {
 
     fn on_changes(&mut self, id: ConnectionId, slot: DocSlot, bytes: &[u8]) {
         let Some(conn) = self.connections.get_mut(&id) else { return };
-        // Decode first: the codec's state must follow every batch, even one we then refuse.
-        let changes = match conn.decoder.decode(bytes) {
+        let Some(sub) = conn.subscriptions.get_mut(&slot) else {
+            conn.outbox.push(Message::Error {
+                doc: Some(slot),
+                code: ErrorCode::UnknownDocument,
+                detail: "changes for a slot that is not subscribed".into(),
+            });
+            return;
+        };
+        let changes = match sub.codec.decode(bytes) {
             Ok(changes) => changes,
             Err(e) => {
                 return self.violation(
@@ -415,14 +421,8 @@ impl<S: DocumentStore> Server<S> {
                 );
             }
         };
-        let Some(sub) = conn.subscriptions.get_mut(&slot) else {
-            conn.outbox.push(Message::Error {
-                doc: Some(slot),
-                code: ErrorCode::UnknownDocument,
-                detail: "changes for a slot that is not subscribed".into(),
-            });
-            return;
-        };
+        let Some(conn) = self.connections.get_mut(&id) else { return };
+        let Some(sub) = conn.subscriptions.get_mut(&slot) else { return };
         sub.batches_received = sub.batches_received.wrapping_add(1);
         let batch = sub.batches_received;
         let mut completes = VersionVector::new();
@@ -511,8 +511,9 @@ impl<S: DocumentStore> Server<S> {
                 }
                 match doc.changes_since(&sub.remote) {
                     Ok(changes) if !changes.is_empty() => {
-                        let bytes = conn.encoder.encode(&changes);
-                        conn.outbox.push(Message::Changes { doc: *slot, changes: bytes });
+                        for bytes in sub.codec.encode(&changes) {
+                            conn.outbox.push(Message::Changes { doc: *slot, changes: bytes });
+                        }
                     }
                     Ok(_) => {}
                     Err(Error::HistoryTrimmed) => {

@@ -1,8 +1,10 @@
-//! The wire format of the sync protocol: frames, messages and stream framing.
+//! The wire format of the sync protocol: frames, messages, the change codec and stream
+//! framing.
 //!
 //! A frame is one transport message (one WebSocket binary message); on byte streams each
 //! frame is prefixed by its length ([`FrameReader`]). The byte layout is in `docs/PROTOCOL.md`.
 
+pub(crate) mod change_codec;
 mod frame;
 mod limits;
 mod message;

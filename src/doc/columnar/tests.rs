@@ -77,7 +77,7 @@ fn every_value() -> Value {
 
 /// Every op kind, element kind and anchor form; several peers, concurrent deps, timestamps
 /// going backwards, Lamport jumps and counters at the end of the counter space.
-fn hand_built() -> Vec<Change> {
+pub(crate) fn hand_built() -> Vec<Change> {
     let text = root("text", ContainerKind::Text);
     let list = root("list", ContainerKind::List);
     let movable = root("movable", ContainerKind::MovableList);
@@ -558,7 +558,7 @@ fn apply(docs: &mut [Document], step: u32) {
     txn.commit();
 }
 
-fn edited_document(steps: &[u32]) -> Document {
+pub(crate) fn edited_document(steps: &[u32]) -> Document {
     let mut docs: Vec<Document> = (1..=3).map(|p| Document::new(PeerId::new(p * 0x1234_5678_9abc))).collect();
     for (i, doc) in docs.iter_mut().enumerate() {
         doc.set_wall_clock(1_700_000_000_000 + i as u64 * 7);

@@ -1,0 +1,354 @@
+//! Byte-level pieces of the change codec: varints, a bounds-checked reader, the per-batch
+//! budget, and the tagged form of values and elements.
+//!
+//! Values use the same tags as the columnar format's generic column (`doc/columnar/values.rs`),
+//! so that both formats read alike; ids never occur inside values, so this part needs no
+//! codec state.
+
+use std::collections::BTreeMap;
+
+use super::ChangeCodecLimits as Limits;
+use crate::DecodeError;
+use crate::doc::op::{ContainerKind, Element};
+use crate::doc::value::Value;
+
+/// Values nested deeper than this are refused: building and dropping them recurses, and a
+/// hostile input must not exhaust the stack.
+const MAX_VALUE_DEPTH: usize = 128;
+
+// Value tags; element tags extend them.
+const NULL: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const INT: u8 = 3;
+const UINT: u8 = 4;
+const FLOAT: u8 = 5;
+const STRING: u8 = 6;
+const BYTES: u8 = 7;
+const LIST: u8 = 8;
+const MAP: u8 = 9;
+/// `Element::Container`, followed by the kind byte.
+const CONTAINER: u8 = 10;
+/// `None` of an optional element (a map deletion).
+const ABSENT: u8 = 11;
+
+pub(super) fn malformed(what: &str) -> DecodeError {
+    DecodeError::Malformed(format!("change codec: {what}"))
+}
+
+/// Append `v` as an unsigned LEB128 varint (at most 10 bytes).
+#[inline]
+pub(super) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Map signed to unsigned so that small magnitudes of either sign make small varints.
+pub(super) const fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Inverse of [`zigzag`].
+pub(super) const fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+pub(super) const fn kind_code(kind: ContainerKind) -> u8 {
+    match kind {
+        ContainerKind::Text => 0,
+        ContainerKind::List => 1,
+        ContainerKind::MovableList => 2,
+        ContainerKind::Map => 3,
+        ContainerKind::Register => 4,
+        ContainerKind::Counter => 5,
+        ContainerKind::OrSet => 6,
+    }
+}
+
+pub(super) fn kind_from_code(code: u8) -> Result<ContainerKind, DecodeError> {
+    Ok(match code {
+        0 => ContainerKind::Text,
+        1 => ContainerKind::List,
+        2 => ContainerKind::MovableList,
+        3 => ContainerKind::Map,
+        4 => ContainerKind::Register,
+        5 => ContainerKind::Counter,
+        6 => ContainerKind::OrSet,
+        _ => return Err(malformed("unknown container kind")),
+    })
+}
+
+/// A cursor over a byte slice whose every read is bounds-checked.
+pub(super) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub(super) fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let (&first, rest) = self.bytes.split_first().ok_or(DecodeError::Truncated)?;
+        self.bytes = rest;
+        Ok(first)
+    }
+
+    /// A LEB128 varint of at most 10 bytes whose value fits a `u64`.
+    pub(super) fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for (at, &byte) in self.bytes.iter().take(10).enumerate() {
+            let shift = 7 * at;
+            if shift == 63 && byte > 1 {
+                return Err(malformed("varint overflows 64 bits"));
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                self.bytes = &self.bytes[at + 1..];
+                return Ok(value);
+            }
+        }
+        // Ten continuation bytes fail the overflow check above, so the input ended inside.
+        Err(DecodeError::Truncated)
+    }
+
+    pub(super) fn signed(&mut self) -> Result<i64, DecodeError> {
+        self.varint().map(unzigzag)
+    }
+
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.varint()?).map_err(|_| malformed("value does not fit 32 bits"))
+    }
+
+    /// A count of things that take at least one byte each in the rest of the input: a larger
+    /// count is truncation, caught before anything is allocated for it.
+    pub(super) fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| DecodeError::Truncated)?;
+        if n > self.remaining() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if n > self.bytes.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    /// A varint byte length and that many bytes of UTF-8, charged to the text budget.
+    pub(super) fn str(&mut self, budget: &mut Budget) -> Result<&'a str, DecodeError> {
+        let n = self.count()?;
+        budget.text(n)?;
+        std::str::from_utf8(self.bytes(n)?).map_err(|_| malformed("invalid UTF-8"))
+    }
+
+    /// Exactly one UTF-8 character, its length given by its first byte.
+    pub(super) fn one_char(&mut self) -> Result<&'a str, DecodeError> {
+        let width = match self.bytes.first().ok_or(DecodeError::Truncated)? {
+            0x00..=0x7f => 1,
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => return Err(malformed("invalid UTF-8")),
+        };
+        std::str::from_utf8(self.bytes(width)?).map_err(|_| malformed("invalid UTF-8"))
+    }
+}
+
+/// What one batch has made the decoder build so far, against the limits.
+pub(super) struct Budget {
+    limits: Limits,
+    changes: usize,
+    ops: usize,
+    items: usize,
+    text: usize,
+}
+
+/// Add `n` to `used`, refusing to pass `limit`.
+fn charge(used: &mut usize, n: usize, limit: usize) -> Result<(), DecodeError> {
+    match used.checked_add(n) {
+        Some(total) if total <= limit => {
+            *used = total;
+            Ok(())
+        }
+        _ => {
+            Err(DecodeError::TooLarge { size: (*used as u64).saturating_add(n as u64), limit: limit as u64 })
+        }
+    }
+}
+
+impl Budget {
+    pub(super) fn new(limits: &Limits) -> Self {
+        Budget { limits: limits.clone(), changes: 0, ops: 0, items: 0, text: 0 }
+    }
+
+    pub(super) fn change(&mut self) -> Result<(), DecodeError> {
+        charge(&mut self.changes, 1, self.limits.max_changes)
+    }
+
+    pub(super) fn ops(&mut self, n: usize) -> Result<(), DecodeError> {
+        charge(&mut self.ops, n, self.limits.max_ops)
+    }
+
+    /// List and set items, values, ids, dependencies and spans.
+    pub(super) fn items(&mut self, n: usize) -> Result<(), DecodeError> {
+        charge(&mut self.items, n, self.limits.max_items)
+    }
+
+    /// Inserted text, strings and bytes in values, container names.
+    pub(super) fn text(&mut self, n: usize) -> Result<(), DecodeError> {
+        charge(&mut self.text, n, self.limits.max_text_bytes)
+    }
+}
+
+// ---- values ------------------------------------------------------------------------------
+
+pub(super) fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.push(NULL),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Int(i) => {
+            out.push(INT);
+            write_varint(out, zigzag(*i));
+        }
+        Value::Uint(u) => {
+            out.push(UINT);
+            write_varint(out, *u);
+        }
+        Value::Float(f) => {
+            // The exact bits, so that NaN payloads and -0.0 survive.
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Value::String(s) => {
+            out.push(STRING);
+            write_bytes(out, s.as_bytes());
+        }
+        Value::Bytes(b) => {
+            out.push(BYTES);
+            write_bytes(out, b);
+        }
+        Value::List(items) => {
+            out.push(LIST);
+            write_varint(out, items.len() as u64);
+            for item in items {
+                write_value(out, item);
+            }
+        }
+        Value::Map(entries) => {
+            out.push(MAP);
+            write_varint(out, entries.len() as u64);
+            for (key, item) in entries {
+                write_bytes(out, key.as_bytes());
+                write_value(out, item);
+            }
+        }
+    }
+}
+
+pub(super) fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+pub(super) fn write_element(out: &mut Vec<u8>, element: Option<&Element>) {
+    match element {
+        None => out.push(ABSENT),
+        Some(Element::Value(v)) => write_value(out, v),
+        Some(Element::Container(kind)) => {
+            out.push(CONTAINER);
+            out.push(kind_code(*kind));
+        }
+    }
+}
+
+pub(super) fn read_value(input: &mut Reader<'_>, budget: &mut Budget) -> Result<Value, DecodeError> {
+    let tag = input.u8()?;
+    read_value_with_tag(input, tag, budget, 0)
+}
+
+fn read_value_with_tag(
+    input: &mut Reader<'_>,
+    tag: u8,
+    budget: &mut Budget,
+    depth: usize,
+) -> Result<Value, DecodeError> {
+    if depth > MAX_VALUE_DEPTH {
+        return Err(malformed("value nested too deep"));
+    }
+    budget.items(1)?;
+    Ok(match tag {
+        NULL => Value::Null,
+        FALSE => Value::Bool(false),
+        TRUE => Value::Bool(true),
+        INT => Value::Int(input.signed()?),
+        UINT => Value::Uint(input.varint()?),
+        FLOAT => {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(input.bytes(8)?);
+            Value::Float(f64::from_bits(u64::from_le_bytes(raw)))
+        }
+        STRING => Value::String(input.str(budget)?.to_owned()),
+        BYTES => {
+            let n = input.count()?;
+            budget.text(n)?;
+            Value::Bytes(input.bytes(n)?.to_vec())
+        }
+        LIST => {
+            let n = input.count()?;
+            budget.items(n)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let tag = input.u8()?;
+                items.push(read_value_with_tag(input, tag, budget, depth + 1)?);
+            }
+            Value::List(items)
+        }
+        MAP => {
+            let n = input.count()?;
+            budget.items(n)?;
+            let mut entries = BTreeMap::new();
+            for _ in 0..n {
+                let key = input.str(budget)?.to_owned();
+                let tag = input.u8()?;
+                entries.insert(key, read_value_with_tag(input, tag, budget, depth + 1)?);
+            }
+            Value::Map(entries)
+        }
+        _ => return Err(malformed("unknown value tag")),
+    })
+}
+
+pub(super) fn read_element(
+    input: &mut Reader<'_>,
+    budget: &mut Budget,
+) -> Result<Option<Element>, DecodeError> {
+    Ok(match input.u8()? {
+        ABSENT => None,
+        CONTAINER => Some(Element::Container(kind_from_code(input.u8()?)?)),
+        tag => Some(Element::Value(read_value_with_tag(input, tag, budget, 0)?)),
+    })
+}
+
+pub(super) fn read_present_element(
+    input: &mut Reader<'_>,
+    budget: &mut Budget,
+) -> Result<Element, DecodeError> {
+    read_element(input, budget)?.ok_or_else(|| malformed("missing element"))
+}
