@@ -2,13 +2,30 @@
 //!
 //! ```text
 //! cargo run --release --example trace -- ../shared/traces/automerge-paper.json.gz [--via local] [--out-dir DIR]
+//! cargo run --release --example trace -- TRACE --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]
 //! ```
 //!
-//! Sequential traces (`{startContent, endContent, txns: [{patches}]}`) are typed by one replica;
-//! concurrent traces (`txns` with `parents` and `agent`) get one replica per agent, and each
-//! transaction is applied on that agent's replica at exactly its `parents` version (bringing in
-//! what the parents include, or forking at the parents when the replica is ahead), then shared.
-//! Every replica must end at `endContent`. Prints one JSON line; exits non-zero on a mismatch.
+//! `--via local` (the default): sequential traces (`{startContent, endContent, txns:
+//! [{patches}]}`) are typed by one replica; concurrent traces (`txns` with `parents` and
+//! `agent`) get one replica per agent, and each transaction is applied on that agent's
+//! replica at exactly its `parents` version (bringing in what the parents include, or forking
+//! at the parents when the replica is ahead), then shared.
+//!
+//! `--via sim`: the same edits travel through the sync protocol, in the deterministic network
+//! simulator of the tests (`tests/common/sim.rs`): one server and N client sessions syncing
+//! one document named after the trace. K clients write (default: one for a sequential trace,
+//! one per agent for a concurrent one); the others only receive. A sequential trace is cut
+//! into K contiguous turns, each typed once its writer has received the turns before; agent
+//! `a` of a concurrent trace types on writer `a % K`, at its `parents` version as above.
+//! Every transaction is one crdt-sync transaction and leaves as its own frame, 1 ms of
+//! simulated time after the one before. `--faults` breaks links, partitions clients and
+//! restarts the server throughout ([`Faults::heavy`](sim::Faults::heavy)); the network heals
+//! at the end and runs until it settles. `--seed` picks the run (same seed, same run).
+//! `bytes_per_op` is what clients sent per trace op, `fanout_bytes_per_op` what the server
+//! sent each receiving client per op; both count every frame, handshakes and resyncs included.
+//!
+//! Every replica (the server's too) must end at `endContent`. Prints one JSON line; exits
+//! non-zero on a mismatch. `--out-dir` writes each replica's text there.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,33 +39,67 @@ mod trace_replay;
 #[path = "support/counting.rs"]
 mod counting;
 
+// The simulator of the integration tests, so that the tool and the tests drive the protocol
+// alike; the tool uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/common/sim.rs"]
+mod sim;
+
+#[path = "support/trace_sim.rs"]
+mod trace_sim;
+
 #[global_allocator]
 static ALLOC: counting::Counting = counting::Counting;
 
-use trace_replay::load_trace;
+use trace_replay::{Trace, load_trace};
+use trace_sim::{SimOptions, replay_through_sim};
+
+const USAGE: &str = "usage: trace FILE.json.gz [--via local] [--out-dir DIR]
+       trace FILE.json.gz --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]";
 
 struct Args {
     file: PathBuf,
     via: String,
     out_dir: Option<PathBuf>,
+    /// Only with `--via sim`.
+    sim: Option<SimOptions>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut file, mut via, mut out_dir) = (None, "local".to_string(), None);
+    let (mut clients, mut writers, mut seed, mut faults) = (None, None, None, false);
+    fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
+        let value = value.ok_or(format!("{flag} needs a value"))?;
+        value.parse().map_err(|_| format!("{flag} {value}: not a number"))
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--via" => via = args.next().ok_or("--via needs a value")?,
             "--out-dir" => out_dir = Some(PathBuf::from(args.next().ok_or("--out-dir needs a value")?)),
+            "--clients" => clients = Some(number("--clients", args.next())? as usize),
+            "--writers" => writers = Some(number("--writers", args.next())? as usize),
+            "--seed" => seed = Some(number("--seed", args.next())?),
+            "--faults" => faults = true,
             "-h" | "--help" => return Err(String::new()),
             _ if file.is_none() && !arg.starts_with("--") => file = Some(PathBuf::from(arg)),
             _ => return Err(format!("unexpected argument {arg}")),
         }
     }
-    if via != "local" {
-        return Err(format!("--via {via} is not available yet (only `local`)"));
-    }
-    Ok(Args { file: file.ok_or("missing trace file")?, via, out_dir })
+    let sim = match via.as_str() {
+        "local" if clients.is_some() || writers.is_some() || seed.is_some() || faults => {
+            return Err("--clients, --writers, --seed and --faults go with --via sim".into());
+        }
+        "local" => None,
+        "sim" => Some(SimOptions {
+            clients: clients.ok_or("--via sim needs --clients N")?,
+            writers,
+            seed: seed.unwrap_or(0),
+            faults,
+        }),
+        _ => return Err(format!("--via {via}: expected `local` or `sim`")),
+    };
+    Ok(Args { file: file.ok_or("missing trace file")?, via, out_dir, sim })
 }
 
 fn main() -> ExitCode {
@@ -58,7 +109,7 @@ fn main() -> ExitCode {
             if !message.is_empty() {
                 eprintln!("error: {message}");
             }
-            eprintln!("usage: trace FILE.json.gz [--via local] [--out-dir DIR]");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -76,6 +127,13 @@ fn run(args: &Args) -> Result<bool, String> {
     let trace = load_trace(&args.file)?;
     let name = args.file.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
     let name = name.trim_end_matches(".gz").trim_end_matches(".json");
+    match &args.sim {
+        Some(options) => run_sim(args, &trace, name, options),
+        None => run_local(args, &trace, name),
+    }
+}
+
+fn run_local(args: &Args, trace: &Trace, name: &str) -> Result<bool, String> {
     let ops = trace.op_count();
 
     #[allow(clippy::disallowed_methods)] // the trace tool measures real time
@@ -140,6 +198,93 @@ fn run(args: &Args) -> Result<bool, String> {
     });
     println!("{report}");
     Ok(all_match)
+}
+
+fn run_sim(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Result<bool, String> {
+    let ops = trace.op_count();
+    #[allow(clippy::disallowed_methods)] // the trace tool measures real time
+    let started = Instant::now();
+    let run = replay_through_sim(trace, name, options)?;
+    let elapsed = started.elapsed();
+    let sim = &run.sim;
+    if !run.settled {
+        eprintln!("the network did not settle after healing");
+    }
+    for error in &run.events.first_errors {
+        eprintln!("protocol error: {error}");
+    }
+
+    // Every client's replica, then the server's.
+    let mut replicas: Vec<(String, String)> = (0..options.clients)
+        .map(|i| {
+            let text = sim.client(i).document(name).map(|d| d.text("text").to_string()).unwrap_or_default();
+            (i.to_string(), text)
+        })
+        .collect();
+    let server_text = if sim.server_is_up() {
+        sim.server().document(name).map(|d| d.text("text").to_string())
+    } else {
+        None
+    };
+    replicas.push(("server".into(), server_text.unwrap_or_default()));
+    let mut at_end_content = 0;
+    for (label, text) in &replicas {
+        if *text == trace.end_content {
+            at_end_content += 1;
+        } else {
+            let at = text.chars().zip(trace.end_content.chars()).take_while(|(a, b)| a == b).count();
+            eprintln!(
+                "replica {label}: text differs from endContent at char {at} ({} chars, expected {})",
+                text.chars().count(),
+                trace.end_content.chars().count()
+            );
+        }
+        if let Some(dir) = &args.out_dir {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let path = dir.join(format!("{label}.txt"));
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+
+    let stats = &sim.stats;
+    let receivers = &sim.client_stats[run.writers.min(sim.client_stats.len())..];
+    let per_op = |bytes: f64| (bytes / ops.max(1) as f64 * 100.0).round() / 100.0;
+    // `null` when every client writes: there is no pure receiver to measure.
+    let fanout_bytes_per_op = (!receivers.is_empty())
+        .then(|| per_op(receivers.iter().map(|s| s.bytes_down).sum::<u64>() as f64 / receivers.len() as f64));
+    let final_chars = sim.client(0).document(name).map_or(0, |d| d.text("text").len());
+    let report = serde_json::json!({
+        "trace": name,
+        "via": args.via,
+        "clients": options.clients,
+        "writers": run.writers,
+        "seed": options.seed,
+        "faults": options.faults,
+        "txns": trace.txns.len(),
+        "ops": ops,
+        "elapsed_ms": (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "ops_per_sec": (ops as f64 / elapsed.as_secs_f64()).round(),
+        "simulated_s": (sim.now.duration_since(run.started).as_secs_f64() * 1000.0).round() / 1000.0,
+        "final_chars": final_chars,
+        "frames": stats.frames_up + stats.frames_down,
+        "frames_up": stats.frames_up,
+        "frames_down": stats.frames_down,
+        "bytes_on_wire": stats.bytes_up + stats.bytes_down,
+        "bytes_up": stats.bytes_up,
+        "bytes_down": stats.bytes_down,
+        "bytes_per_op": per_op(stats.bytes_up as f64),
+        "fanout_bytes_per_op": fanout_bytes_per_op,
+        "server_restarts": sim.restarts,
+        "reconnects": run.events.reconnects,
+        "out_of_sync": run.events.out_of_sync,
+        "protocol_errors": run.events.client_errors + run.events.server_errors,
+        "settled": run.settled,
+        "replicas": replicas.len(),
+        "replicas_at_end_content": at_end_content,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
+    println!("{report}");
+    Ok(at_end_content == replicas.len())
 }
 
 /// Peak resident set size of this process (Linux; `null` elsewhere).

@@ -153,6 +153,9 @@ pub struct Sim {
     pending: BTreeMap<u64, Delivery>,
     next_seq: u64,
     pub stats: WireStats,
+    /// The same counts per client: `frames_up`/`bytes_up` what it sent, `frames_down`/
+    /// `bytes_down` what the server sent it (indexed like `clients`).
+    pub client_stats: Vec<WireStats>,
     pub server_events: Vec<ServerEvent>,
     pub client_events: Vec<(usize, ClientEvent)>,
     pub restarts: u32,
@@ -192,6 +195,7 @@ impl Sim {
             pending: BTreeMap::new(),
             next_seq: 0,
             stats: WireStats::default(),
+            client_stats: vec![WireStats::default(); clients],
             server_events: Vec::new(),
             client_events: Vec::new(),
             restarts: 0,
@@ -289,6 +293,8 @@ impl Sim {
                         link.last_up = at;
                         self.stats.frames_up += 1;
                         self.stats.bytes_up += frame.len() as u64;
+                        self.client_stats[i].frames_up += 1;
+                        self.client_stats[i].bytes_up += frame.len() as u64;
                         self.schedule(at, Delivery::ToServer { link: link_id, frame });
                     }
                 }
@@ -333,8 +339,11 @@ impl Sim {
                 let link = self.links.get_mut(&link_id).expect("live link");
                 let at = at.max(link.last_down);
                 link.last_down = at;
+                let client = link.client;
                 self.stats.frames_down += 1;
                 self.stats.bytes_down += transmit.frame.len() as u64;
+                self.client_stats[client].frames_down += 1;
+                self.client_stats[client].bytes_down += transmit.frame.len() as u64;
                 self.schedule(at, Delivery::ToClient { link: link_id, frame: transmit.frame });
             }
             for event in events {
@@ -533,15 +542,22 @@ impl Sim {
 
     /// Run until [`Sim::settled`], at most `limit` of simulated time; returns whether it settled.
     pub fn run_until_settled(&mut self, documents: &[&str], limit: Duration) -> bool {
+        self.run_until_with(limit, |sim| sim.settled(documents))
+    }
+
+    /// Run until `done` holds (checked before every step), at most `limit` of simulated
+    /// time; returns whether it held. Time jumps from event to event, so waiting for one
+    /// replica to catch up costs no more than the deliveries it takes.
+    pub fn run_until_with(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let deadline = self.now + limit;
         while self.now < deadline {
-            if self.settled(documents) {
+            if done(self) {
                 return true;
             }
             let step = self.next_deadline().map_or(deadline, |n| n.min(deadline));
             self.now = self.now.max(step);
             self.step();
         }
-        self.settled(documents)
+        done(self)
     }
 }
