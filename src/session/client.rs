@@ -70,6 +70,8 @@ struct ClientDocument<D> {
     saved: bool,
     /// The change codec of this document on the current connection.
     codec: DocumentCodec,
+    /// The document refused what the server holds; it no longer syncs until subscribed again.
+    refused: bool,
 }
 
 #[derive(Debug)]
@@ -174,6 +176,7 @@ impl<D: SyncDocument> ClientSession<D> {
             asked: false,
             saved: false,
             codec: DocumentCodec::new(),
+            refused: false,
         };
         let old = self.documents.insert(name.clone(), entry).map(|old| {
             self.send_unsubscribe(old.slot);
@@ -364,9 +367,12 @@ impl<D: SyncDocument> ClientSession<D> {
                     link.welcomed = true;
                     link.window = window_bytes;
                 }
-                self.attempts = 0;
+                if self.documents.is_empty() {
+                    self.attempts = 0;
+                }
                 self.set_status(ConnectionStatus::Connected);
-                let names: Vec<String> = self.documents.keys().cloned().collect();
+                let names: Vec<String> =
+                    self.documents.iter().filter(|(_, d)| !d.refused).map(|(n, _)| n.clone()).collect();
                 for name in names {
                     self.send_subscribe(&name);
                 }
@@ -394,7 +400,7 @@ impl<D: SyncDocument> ClientSession<D> {
                 ProtocolError::UnexpectedMessage("pre-handshake"),
                 CloseReason::ProtocolViolation,
             ),
-            Message::Sync { doc, version, update } => self.on_sync(now, doc, version, &update),
+            Message::Sync { doc, version, update } => self.on_sync(doc, version, &update),
             Message::Changes { doc, changes } => self.on_changes(now, doc, &changes),
             Message::Ack { doc, batch } => self.on_ack(doc, batch),
             Message::NeedChanges { doc, version } => {
@@ -418,21 +424,39 @@ impl<D: SyncDocument> ClientSession<D> {
         self.documents.iter().find(|(_, d)| d.slot == slot).map(|(n, _)| n.clone())
     }
 
-    fn on_sync(&mut self, now: Instant, slot: DocSlot, version: VersionVector, update: &[u8]) {
+    fn on_sync(&mut self, slot: DocSlot, version: VersionVector, update: &[u8]) {
         // A slot from an earlier subscription under the same name: stale, ignore.
         let Some(name) = self.name_of(slot) else { return };
         let Some(entry) = self.documents.get_mut(&name) else { return };
         match entry.doc.import(update) {
             Ok(_) => {
                 entry.synced = true;
+                // A document synced: the connection works, so the next loss backs off from
+                // the start (not at `Welcome`: a server that accepts and then fails every
+                // subscription would otherwise be retried at full speed forever).
+                self.attempts = 0;
                 // The server holds `version`; everything else local is pushed at the next poll.
                 entry.sent = version;
                 entry.asked = false;
                 self.events.push_back(ClientEvent::Synced { document: name.clone() });
                 self.events.push_back(ClientEvent::RemoteChanges { document: name });
             }
-            Err(e) => self.fail(now, ProtocolError::Document(e), CloseReason::ProtocolViolation),
+            Err(e) => self.refuse_document(&name, e),
         }
+    }
+
+    /// Our copy refuses what the server holds (a change from a clock too far ahead, a peer id
+    /// reused with different content). Reconnecting would fetch the same changes again, so
+    /// stop syncing this document and say so; the connection and the other documents carry
+    /// on, and subscribing the document again retries.
+    fn refuse_document(&mut self, name: &str, error: crate::Error) {
+        let Some(entry) = self.documents.get_mut(name) else { return };
+        entry.synced = false;
+        entry.refused = true;
+        entry.unacked.clear();
+        let slot = entry.slot;
+        self.send_unsubscribe(slot);
+        self.events.push_back(ClientEvent::DocumentRefused { document: name.to_owned(), error });
     }
 
     fn on_changes(&mut self, now: Instant, slot: DocSlot, bytes: &[u8]) {
@@ -457,11 +481,7 @@ impl<D: SyncDocument> ClientSession<D> {
                 }
                 self.ask_if_behind(&name);
             }
-            Err(e) => {
-                // Our copy refuses what the server holds: resync from scratch on a new
-                // connection rather than diverge silently.
-                self.fail(now, ProtocolError::Document(e), CloseReason::ProtocolViolation)
-            }
+            Err(e) => self.refuse_document(&name, e),
         }
     }
 

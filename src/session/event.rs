@@ -68,6 +68,16 @@ pub enum ClientEvent {
         /// The document's name.
         document: String,
     },
+    /// The local copy of a document refused what the server sent (see the error: a
+    /// timestamp too far ahead of this replica's wall clock, a peer id reused with different
+    /// content). The document stopped syncing; the connection and the other documents carry
+    /// on. Fix the cause and subscribe the document again to retry.
+    DocumentRefused {
+        /// The document's name.
+        document: String,
+        /// Why it refused.
+        error: crate::Error,
+    },
     /// Something went wrong; the session carries on (or reconnects) unless the status says
     /// otherwise.
     Error(ProtocolError),
