@@ -44,10 +44,28 @@ fn run_seed(seed: u64, clients: usize, edits: usize, server: ServerConfig) -> (u
         tokens.push((doc, token));
     }
     sim.heal();
-    assert!(
-        sim.run_until_settled(&DOCS, Duration::from_secs(600)),
-        "seed {seed}: the network healed but the replicas did not settle"
-    );
+    let settled = sim.run_until_settled(&DOCS, Duration::from_secs(600));
+    if !settled {
+        for (c, e) in &sim.client_events {
+            if !matches!(
+                e,
+                ClientEvent::StatusChanged(_)
+                    | ClientEvent::RemoteChanges { .. }
+                    | ClientEvent::Synced { .. }
+                    | ClientEvent::Saved { .. }
+            ) {
+                eprintln!("client {c}: {e:?}");
+            }
+        }
+        for i in 0..clients {
+            eprintln!(
+                "client {i}: {:?} saved {:?}",
+                sim.client(i).status(),
+                DOCS.map(|d| sim.client(i).is_saved(d))
+            );
+        }
+    }
+    assert!(settled, "seed {seed}: the network healed but the replicas did not settle");
     let reconnects = sim
         .client_events
         .iter()

@@ -428,20 +428,30 @@ impl<D: SyncDocument> ClientSession<D> {
         // A slot from an earlier subscription under the same name: stale, ignore.
         let Some(name) = self.name_of(slot) else { return };
         let Some(entry) = self.documents.get_mut(&name) else { return };
-        match entry.doc.import(update) {
-            Ok(_) => {
-                entry.synced = true;
-                // A document synced: the connection works, so the next loss backs off from
-                // the start (not at `Welcome`: a server that accepts and then fails every
-                // subscription would otherwise be retried at full speed forever).
-                self.attempts = 0;
-                // The server holds `version`; everything else local is pushed at the next poll.
-                entry.sent = version;
-                entry.asked = false;
-                self.events.push_back(ClientEvent::Synced { document: name.clone() });
-                self.events.push_back(ClientEvent::RemoteChanges { document: name });
-            }
-            Err(e) => self.refuse_document(&name, e),
+        // `HistoryTrimmed`: the update is the server's snapshot, and this copy holds edits the
+        // server had not applied when it made it (edits made offline, or typed while the
+        // snapshot was on its way), so the snapshot cannot replace it. Push those edits, then
+        // ask again from this copy's version: the server answers with a snapshot that holds
+        // them. The request leaves first but the server acts on it only once it has them.
+        let retry = match entry.doc.import(update) {
+            Ok(_) => false,
+            Err(crate::Error::HistoryTrimmed) => true,
+            Err(e) => return self.refuse_document(&name, e),
+        };
+        entry.synced = true;
+        // A document synced: the connection works, so the next loss backs off from the
+        // start (not at `Welcome`: a server that accepts and then fails every subscription
+        // would otherwise be retried at full speed forever).
+        self.attempts = 0;
+        // The server holds `version`; everything else local is pushed at the next poll.
+        entry.sent = version;
+        entry.asked = retry;
+        if retry {
+            let version = entry.doc.version().clone();
+            self.outbox.push(Message::NeedChanges { doc: slot, version });
+        } else {
+            self.events.push_back(ClientEvent::Synced { document: name.clone() });
+            self.events.push_back(ClientEvent::RemoteChanges { document: name });
         }
     }
 

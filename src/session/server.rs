@@ -516,6 +516,12 @@ impl<S: DocumentStore> Server<S> {
                         }
                     }
                     Ok(_) => {}
+                    Err(Error::HistoryTrimmed) if !doc.version().includes(&sub.remote) => {
+                        // Behind the trimmed history and holding edits the server has not
+                        // applied yet: a snapshot now could not replace its copy. Its edits
+                        // are on their way (it pushes after `Sync`); resync once they land.
+                        continue;
+                    }
                     Err(Error::HistoryTrimmed) => {
                         // The subscriber is behind the server's trimmed history: resync it.
                         conn.outbox.push(Message::Sync {
