@@ -27,11 +27,7 @@ fn a_late_joiner_gets_one_compact_sync() {
     let before = sim.stats.clone();
     let mut session = crdt_sync::ClientSession::new(PeerId::new(99), ClientConfig::default());
     session.subscribe("essay", Document::new(PeerId::new(99)));
-    sim.clients.push(common::sim::SimClient::new(session));
-    let joiner = sim.clients.len() - 1;
-    let now = sim.now;
-    sim.client_mut(joiner).connect(now);
-    sim.drain();
+    let joiner = sim.add_client(session);
     assert!(sim.run_until_settled(&["essay"], Duration::from_secs(10)));
     assert_eq!(sim.client(joiner).document("essay").unwrap().text("body").to_string(), text);
     // Welcome and one Sync (and the odd pong), not thousands of changes; the history is

@@ -235,6 +235,17 @@ impl Sim {
         &self.clients[i].session
     }
 
+    /// Add a client (a late joiner); it connects at once. Returns its index.
+    pub fn add_client(&mut self, session: ClientSession) -> usize {
+        self.clients.push(SimClient::new(session));
+        self.client_stats.push(WireStats::default());
+        let index = self.clients.len() - 1;
+        let now = self.now;
+        self.clients[index].session.connect(now);
+        self.drain();
+        index
+    }
+
     /// A client, for commands; call [`Sim::drain`] after.
     pub fn client_mut(&mut self, i: usize) -> &mut ClientSession {
         &mut self.clients[i].session
