@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use crdt_sync::{
-    ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, MemoryStore, PeerId,
-    Server, ServerConfig, ServerEvent,
+    ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, DocumentStore,
+    MemoryStore, PeerId, Server, ServerConfig, ServerEvent,
 };
 
 /// SplitMix64, so that the simulator depends on nothing but its seed.
@@ -54,17 +54,27 @@ pub struct Faults {
     pub partition: f64,
     /// Chance per delivered frame that the server restarts.
     pub restart_server: f64,
+    /// Chance per delivered frame that old changes of the client reach the server again (a
+    /// stale copy from an earlier connection or another path): everything the client made
+    /// since a random earlier point, applied to the server's document once more.
+    pub duplicate: f64,
 }
 
 impl Faults {
     /// A perfect network with a little latency.
     pub fn none() -> Self {
-        Faults { latency_ms: (1, 5), break_link: 0.0, partition: 0.0, restart_server: 0.0 }
+        Faults { latency_ms: (1, 5), break_link: 0.0, partition: 0.0, restart_server: 0.0, duplicate: 0.0 }
     }
 
     /// A hostile network.
     pub fn heavy() -> Self {
-        Faults { latency_ms: (1, 80), break_link: 0.02, partition: 0.005, restart_server: 0.003 }
+        Faults {
+            latency_ms: (1, 80),
+            break_link: 0.02,
+            partition: 0.005,
+            restart_server: 0.003,
+            duplicate: 0.01,
+        }
     }
 }
 
@@ -503,6 +513,29 @@ impl Sim {
             self.break_client_link(client);
         } else if self.rng.chance(self.faults.break_link) {
             self.break_client_link(client);
+        } else if self.rng.chance(self.faults.duplicate) {
+            self.duplicate_changes(client);
+        }
+    }
+
+    /// Deliver once more, to the server's copy, the changes `client` made after a random
+    /// point of its history: the server must recognise every one of them.
+    fn duplicate_changes(&mut self, client: usize) {
+        let Some(server) = self.server.as_mut() else { return };
+        let session = &self.clients[client].session;
+        let peer = session.peer();
+        let names: Vec<String> = session.document_names().map(str::to_owned).collect();
+        for name in names {
+            let Some(doc) = session.document(&name) else { continue };
+            let mut since = doc.version().clone();
+            let own = since.get(peer);
+            since.set(peer, own - (self.rng.below(u64::from(own) + 1) as u32).min(own));
+            let Ok(changes) = doc.changes_since(&since) else { continue };
+            if let Some(copy) = server.store_mut().get_mut(&name) {
+                // Changes whose dependencies the server lacks wait, like any early arrival.
+                let _ = copy.apply_changes(changes);
+                server.document_changed(&name);
+            }
         }
     }
 
