@@ -55,6 +55,9 @@ pub struct Document {
     /// Changes waiting for dependencies, by first id.
     pending: BTreeMap<OpId, Change>,
     events: Option<VecDeque<DocEvent>>,
+    /// Root container ids handed to transactions, so that every keystroke's operation shares
+    /// one name allocation (and compares by pointer) instead of allocating its own.
+    roots: Vec<ContainerId>,
 }
 
 /// What an import did.
@@ -139,7 +142,26 @@ impl Document {
             base: None,
             pending: BTreeMap::new(),
             events: None,
+            roots: Vec::new(),
         }
+    }
+
+    /// The id of root container `name`, sharing the allocation of earlier ones.
+    pub(crate) fn root_id(&mut self, name: &str, kind: ContainerKind) -> ContainerId {
+        /// Applications use a handful of roots; past this many, ids are simply not shared.
+        const MAX_SHARED: usize = 64;
+        let known = self
+            .roots
+            .iter()
+            .find(|id| matches!(id, ContainerId::Root { name: n, kind: k } if *k == kind && **n == *name));
+        if let Some(id) = known {
+            return id.clone();
+        }
+        let id = ContainerId::root(name, kind);
+        if self.roots.len() < MAX_SHARED {
+            self.roots.push(id.clone());
+        }
+        id
     }
 
     /// The peer id this replica edits as.
@@ -480,6 +502,30 @@ impl Document {
     /// [`Document::import`].
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ImportStatus, Error> {
         let mut status = ImportStatus::default();
+        let mut changes = changes.into_iter();
+        // The live-sync case: one change, the next of its peer, nothing waiting. Same checks,
+        // without the bookkeeping (and the allocations) a batch needs.
+        if changes.len() == 1 && self.pending.is_empty() {
+            let Some(mut change) = changes.next() else { return Ok(status) };
+            change.validate_shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
+            self.clock.check(change.timestamp)?;
+            let version = self.version();
+            let next = change.id.counter == version.get(change.id.peer)
+                && change.deps.ids().iter().all(|d| version.contains(*d));
+            if next {
+                self.validate_change(&change, &mut Overlay::default())
+                    .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
+                let (mut containers, mut spans) = (BTreeSet::new(), Vec::new());
+                self.apply_valid(change, &mut containers, &mut spans);
+                if self.events_enabled() {
+                    self.emit(Origin::Remote, containers.into_iter().collect(), spans);
+                }
+                status.applied = 1;
+                return Ok(status);
+            }
+            // Not the next one (a duplicate, an overlap, or early): the general path.
+            changes = vec![change].into_iter();
+        }
         let mut fresh: BTreeMap<OpId, Change> = BTreeMap::new();
         for mut change in changes {
             change.validate_shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
@@ -489,27 +535,6 @@ impl Document {
                 status.duplicates += 1;
             }
             fresh.extend(parts.into_iter().map(|part| (part.id, part)));
-        }
-
-        // The live-sync case: one change, the next of its peer, nothing waiting. Same checks,
-        // without the bookkeeping a batch needs.
-        if self.pending.is_empty() && fresh.len() == 1 {
-            let version = self.version();
-            let ready = fresh.values().next().filter(|c| {
-                c.id.counter == version.get(c.id.peer) && c.deps.ids().iter().all(|d| version.contains(*d))
-            });
-            if let Some(change) = ready {
-                self.validate_change(change, &mut Overlay::default())
-                    .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
-                let mut containers = BTreeSet::new();
-                let mut spans = Vec::with_capacity(1);
-                for (_, change) in fresh {
-                    self.apply_valid(change, &mut containers, &mut spans);
-                }
-                self.emit(Origin::Remote, containers.into_iter().collect(), spans);
-                status.applied = 1;
-                return Ok(status);
-            }
         }
 
         // Phase 1: find what becomes ready and validate it against state plus what the batch
@@ -594,7 +619,9 @@ impl Document {
                 containers.extend(created);
             }
         }
-        spans.push(change.span());
+        if listening {
+            spans.push(change.span());
+        }
         self.log.push(change, self.config.merge_changes);
     }
 

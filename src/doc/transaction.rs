@@ -84,37 +84,44 @@ impl<'d> Transaction<'d> {
 
     /// Edit the root text named `name`.
     pub fn text(&mut self, name: &str) -> TextMut<'_, 'd> {
-        TextMut::new(self, ContainerId::root(name, ContainerKind::Text))
+        let id = self.doc.root_id(name, ContainerKind::Text);
+        TextMut::new(self, id)
     }
 
     /// Edit the root list named `name`.
     pub fn list<T>(&mut self, name: &str) -> ListMut<'_, 'd, T> {
-        ListMut::new(self, ContainerId::root(name, ContainerKind::List))
+        let id = self.doc.root_id(name, ContainerKind::List);
+        ListMut::new(self, id)
     }
 
     /// Edit the root movable list named `name`.
     pub fn movable_list<T>(&mut self, name: &str) -> MovableListMut<'_, 'd, T> {
-        MovableListMut::new(self, ContainerId::root(name, ContainerKind::MovableList))
+        let id = self.doc.root_id(name, ContainerKind::MovableList);
+        MovableListMut::new(self, id)
     }
 
     /// Edit the root map named `name`.
     pub fn map<K, V>(&mut self, name: &str) -> MapMut<'_, 'd, K, V> {
-        MapMut::new(self, ContainerId::root(name, ContainerKind::Map))
+        let id = self.doc.root_id(name, ContainerKind::Map);
+        MapMut::new(self, id)
     }
 
     /// Edit the root register named `name`.
     pub fn register<T>(&mut self, name: &str) -> RegisterMut<'_, 'd, T> {
-        RegisterMut::new(self, ContainerId::root(name, ContainerKind::Register))
+        let id = self.doc.root_id(name, ContainerKind::Register);
+        RegisterMut::new(self, id)
     }
 
     /// Edit the root counter named `name`.
     pub fn counter(&mut self, name: &str) -> CounterMut<'_, 'd> {
-        CounterMut::new(self, ContainerId::root(name, ContainerKind::Counter))
+        let id = self.doc.root_id(name, ContainerKind::Counter);
+        CounterMut::new(self, id)
     }
 
     /// Edit the root set named `name`.
     pub fn or_set<T>(&mut self, name: &str) -> OrSetMut<'_, 'd, T> {
-        OrSetMut::new(self, ContainerId::root(name, ContainerKind::OrSet))
+        let id = self.doc.root_id(name, ContainerKind::OrSet);
+        OrSetMut::new(self, id)
     }
 
     fn checked(&self, id: &ContainerId, kind: ContainerKind) -> Result<ContainerId, Error> {
