@@ -175,3 +175,16 @@ fn a_live_client_pings_and_is_never_dropped_as_idle() {
     // Ten minutes of quiet cost a ping and a pong every 15 s, and the window reports.
     assert!(sim.stats.frames_up < 2 * 2 * 600 / 15 + 10, "{:?}", sim.stats);
 }
+
+#[test]
+fn a_client_follows_a_shorter_ping_interval_asked_by_the_server() {
+    let server = ServerConfig::default()
+        .with_ping_interval(Duration::from_secs(2))
+        .with_idle_timeout(Duration::from_secs(5));
+    let mut sim = common::sim::Sim::with_configs(2, 1, &["doc"], common::sim::Faults::none(), server, |_| {
+        ClientConfig::default()
+    });
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(sim.client(0).status(), ConnectionStatus::Connected);
+    assert!(!sim.server_events.iter().any(|e| matches!(e, ServerEvent::ConnectionClosed { .. })));
+}

@@ -86,6 +86,9 @@ struct Link {
     received: u64,
     reported: u64,
     window: u32,
+    /// The client's ping interval, or the server's if that is shorter (it closes idle
+    /// connections on its own schedule).
+    ping_interval: Duration,
 }
 
 impl ClientSession<Document> {
@@ -239,6 +242,7 @@ impl<D: SyncDocument> ClientSession<D> {
             received: 0,
             reported: 0,
             window: 0,
+            ping_interval: self.config.ping_interval,
         });
         self.reconnect_at = None;
         self.outbox.push(Message::Hello {
@@ -310,7 +314,7 @@ impl<D: SyncDocument> ClientSession<D> {
             if now >= sent + self.config.ping_timeout {
                 self.fail(now, ProtocolError::Timeout("a pong"), CloseReason::IdleTimeout);
             }
-        } else if now >= link.last_sent.min(link.last_heard) + self.config.ping_interval {
+        } else if now >= link.last_sent.min(link.last_heard) + link.ping_interval {
             let nonce = link.next_nonce;
             link.next_nonce = nonce.wrapping_add(1);
             link.ping_sent = Some(now);
@@ -341,7 +345,7 @@ impl<D: SyncDocument> ClientSession<D> {
             } else if let Some(sent) = link.ping_sent {
                 sent + self.config.ping_timeout
             } else {
-                link.last_sent.min(link.last_heard) + self.config.ping_interval
+                link.last_sent.min(link.last_heard) + link.ping_interval
             }
         });
         match (link_deadline, self.reconnect_at) {
@@ -355,7 +359,7 @@ impl<D: SyncDocument> ClientSession<D> {
     fn handle_message(&mut self, now: Instant, message: Message) {
         let welcomed = self.link.as_ref().is_some_and(|l| l.welcomed);
         match message {
-            Message::Welcome { version, window_bytes, .. } if !welcomed => {
+            Message::Welcome { version, window_bytes, ping_interval_ms } if !welcomed => {
                 if version != PROTOCOL_VERSION {
                     let error = ProtocolError::UnsupportedVersion {
                         ours: (PROTOCOL_VERSION, PROTOCOL_VERSION),
@@ -366,6 +370,8 @@ impl<D: SyncDocument> ClientSession<D> {
                 if let Some(link) = self.link.as_mut() {
                     link.welcomed = true;
                     link.window = window_bytes;
+                    let asked = Duration::from_millis(u64::from(ping_interval_ms).max(100));
+                    link.ping_interval = link.ping_interval.min(asked);
                 }
                 if self.documents.is_empty() {
                     self.attempts = 0;
