@@ -28,7 +28,8 @@ pub enum Message {
         peer: PeerId,
         /// A name for logs and events.
         client_name: String,
-        /// An opaque credential for the server's authentication hook (empty: none).
+        /// An opaque credential (empty: none). Reserved: this version of the server accepts
+        /// every client and ignores it; authentication will read it without a layout change.
         token: Vec<u8>,
     },
     /// Tag 1, server to client: the handshake succeeded.
