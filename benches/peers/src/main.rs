@@ -1,7 +1,8 @@
 //! Replays the shared editing traces through crdt-sync and through yrs, Loro, diamond-types
 //! and Automerge, one library after the other in this process, and prints markdown tables.
 //!
-//! `cargo run --release -- [--trace NAME]... [--runs N] [--lib NAME]... [--traces-dir DIR]`
+//! `cargo run --release -- [--trace NAME]... [--runs N] [--lib NAME]... [--only live-sync]
+//! [--traces-dir DIR]`
 //! from `benches/peers/`. See README.md for what each column means. Progress goes to stderr,
 //! the report to stdout.
 
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use libs::{Lib, Prepared, Problem};
+use libs::{Lib, Prepared, Problem, Traffic};
 
 #[global_allocator]
 static ALLOC: counting::Counting = counting::Counting;
@@ -60,6 +61,14 @@ struct Messages {
     bytes: usize,
 }
 
+/// Live sync: median time of the whole writer → (server) → reader loop, what went on the
+/// wire, and the keystrokes (trace patches) it carried.
+struct Live {
+    stat: Stat,
+    traffic: Traffic,
+    keystrokes: usize,
+}
+
 /// Everything measured for one library on one trace; each stage fails independently.
 struct Measured {
     local: Result<(Stat, usize), Problem>,
@@ -67,6 +76,7 @@ struct Measured {
     messages: Result<Messages, Problem>,
     sizes: Result<Sizes, Problem>,
     load: Result<(Stat, usize), Problem>,
+    live: Result<Live, Problem>,
 }
 
 impl Measured {
@@ -77,6 +87,7 @@ impl Measured {
             messages: Err(p.clone()),
             sizes: Err(p.clone()),
             load: Err(p.clone()),
+            live: Err(p.clone()),
         }
     }
 }
@@ -112,9 +123,46 @@ fn progress(t: &Prepared, lib: &str, stage: &str, run: usize, el: Duration) {
     eprintln!("  [{}] {lib}: {stage} run {} took {:.1} ms", t.name, run + 1, el.as_secs_f64() * 1e3);
 }
 
-fn bench<L: Lib>(t: &Prepared, runs: usize) -> Measured {
+/// Table 6, live sync: a writer types the trace and a reader receives every transaction before
+/// the next one (crdt-sync through an in-memory server, peers directly).
+fn live_sync<L: Lib>(t: &Prepared, runs: usize) -> Result<Live, Problem> {
+    let end = &t.trace.end_content;
+    let mut times = Vec::new();
+    let mut traffic = None;
+    for run in 0..runs {
+        let start = Instant::now();
+        libs::set_budget(Some(BUDGET));
+        let result = L::live_sync(t);
+        libs::set_budget(None);
+        let result = result?;
+        let el = start.elapsed();
+        for (who, text) in (result.finals)() {
+            verify(&text, end, &format!("live sync, {who}"))?;
+        }
+        // The traffic is deterministic (simulated time, seeded sessions): every run must agree.
+        if traffic.is_some_and(|t| t != result.traffic) {
+            return Err(Problem::failed("live sync: runs sent different bytes"));
+        }
+        traffic = Some(result.traffic);
+        times.push(el);
+        progress(t, L::NAME, "live sync", run, el);
+        if run == 0 && el > SLOW {
+            break;
+        }
+    }
+    let keystrokes = t.trace.op_count() + usize::from(!t.trace.start_content.is_empty());
+    let traffic = traffic.ok_or_else(|| Problem::failed("live sync: no run"))?;
+    Ok(Live { stat: Stat::of(times), traffic, keystrokes })
+}
+
+fn bench<L: Lib>(t: &Prepared, runs: usize, stages: Stages) -> Measured {
     if let Some(reason) = L::not_applicable(t) {
         return Measured::all(&Problem::NotApplicable(reason));
+    }
+    if !stages.classic {
+        let mut m = Measured::all(&Problem::NotApplicable("not measured in this run".into()));
+        m.live = guard(|| live_sync::<L>(t, runs));
+        return m;
     }
     let end = &t.trace.end_content;
 
@@ -216,7 +264,17 @@ fn bench<L: Lib>(t: &Prepared, runs: usize) -> Measured {
         Ok(Stat::of(times))
     });
 
-    Measured { local, remote, messages, sizes, load }
+    // 6. Live sync.
+    let live = guard(|| live_sync::<L>(t, runs));
+
+    Measured { local, remote, messages, sizes, load, live }
+}
+
+/// Which measurements to make.
+#[derive(Clone, Copy)]
+struct Stages {
+    /// Tables 1 to 5 (replays, sizes, load, heap).
+    classic: bool,
 }
 
 struct Args {
@@ -224,13 +282,14 @@ struct Args {
     libs: Vec<String>,
     runs: usize,
     dir: PathBuf,
+    stages: Stages,
 }
 
-const USAGE: &str =
-    "usage: cargo run --release -- [--trace NAME]... [--runs N] [--lib NAME]... [--traces-dir DIR]
+const USAGE: &str = "usage: cargo run --release -- [--trace NAME]... [--runs N] [--lib NAME]... [--only live-sync] [--traces-dir DIR]
   --trace NAME       automerge-paper | sveltecomponent | json-crdt-blog-post | friendsforever (default: all)
   --runs N           runs per measurement, median reported (default 5)
   --lib NAME         crdt-sync | yrs | loro | diamond-types | automerge (default: all)
+  --only live-sync   measure only table 6 (live sync) and print only it
   --traces-dir DIR   folder of <trace>.json.gz (default: the crate root's ../shared/traces)";
 
 fn parse_args() -> Result<Args, String> {
@@ -239,6 +298,7 @@ fn parse_args() -> Result<Args, String> {
         libs: Vec::new(),
         runs: 5,
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/traces"),
+        stages: Stages { classic: true },
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -253,6 +313,10 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--traces-dir" => args.dir = PathBuf::from(value()?),
+            "--only" => match value()?.as_str() {
+                "live-sync" => args.stages.classic = false,
+                other => return Err(format!("--only: unknown measurement {other}\n{USAGE}")),
+            },
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -383,13 +447,15 @@ fn stat_cell(s: &Stat, runs: usize) -> Cell {
     Cell { text: format!("{}{mark}", fmt_ms(s.median)), value: Some(s.median.as_secs_f64()) }
 }
 
-fn run_lib(name: &str, t: &Prepared, runs: usize) -> (Measured, &'static str) {
+fn run_lib(name: &str, t: &Prepared, runs: usize, stages: Stages) -> (Measured, &'static str) {
     match name {
-        "crdt-sync" => (bench::<libs::crdt_sync_lib::Ours>(t, runs), libs::crdt_sync_lib::Ours::notes()),
-        "yrs" => (bench::<libs::yrs_lib::Yrs>(t, runs), libs::yrs_lib::Yrs::notes()),
-        "loro" => (bench::<libs::loro_lib::Loro>(t, runs), libs::loro_lib::Loro::notes()),
-        "diamond-types" => (bench::<libs::dt_lib::Dt>(t, runs), libs::dt_lib::Dt::notes()),
-        "automerge" => (bench::<libs::automerge_lib::Am>(t, runs), libs::automerge_lib::Am::notes()),
+        "crdt-sync" => {
+            (bench::<libs::crdt_sync_lib::Ours>(t, runs, stages), libs::crdt_sync_lib::Ours::notes())
+        }
+        "yrs" => (bench::<libs::yrs_lib::Yrs>(t, runs, stages), libs::yrs_lib::Yrs::notes()),
+        "loro" => (bench::<libs::loro_lib::Loro>(t, runs, stages), libs::loro_lib::Loro::notes()),
+        "diamond-types" => (bench::<libs::dt_lib::Dt>(t, runs, stages), libs::dt_lib::Dt::notes()),
+        "automerge" => (bench::<libs::automerge_lib::Am>(t, runs, stages), libs::automerge_lib::Am::notes()),
         other => unreachable!("unknown library {other}"),
     }
 }
@@ -402,6 +468,98 @@ fn crate_of(name: &str) -> &'static str {
         "diamond-types" => libs::dt_lib::Dt::CRATE,
         _ => libs::automerge_lib::Am::CRATE,
     }
+}
+
+type Rows = Vec<(String, Vec<Cell>)>;
+/// Builds one table's rows from a cell per measurement.
+type RowsOf<'a> = dyn Fn(&dyn Fn(&Measured) -> Cell) -> Rows + 'a;
+
+/// Section 6: live sync.
+fn live_tables(out: &mut String, traces: &[String], rows: &RowsOf, runs: usize) {
+    let _ = writeln!(out, "\n### 6. Live sync: writer → (server) → reader, one frame per transaction\n");
+    let _ = writeln!(
+        out,
+        "A writer types every transaction of a sequential trace and sends its update as bytes; a reader \
+         applies it before the next keystroke. crdt-sync: the real protocol, writer `ClientSession` → \
+         `Server::in_memory` → reader `ClientSession`, whole frames counted (two hops: the server \
+         decodes and applies too); peers: the library's incremental update, writer → reader (one \
+         hop). Bytes per keystroke = bytes / trace patches."
+    );
+    let per_key = |bytes: usize, l: &Live| bytes as f64 / l.keystrokes.max(1) as f64;
+    let bytes_cell = |v: f64| Cell { text: format!("{v:.2} B"), value: Some(v) };
+    table(
+        out,
+        "6a. Live sync, whole run, ms (ratio = peer time / crdt-sync time: > 1 means crdt-sync is faster)",
+        traces,
+        &rows(&|m| match &m.live {
+            Ok(l) => stat_cell(&l.stat, runs),
+            Err(p) => problem_cell(p),
+        }),
+        Ratio::PeerOverOurs,
+    );
+    table(
+        out,
+        "6b. Live sync, bytes per keystroke sent by the writer (crdt-sync: frames writer → server; \
+         peers: the updates) (ratio = crdt-sync / peer: > 1 means crdt-sync is larger)",
+        traces,
+        &rows(&|m| match &m.live {
+            Ok(l) => bytes_cell(per_key(l.traffic.writer_bytes, l)),
+            Err(p) => problem_cell(p),
+        }),
+        Ratio::OursOverPeer,
+    );
+    table(
+        out,
+        "6c. Live sync, bytes per keystroke received by the reader (crdt-sync: frames server → reader; \
+         peers: the same updates) (ratio = crdt-sync / peer: > 1 means crdt-sync is larger)",
+        traces,
+        &rows(&|m| match &m.live {
+            Ok(l) => bytes_cell(per_key(l.traffic.reader_bytes, l)),
+            Err(p) => problem_cell(p),
+        }),
+        Ratio::OursOverPeer,
+    );
+    table(
+        out,
+        "6d. Live sync, back channel in bytes per keystroke: server → writer (acks) / reader → server \
+         (receipt reports, pings) (no ratio; peers send none)",
+        traces,
+        &rows(&|m| match &m.live {
+            Ok(l) if l.traffic.to_writer_bytes + l.traffic.from_reader_bytes == 0 => {
+                Cell { text: "none".into(), value: None }
+            }
+            Ok(l) => Cell {
+                text: format!(
+                    "{:.2} B / {:.3} B",
+                    per_key(l.traffic.to_writer_bytes, l),
+                    per_key(l.traffic.from_reader_bytes, l)
+                ),
+                value: None,
+            },
+            Err(p) => problem_cell(p),
+        }),
+        Ratio::None,
+    );
+    table(
+        out,
+        "6e. Live sync, totals: frames (peers: updates) and bytes sent by the writer / received by the \
+         reader (no ratio)",
+        traces,
+        &rows(&|m| match &m.live {
+            Ok(l) => Cell {
+                text: format!(
+                    "{} / {} / {} / {}",
+                    l.traffic.writer_frames,
+                    fmt_kib(l.traffic.writer_bytes),
+                    l.traffic.reader_frames,
+                    fmt_kib(l.traffic.reader_bytes)
+                ),
+                value: None,
+            },
+            Err(p) => problem_cell(p),
+        }),
+        Ratio::None,
+    );
 }
 
 fn main() -> ExitCode {
@@ -453,7 +611,7 @@ fn main() -> ExitCode {
         ));
         for (i, lib) in args.libs.iter().enumerate() {
             eprintln!("[{name}] {lib}");
-            let (m, n) = run_lib(lib, &t, args.runs);
+            let (m, n) = run_lib(lib, &t, args.runs, args.stages);
             notes[i] = n;
             results[i].push(m);
         }
@@ -474,85 +632,88 @@ fn main() -> ExitCode {
     let runs = args.runs;
     let time_dir = "ratio = peer time / crdt-sync time: > 1 means crdt-sync is faster";
     let size_dir = "ratio = crdt-sync / peer: > 1 means crdt-sync is larger";
-    table(
-        &mut out,
-        &format!("1. Local replay, ms ({time_dir})"),
-        &args.traces,
-        &rows(&|m| match &m.local {
-            Ok((s, _)) => stat_cell(s, runs),
-            Err(p) => problem_cell(p),
-        }),
-        Ratio::PeerOverOurs,
-    );
-    table(
-        &mut out,
-        &format!("2. Remote replay: fresh replica imports every message, ms ({time_dir})"),
-        &args.traces,
-        &rows(&|m| match &m.remote {
-            Ok(s) => stat_cell(s, runs),
-            Err(p) => problem_cell(p),
-        }),
-        Ratio::PeerOverOurs,
-    );
-    table(
-        &mut out,
-        "2b. Messages replayed remotely: count / total size (no ratio)",
-        &args.traces,
-        &rows(&|m| match &m.messages {
-            Ok(msg) => Cell { text: format!("{} / {}", msg.count, fmt_kib(msg.bytes)), value: None },
-            Err(p) => problem_cell(p),
-        }),
-        Ratio::None,
-    );
-    for (title, pick) in [
-        ("3a. Encoded size with full history, raw", (|s: &Sizes| s.raw) as fn(&Sizes) -> usize),
-        (
-            "3b. Encoded size, lz4 (crdt-sync: `encode_with(lz4)`; peers: `lz4_flex::block::compress(raw)`)",
-            |s| s.lz4,
-        ),
-        ("3c. Encoded size, library's default save", |s| s.default),
-    ] {
+    if args.stages.classic {
         table(
             &mut out,
-            &format!("{title} ({size_dir})"),
+            &format!("1. Local replay, ms ({time_dir})"),
             &args.traces,
-            &rows(&|m| match &m.sizes {
-                Ok(s) => Cell { text: fmt_kib(pick(s)), value: Some(pick(s) as f64) },
+            &rows(&|m| match &m.local {
+                Ok((s, _)) => stat_cell(s, runs),
+                Err(p) => problem_cell(p),
+            }),
+            Ratio::PeerOverOurs,
+        );
+        table(
+            &mut out,
+            &format!("2. Remote replay: fresh replica imports every message, ms ({time_dir})"),
+            &args.traces,
+            &rows(&|m| match &m.remote {
+                Ok(s) => stat_cell(s, runs),
+                Err(p) => problem_cell(p),
+            }),
+            Ratio::PeerOverOurs,
+        );
+        table(
+            &mut out,
+            "2b. Messages replayed remotely: count / total size (no ratio)",
+            &args.traces,
+            &rows(&|m| match &m.messages {
+                Ok(msg) => Cell { text: format!("{} / {}", msg.count, fmt_kib(msg.bytes)), value: None },
+                Err(p) => problem_cell(p),
+            }),
+            Ratio::None,
+        );
+        for (title, pick) in [
+            ("3a. Encoded size with full history, raw", (|s: &Sizes| s.raw) as fn(&Sizes) -> usize),
+            (
+                "3b. Encoded size, lz4 (crdt-sync: `encode_with(lz4)`; peers: `lz4_flex::block::compress(raw)`)",
+                |s| s.lz4,
+            ),
+            ("3c. Encoded size, library's default save", |s| s.default),
+        ] {
+            table(
+                &mut out,
+                &format!("{title} ({size_dir})"),
+                &args.traces,
+                &rows(&|m| match &m.sizes {
+                    Ok(s) => Cell { text: fmt_kib(pick(s)), value: Some(pick(s) as f64) },
+                    Err(p) => problem_cell(p),
+                }),
+                Ratio::OursOverPeer,
+            );
+        }
+        table(
+            &mut out,
+            &format!("4. Decode + read: load the raw encoding and read the text, ms ({time_dir})"),
+            &args.traces,
+            &rows(&|m| match &m.load {
+                Ok((s, _)) => stat_cell(s, runs),
+                Err(p) => problem_cell(p),
+            }),
+            Ratio::PeerOverOurs,
+        );
+        table(
+            &mut out,
+            &format!("5a. Peak heap during local replay, above the level before it ({size_dir})"),
+            &args.traces,
+            &rows(&|m| match &m.local {
+                Ok((_, peak)) => Cell { text: fmt_mib(*peak), value: Some(*peak as f64) },
+                Err(p) => problem_cell(p),
+            }),
+            Ratio::OursOverPeer,
+        );
+        table(
+            &mut out,
+            &format!("5b. Retained heap of the loaded document after load + read ({size_dir})"),
+            &args.traces,
+            &rows(&|m| match &m.load {
+                Ok((_, r)) => Cell { text: fmt_mib(*r), value: Some(*r as f64) },
                 Err(p) => problem_cell(p),
             }),
             Ratio::OursOverPeer,
         );
     }
-    table(
-        &mut out,
-        &format!("4. Decode + read: load the raw encoding and read the text, ms ({time_dir})"),
-        &args.traces,
-        &rows(&|m| match &m.load {
-            Ok((s, _)) => stat_cell(s, runs),
-            Err(p) => problem_cell(p),
-        }),
-        Ratio::PeerOverOurs,
-    );
-    table(
-        &mut out,
-        &format!("5a. Peak heap during local replay, above the level before it ({size_dir})"),
-        &args.traces,
-        &rows(&|m| match &m.local {
-            Ok((_, peak)) => Cell { text: fmt_mib(*peak), value: Some(*peak as f64) },
-            Err(p) => problem_cell(p),
-        }),
-        Ratio::OursOverPeer,
-    );
-    table(
-        &mut out,
-        &format!("5b. Retained heap of the loaded document after load + read ({size_dir})"),
-        &args.traces,
-        &rows(&|m| match &m.load {
-            Ok((_, r)) => Cell { text: fmt_mib(*r), value: Some(*r as f64) },
-            Err(p) => problem_cell(p),
-        }),
-        Ratio::OursOverPeer,
-    );
+    live_tables(&mut out, &args.traces, &rows, runs);
 
     let mut failed = false;
     let mut problems = Vec::new();
@@ -563,10 +724,14 @@ fn main() -> ExitCode {
                 ("remote replay", m.remote.as_ref().err()),
                 ("encode", m.sizes.as_ref().err()),
                 ("decode + read", m.load.as_ref().err()),
+                ("live sync", m.live.as_ref().err()),
             ];
             let mut seen: Vec<String> = Vec::new();
             for (stage, p) in stages {
                 let Some(p) = p else { continue };
+                if !args.stages.classic && stage != "live sync" {
+                    continue;
+                }
                 let (kind, why) = match p {
                     Problem::NotApplicable(w) => ("n/a", w),
                     Problem::TooSlow { detail, .. } => ("too slow", detail),

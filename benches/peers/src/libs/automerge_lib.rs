@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, LoadOptions, ObjId, ObjType, ROOT, ReadDoc, TextEncoding, Value};
 
-use super::{Lib, OBSERVER, Prepared, Problem, Replica};
+use super::{Lib, LiveRun, OBSERVER, Prepared, Problem, Replica};
 
 const ENCODING: TextEncoding = TextEncoding::UnicodeCodePoint;
 
@@ -118,9 +118,13 @@ impl Lib for Am {
         let text = text_object(&doc)?;
         Ok(AmReplica { doc, text })
     }
+    fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
+        super::replica_live_sync::<AmReplica>(t)
+    }
     fn notes() -> &'static str {
         "automerge: `TextEncoding::UnicodeCodePoint`; replicas start from a shared genesis change \
          creating the text object; message = the transaction's change (`raw_bytes`), imported with \
-         `load_incremental`; raw = `save_nocompress()`, default save = `save()` (DEFLATE)."
+         `load_incremental`; raw = `save_nocompress()`, default save = `save()` (DEFLATE). Live sync: the same \
+         change bytes, `load_incremental` on the reader (quadratic, as in remote replay)."
     }
 }

@@ -5,7 +5,7 @@
 
 use crdt_sync::{Document, EncodeOptions, PeerId, VersionVector};
 
-use super::{Lib, OBSERVER, Prepared, Problem};
+use super::{Lib, LiveRun, OBSERVER, Prepared, Problem};
 use crate::trace_replay::apply_patches;
 
 pub struct Ours;
@@ -67,9 +67,14 @@ impl Lib for Ours {
     fn load(bytes: &[u8]) -> Result<Document, Problem> {
         Document::load(bytes, PeerId::new(OBSERVER + 2)).map_err(Problem::failed)
     }
+    fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
+        super::crdt_sync_live::live_sync(t)
+    }
     fn notes() -> &'static str {
         "crdt-sync: `Trace::replay()` from examples/support/trace_replay.rs (concurrent: a replica per \
          agent plus a hub, changes passed in memory); message = `export_since(&version_before)`, \
-         imported with `import`; raw = `encode()`, lz4 = `encode_with(EncodeOptions::lz4())`."
+         imported with `import`; raw = `encode()`, lz4 = `encode_with(EncodeOptions::lz4())`. Live \
+         sync: writer and reader `ClientSession`s and a `Server::in_memory` exchanging whole frames in \
+         process, in order, simulated time (1 ms per transaction, due deadlines handled)."
     }
 }

@@ -14,7 +14,7 @@ use diamond_types::list::encoding::{ENCODE_FULL, ENCODE_PATCH, EncodeOptions};
 use diamond_types::list::operation::Operation;
 use diamond_types::list::{Branch, ListCRDT, OpLog};
 
-use super::{ConcPlan, Lib, Prepared, Problem};
+use super::{ConcPlan, FinalTexts, Lib, LiveRun, Prepared, Problem, Traffic};
 
 fn ops_of(patches: &[(usize, usize, String)]) -> Vec<Operation> {
     let mut ops = Vec::with_capacity(patches.len() * 2);
@@ -158,11 +158,40 @@ impl Lib for Dt {
         let doc = ListCRDT::load_from(bytes).map_err(|e| Problem::failed(format!("{e:?}")))?;
         Ok(DtDoc { oplog: Rc::new(doc.oplog), branch: doc.branch })
     }
+    fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
+        if let Some(p) = super::live_not_applicable(t) {
+            return Err(p);
+        }
+        let mut writer = ListCRDT::new();
+        let agent = writer.get_or_create_agent_id("agent0");
+        let mut reader = ListCRDT::new();
+        let total = t.trace.txns.len();
+        let (mut updates, mut bytes) = (0, 0);
+        for (i, patches) in super::live_transactions(t).enumerate() {
+            super::check_deadline(i, total, "live sync")?;
+            check_ops(writer.len(), patches)?;
+            let before = writer.oplog.local_version();
+            writer.apply_local_operations(agent, &ops_of(patches));
+            let update = writer.oplog.encode_from(ENCODE_PATCH, &before);
+            updates += 1;
+            bytes += update.len();
+            reader.merge_data_and_ff(&update).map_err(|e| Problem::failed(format!("{e:?}")))?;
+        }
+        let finals: FinalTexts = Box::new(move || {
+            vec![
+                ("writer", writer.branch.content().to_string()),
+                ("reader", reader.branch.content().to_string()),
+            ]
+        });
+        Ok(LiveRun { traffic: Traffic::one_hop(updates, bytes), finals })
+    }
     fn notes() -> &'static str {
         "diamond-types: 1.0.0 from crates.io; `apply_local_operations` per transaction; concurrent = one \
          shared `OpLog` + one `Branch` per agent merged up to the parents' version (no message \
          encoding in local replay: the oplog is shared in memory); message = \
          `encode_from(ENCODE_PATCH, &version_before)`, imported with `ListCRDT::merge_data_and_ff`; \
-         raw = `encode` with `compress_content: false`, default save = `ENCODE_FULL` (lz4 on text)."
+         raw = `encode` with `compress_content: false`, default save = `ENCODE_FULL` (lz4 on text). Live sync: \
+         `encode_from(ENCODE_PATCH, &version_before)` per transaction, `merge_data_and_ff` on the \
+         reader; both compute a CRC-32C whose lookup table diamond-types 1.0.0 rebuilds on every call."
     }
 }

@@ -5,7 +5,7 @@
 
 use loro::{ExportMode, LoroDoc, LoroText};
 
-use super::{Lib, OBSERVER, Prepared, Problem, Replica};
+use super::{Lib, LiveRun, OBSERVER, Prepared, Problem, Replica};
 
 pub struct LoroReplica {
     doc: LoroDoc,
@@ -93,9 +93,13 @@ impl Lib for Loro {
         let text = doc.get_text("text");
         Ok(LoroReplica { doc, text })
     }
+    fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
+        super::replica_live_sync::<LoroReplica>(t)
+    }
     fn notes() -> &'static str {
         "loro: one `commit()` per transaction; message = `export(ExportMode::updates(&vv_before))`; \
          document = `ExportMode::Snapshot` (history + state, blocks already lz4-compressed by Loro), \
-         loaded with `LoroDoc::from_snapshot`."
+         loaded with `LoroDoc::from_snapshot`. Live sync: the same per-commit update, `import` on the \
+         reader."
     }
 }

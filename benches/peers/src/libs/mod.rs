@@ -7,6 +7,7 @@
 
 pub mod automerge_lib;
 pub mod crdt_sync_lib;
+pub mod crdt_sync_live;
 pub mod dt_lib;
 pub mod loro_lib;
 pub mod yrs_lib;
@@ -207,6 +208,49 @@ pub trait Lib {
     fn not_applicable(_t: &Prepared) -> Option<String> {
         None
     }
+    /// Live sync (timed): a writer types the trace, one library transaction per trace
+    /// transaction, and every transaction's update travels as bytes to a reader that applies
+    /// it before the next keystroke. Sequential traces only.
+    fn live_sync(t: &Prepared) -> Result<LiveRun, Problem>;
+}
+
+/// Read the final texts of a live-sync run, by replica; called once the clock has stopped.
+pub type FinalTexts = Box<dyn FnOnce() -> Vec<(&'static str, String)>>;
+
+/// What one live-sync run put on the wire. A peer library has one hop (writer → reader), so
+/// its update bytes are both what the writer sends and what the reader receives, and it has
+/// no back channel; crdt-sync goes through a server and counts whole frames per direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Frames (peers: updates) the writer sent, and their bytes.
+    pub writer_frames: usize,
+    pub writer_bytes: usize,
+    /// Frames (peers: updates) the reader received, and their bytes.
+    pub reader_frames: usize,
+    pub reader_bytes: usize,
+    /// crdt-sync only: bytes server → writer (acks) and reader → server (receipt reports,
+    /// pings).
+    pub to_writer_bytes: usize,
+    pub from_reader_bytes: usize,
+}
+
+impl Traffic {
+    /// One hop: every update is sent once and received once.
+    pub fn one_hop(updates: usize, bytes: usize) -> Self {
+        Traffic {
+            writer_frames: updates,
+            writer_bytes: bytes,
+            reader_frames: updates,
+            reader_bytes: bytes,
+            ..Traffic::default()
+        }
+    }
+}
+
+/// One live-sync run: its traffic, and the final texts to check.
+pub struct LiveRun {
+    pub traffic: Traffic,
+    pub finals: FinalTexts,
 }
 
 /// A replica of a library that syncs through update messages.
@@ -289,6 +333,44 @@ pub fn replay_concurrent<R: Replica>(t: &Prepared) -> Result<(Vec<R>, Vec<Vec<u8
 /// The messages of the given transactions.
 fn batch(updates: &[Vec<u8>], txns: Vec<usize>) -> Vec<&[u8]> {
     txns.into_iter().map(|j| updates[j].as_slice()).collect()
+}
+
+/// The transactions a writer types in live sync: `start_content` (if any) as one insert, then
+/// every trace transaction.
+pub fn live_transactions(t: &Prepared) -> impl Iterator<Item = &[(usize, usize, String)]> {
+    let start = (!t.start_patch.is_empty()).then_some(t.start_patch.as_slice());
+    start.into_iter().chain(t.trace.txns.iter().map(|x| x.patches.as_slice()))
+}
+
+/// The reason live sync skips concurrent traces.
+pub fn live_not_applicable(t: &Prepared) -> Option<Problem> {
+    t.plan.is_some().then(|| {
+        Problem::NotApplicable(
+            "live sync: one writer types a sequential trace; this trace is concurrent".into(),
+        )
+    })
+}
+
+/// `live_sync` for [`Replica`] libraries: the writer's update of each transaction (the same
+/// message as in remote replay) is applied on the reader right away.
+pub fn replica_live_sync<R: Replica + 'static>(t: &Prepared) -> Result<LiveRun, Problem> {
+    if let Some(p) = live_not_applicable(t) {
+        return Err(p);
+    }
+    let mut writer = R::create(0)?;
+    let mut reader = R::create(OBSERVER)?;
+    let total = t.trace.txns.len();
+    let (mut updates, mut bytes) = (0, 0);
+    for (i, patches) in live_transactions(t).enumerate() {
+        check_deadline(i, total, "live sync")?;
+        let update =
+            writer.edit(patches, true)?.ok_or_else(|| Problem::failed("edit returned no message"))?;
+        updates += 1;
+        bytes += update.len();
+        reader.apply(&update)?;
+    }
+    let finals: FinalTexts = Box::new(move || vec![("writer", writer.text()), ("reader", reader.text())]);
+    Ok(LiveRun { traffic: Traffic::one_hop(updates, bytes), finals })
 }
 
 /// `local_replay` for [`Replica`] libraries.

@@ -7,7 +7,7 @@ use yrs::{
     ClientID, Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, TextRef, Transact, Update,
 };
 
-use super::{Lib, OBSERVER, Prepared, Problem, Replica};
+use super::{Lib, LiveRun, OBSERVER, Prepared, Problem, Replica};
 
 pub struct YrsReplica {
     doc: Doc,
@@ -81,9 +81,13 @@ impl Lib for Yrs {
     fn not_applicable(t: &Prepared) -> Option<String> {
         t.has_astral.then(|| "trace has non-BMP characters; yrs counts UTF-16 units".into())
     }
+    fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
+        super::replica_live_sync::<YrsReplica>(t)
+    }
     fn notes() -> &'static str {
         "yrs: OffsetKind::Utf16 (equal to scalar positions on these BMP-only traces); a message is \
          `TransactionMut::encode_update_v1` of one transaction; the document is \
-         `encode_state_as_update_v1` (update v1, GC on: deleted text is not kept)."
+         `encode_state_as_update_v1` (update v1, GC on: deleted text is not kept). Live sync: the same \
+         per-transaction update, `apply_update` on the reader."
     }
 }
