@@ -40,7 +40,7 @@ fn an_unsubscribed_document_stops_syncing_while_the_others_go_on() {
     assert!(
         sim.server_events
             .iter()
-            .any(|e| matches!(e, ServerEvent::Unsubscribed { document, .. } if document == "a"))
+            .any(|e| matches!(e, ServerEvent::Unsubscribed { document, .. } if &**document == "a"))
     );
 
     sim.edit(0, "a", |d| d.transact().text("t").insert(0, "only for a").map(drop).unwrap());

@@ -29,7 +29,7 @@ fn a_server_restored_from_an_old_backup_asks_for_what_it_lost() {
     assert!(
         sim.server_events
             .iter()
-            .any(|e| matches!(e, ServerEvent::OutOfSync { document, .. } if document == "doc"))
+            .any(|e| matches!(e, ServerEvent::OutOfSync { document, .. } if &**document == "doc"))
     );
     let server = sim.server().document("doc").unwrap();
     assert_eq!(server.text("t").to_string(), "kept lost new");

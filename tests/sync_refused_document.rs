@@ -29,7 +29,7 @@ fn a_change_from_too_far_in_the_future_is_refused_without_a_reconnect_loop() {
         .client_events
         .iter()
         .filter(|(c, e)| {
-            *c == 1 && matches!(e, ClientEvent::DocumentRefused { document, .. } if document == "a")
+            *c == 1 && matches!(e, ClientEvent::DocumentRefused { document, .. } if &**document == "a")
         })
         .collect();
     assert_eq!(refused.len(), 1, "{:?}", sim.client_events);

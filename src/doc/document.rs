@@ -513,7 +513,9 @@ impl Document {
             let next = change.id.counter == version.get(change.id.peer)
                 && change.deps.ids().iter().all(|d| version.contains(*d));
             if next {
-                self.validate_change(&change, &mut Overlay::default())
+                let mut overlay =
+                    if change.ops.len() == 1 { Overlay::for_one_op() } else { Overlay::default() };
+                self.validate_change(&change, &mut overlay)
                     .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
                 let (mut containers, mut spans) = (BTreeSet::new(), Vec::new());
                 self.apply_valid(change, &mut containers, &mut spans);

@@ -189,6 +189,16 @@ pub(crate) struct Overlay {
     /// Movable list element ids per container.
     movable_elems: HashMap<ContainerId, IdRanges>,
     containers: HashSet<ContainerId>,
+    /// Nothing validated after this op can refer to it (the batch is one op), so recording
+    /// what it adds would be wasted work, on every keystroke of live sync.
+    last_op: bool,
+}
+
+impl Overlay {
+    /// An overlay for validating a single operation.
+    pub(crate) fn for_one_op() -> Self {
+        Overlay { last_op: true, ..Overlay::default() }
+    }
 }
 
 /// Id spans indexed by their first id: a lookup is a logarithmic search, not a scan, because a
@@ -310,7 +320,9 @@ impl DocState {
                 if !self.anchor_ok(overlay, container, id, anchor, len as usize) {
                     return Err("insert anchored to an unknown element");
                 }
-                record(&mut overlay.elements, container, own_span);
+                if !overlay.last_op {
+                    record(&mut overlay.elements, container, own_span);
+                }
                 match &op.content {
                     OpContent::ListInsert { items, .. } => items,
                     _ => &[],

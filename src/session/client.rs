@@ -1,6 +1,7 @@
 //! The client session: one replica's documents kept in sync with one server.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::codec::DocumentCodec;
@@ -55,6 +56,8 @@ pub struct ClientSession<D: SyncDocument = Document> {
 #[derive(Debug)]
 struct ClientDocument<D> {
     doc: D,
+    /// The document's name, shared with the events that mention it.
+    name: Arc<str>,
     slot: DocSlot,
     /// Got the server's `Sync` on the current connection.
     synced: bool,
@@ -171,6 +174,7 @@ impl<D: SyncDocument> ClientSession<D> {
         self.next_slot = self.next_slot.wrapping_add(1);
         let entry = ClientDocument {
             doc,
+            name: Arc::from(name.as_str()),
             slot,
             synced: false,
             sent: VersionVector::new(),
@@ -426,14 +430,14 @@ impl<D: SyncDocument> ClientSession<D> {
         self.documents.values_mut().find(|d| d.slot == slot)
     }
 
-    fn name_of(&self, slot: DocSlot) -> Option<String> {
-        self.documents.iter().find(|(_, d)| d.slot == slot).map(|(n, _)| n.clone())
+    fn name_of(&self, slot: DocSlot) -> Option<Arc<str>> {
+        self.documents.values().find(|d| d.slot == slot).map(|d| d.name.clone())
     }
 
     fn on_sync(&mut self, slot: DocSlot, version: VersionVector, update: &[u8]) {
         // A slot from an earlier subscription under the same name: stale, ignore.
         let Some(name) = self.name_of(slot) else { return };
-        let Some(entry) = self.documents.get_mut(&name) else { return };
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
         // `HistoryTrimmed`: the update is the server's snapshot, and this copy holds edits the
         // server had not applied when it made it (edits made offline, or typed while the
         // snapshot was on its way), so the snapshot cannot replace it. Push those edits, then
@@ -467,23 +471,24 @@ impl<D: SyncDocument> ClientSession<D> {
     /// on, and subscribing the document again retries.
     fn refuse_document(&mut self, name: &str, error: crate::Error) {
         let Some(entry) = self.documents.get_mut(name) else { return };
+        let entry_name = entry.name.clone();
         entry.synced = false;
         entry.refused = true;
         entry.unacked.clear();
         let slot = entry.slot;
         self.send_unsubscribe(slot);
-        self.events.push_back(ClientEvent::DocumentRefused { document: name.to_owned(), error });
+        self.events.push_back(ClientEvent::DocumentRefused { document: entry_name, error });
     }
 
     fn on_changes(&mut self, now: Instant, slot: DocSlot, bytes: &[u8]) {
         // Changes for a slot we no longer hold (unsubscribed, in flight): ignore.
         let Some(name) = self.name_of(slot) else { return };
-        let Some(entry) = self.documents.get_mut(&name) else { return };
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
         let changes = match entry.codec.decode(bytes) {
             Ok(changes) => changes,
             Err(e) => return self.fail(now, ProtocolError::Decode(e), CloseReason::ProtocolViolation),
         };
-        let Some(entry) = self.documents.get_mut(&name) else { return };
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
         if !entry.synced {
             return;
         }
@@ -509,13 +514,13 @@ impl<D: SyncDocument> ClientSession<D> {
             entry.asked = true;
             let message = Message::NeedChanges { doc: entry.slot, version: entry.doc.version().clone() };
             self.outbox.push(message);
-            self.events.push_back(ClientEvent::OutOfSync { document: name.to_owned() });
+            self.events.push_back(ClientEvent::OutOfSync { document: entry.name.clone() });
         }
     }
 
     fn on_ack(&mut self, slot: DocSlot, batch: u32) {
         let Some(name) = self.name_of(slot) else { return };
-        let Some(entry) = self.documents.get_mut(&name) else { return };
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
         while entry.unacked.front().is_some_and(|(n, _)| *n <= batch) {
             entry.unacked.pop_front();
         }
@@ -526,7 +531,7 @@ impl<D: SyncDocument> ClientSession<D> {
         let saved = self.is_saved(name);
         let Some(entry) = self.documents.get_mut(name) else { return };
         if saved && !entry.saved {
-            self.events.push_back(ClientEvent::Saved { document: name.to_owned() });
+            self.events.push_back(ClientEvent::Saved { document: entry.name.clone() });
         }
         entry.saved = saved;
     }

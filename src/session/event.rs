@@ -1,5 +1,7 @@
 //! What the sessions report.
 
+use std::sync::Arc;
+
 use crate::wire::CloseReason;
 use crate::{PeerId, ProtocolError};
 
@@ -51,22 +53,22 @@ pub enum ClientEvent {
     /// on this connection.
     Synced {
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// Changes from other replicas were applied to a document.
     RemoteChanges {
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// Every local change of a document has been acknowledged by the server.
     Saved {
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// Received changes wait for missing dependencies; the session asked for them.
     OutOfSync {
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// The local copy of a document refused what the server sent (see the error: a
     /// timestamp too far ahead of this replica's wall clock, a peer id reused with different
@@ -74,7 +76,7 @@ pub enum ClientEvent {
     /// on. Fix the cause and subscribe the document again to retry.
     DocumentRefused {
         /// The document's name.
-        document: String,
+        document: Arc<str>,
         /// Why it refused.
         error: crate::Error,
     },
@@ -99,28 +101,28 @@ pub enum ServerEvent {
     /// A document was created for a subscription.
     DocumentCreated {
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// A client subscribed to a document.
     Subscribed {
         /// The connection.
         connection: ConnectionId,
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// A client unsubscribed from a document.
     Unsubscribed {
         /// The connection.
         connection: ConnectionId,
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// Changes from a client were applied.
     ChangesApplied {
         /// The connection they came from.
         connection: ConnectionId,
         /// The document's name.
-        document: String,
+        document: Arc<str>,
         /// How many changes were applied (including earlier ones they unblocked).
         applied: usize,
     },
@@ -129,13 +131,13 @@ pub enum ServerEvent {
         /// The connection.
         connection: ConnectionId,
         /// The document's name.
-        document: String,
+        document: Arc<str>,
     },
     /// A document's history was trimmed up to `version`, which every subscriber had passed
     /// (see [`crate::ServerConfig::compact_after_ops`]): the seed's "snapshot created".
     HistoryCompacted {
         /// The document's name.
-        document: String,
+        document: Arc<str>,
         /// The new start of the kept history.
         version: crate::VersionVector,
     },

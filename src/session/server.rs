@@ -1,6 +1,7 @@
 //! The server: many connections, each subscribed to any number of documents.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::codec::DocumentCodec;
@@ -29,9 +30,13 @@ pub struct Server<S: DocumentStore = MemoryStore> {
     connections: BTreeMap<ConnectionId, Connection>,
     next_connection: u64,
     /// Subscribers of each document.
-    subscribers: BTreeMap<String, BTreeSet<(ConnectionId, DocSlot)>>,
+    subscribers: BTreeMap<Arc<str>, BTreeSet<(ConnectionId, DocSlot)>>,
     /// Documents that changed since the last fan-out.
-    dirty: BTreeSet<String>,
+    dirty: BTreeSet<Arc<str>>,
+    /// Per changed document, the changes applied since the last fan-out, as long as they are
+    /// all that changed: most subscribers lack exactly these, so the fan-out sends them as
+    /// they arrived instead of cutting them out of the document's history again.
+    recent: BTreeMap<Arc<str>, Recent>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
     /// The latest time passed in, for deadlines that outputs start.
@@ -53,9 +58,18 @@ struct Connection {
     window_full_since: Option<Instant>,
 }
 
+/// What a document gained since the last fan-out, when it is known exactly.
+#[derive(Debug)]
+struct Recent {
+    /// The document's version before.
+    base: VersionVector,
+    /// The changes applied since, in order.
+    changes: Vec<crate::Change>,
+}
+
 #[derive(Debug)]
 struct Subscription {
-    document: String,
+    document: Arc<str>,
     /// What the client holds or has been sent on this connection.
     remote: VersionVector,
     batches_received: u32,
@@ -86,6 +100,7 @@ impl<S: DocumentStore> Server<S> {
             next_connection: 0,
             subscribers: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            recent: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             last_now: None,
@@ -106,7 +121,8 @@ impl<S: DocumentStore> Server<S> {
 
     /// Tell the server that `name` changed in the store, so subscribers get the change.
     pub fn document_changed(&mut self, name: &str) {
-        self.dirty.insert(name.to_owned());
+        self.recent.remove(name);
+        self.dirty.insert(Arc::from(name));
     }
 
     /// Give the store back (for example to start a new server on it).
@@ -335,6 +351,7 @@ impl<S: DocumentStore> Server<S> {
     }
 
     fn on_subscribe(&mut self, id: ConnectionId, slot: DocSlot, name: String, version: VersionVector) {
+        let name: Arc<str> = name.into();
         let Some(conn) = self.connections.get_mut(&id) else { return };
         if conn.subscriptions.contains_key(&slot) {
             return self.violation(
@@ -360,7 +377,7 @@ impl<S: DocumentStore> Server<S> {
                 conn.outbox.push(Message::Error {
                     doc: Some(slot),
                     code: ErrorCode::DocumentNotFound,
-                    detail: name,
+                    detail: name.to_string(),
                 });
                 return;
             }
@@ -432,10 +449,34 @@ impl<S: DocumentStore> Server<S> {
         }
         let name = sub.document.clone();
         let Some(doc) = self.store.get_mut(&name) else { return };
+        let others = self.subscribers.get(&name).is_some_and(|s| s.len() > 1);
+        let before = doc.version().clone();
+        let copy = others.then(|| changes.clone());
         match doc.apply_changes(changes) {
             Ok(status) => {
+                // The copy is what the others lack only if it is exactly what changed.
+                let mut expected = before.clone();
+                expected.merge(&completes);
+                let exact = *doc.version() == expected;
                 if let Some(sub) = conn.subscriptions.get_mut(&slot) {
                     sub.unacked.push_back((batch, completes));
+                }
+                match (copy, exact) {
+                    (Some(copy), true) if status.applied > 0 => {
+                        let first = !self.dirty.contains(&name);
+                        let recent = self
+                            .recent
+                            .entry(name.clone())
+                            .or_insert_with(|| Recent { base: before.clone(), changes: Vec::new() });
+                        if first {
+                            recent.base = before;
+                            recent.changes.clear();
+                        }
+                        recent.changes.extend(copy);
+                    }
+                    _ => {
+                        self.recent.remove(&name);
+                    }
                 }
                 if status.applied > 0 {
                     self.dirty.insert(name.clone());
@@ -485,7 +526,7 @@ impl<S: DocumentStore> Server<S> {
             } else if !sub.asked {
                 sub.asked = true;
                 conn.outbox.push(Message::NeedChanges { doc: *slot, version: version.clone() });
-                self.events.push_back(ServerEvent::OutOfSync { connection: *id, document: name.to_owned() });
+                self.events.push_back(ServerEvent::OutOfSync { connection: *id, document: Arc::from(name) });
             }
         }
     }
@@ -494,6 +535,7 @@ impl<S: DocumentStore> Server<S> {
         let window = u64::from(self.config.window_bytes);
         let mut deferred = BTreeSet::new();
         for name in std::mem::take(&mut self.dirty) {
+            let recent = self.recent.remove(&name);
             let Some(doc) = self.store.get(&name) else { continue };
             let Some(subscribers) = self.subscribers.get(&name) else { continue };
             for (id, slot) in subscribers {
@@ -507,6 +549,14 @@ impl<S: DocumentStore> Server<S> {
                     // lacks, and it gets all of it, merged, once the window opens.
                     conn.window_full_since.get_or_insert(self.last_now.unwrap_or(conn.last_heard));
                     deferred.insert(name.clone());
+                    continue;
+                }
+                if let Some(batches) = recent.as_ref().and_then(|r| r.missing_for(&sub.remote, doc.version()))
+                {
+                    for bytes in sub.codec.encode(&batches) {
+                        conn.outbox.push(Message::Changes { doc: *slot, changes: bytes });
+                    }
+                    sub.remote.merge(doc.version());
                     continue;
                 }
                 match doc.changes_since(&sub.remote) {
@@ -561,7 +611,7 @@ impl<S: DocumentStore> Server<S> {
             // Cannot fail for a version of the document; if it did, keeping history is safe.
             if doc.trim_history(&floor).is_ok() {
                 self.events
-                    .push_back(ServerEvent::HistoryCompacted { document: name.to_owned(), version: floor });
+                    .push_back(ServerEvent::HistoryCompacted { document: Arc::from(name), version: floor });
             }
         }
     }
@@ -642,4 +692,28 @@ fn meet(a: &VersionVector, b: &VersionVector) -> VersionVector {
         out.set(peer, end.min(b.get(peer)));
     }
     out
+}
+
+impl Recent {
+    /// The changes a subscriber at `remote` lacks, if they are exactly the recent ones it does
+    /// not hold yet (taking them brings it to `now`); `None` when the history must be asked.
+    fn missing_for(&self, remote: &VersionVector, now: &VersionVector) -> Option<Vec<crate::Change>> {
+        if !remote.includes(&self.base) {
+            return None;
+        }
+        let mut reached = remote.clone();
+        let mut missing = Vec::new();
+        for change in &self.changes {
+            let span = change.span();
+            if remote.contains_span(&span) {
+                continue; // its author, or a replica that already has it
+            }
+            if remote.get(span.peer()) > span.start.counter {
+                return None; // holds part of it: let the history cut it
+            }
+            reached.extend_to(&span);
+            missing.push(change.clone());
+        }
+        reached.includes(now).then_some(missing)
+    }
 }

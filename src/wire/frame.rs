@@ -24,25 +24,25 @@ const LZ4_MAX_RATIO: usize = 255;
 
 /// Encode messages as one frame.
 pub fn encode_frame(messages: &[Message]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(16);
-    push_varint(&mut payload, messages.len() as u64);
+    // Written in place after the header; only a compressible payload is copied again.
+    let mut frame = Vec::with_capacity(32);
+    frame.extend_from_slice(&[PROTOCOL_VERSION, 0]);
+    push_varint(&mut frame, messages.len() as u64);
     for message in messages {
         // Serializing plain data into a Vec cannot fail.
-        payload = postcard::to_extend(message, payload).expect("postcard to a Vec is infallible");
+        frame = postcard::to_extend(message, frame).expect("postcard to a Vec is infallible");
     }
-    let mut frame = Vec::with_capacity(payload.len() + 2);
-    frame.push(PROTOCOL_VERSION);
+    let payload = &frame[2..];
     if payload.len() >= COMPRESS_FROM {
-        let compressed = lz4_flex::block::compress(&payload);
+        let compressed = lz4_flex::block::compress(payload);
         if compressed.len() + varint_len(payload.len() as u64) < payload.len() {
-            frame.push(FLAG_LZ4);
-            push_varint(&mut frame, payload.len() as u64);
-            frame.extend_from_slice(&compressed);
-            return frame;
+            let mut out = Vec::with_capacity(compressed.len() + 12);
+            out.extend_from_slice(&[PROTOCOL_VERSION, FLAG_LZ4]);
+            push_varint(&mut out, payload.len() as u64);
+            out.extend_from_slice(&compressed);
+            return out;
         }
     }
-    frame.push(0);
-    frame.extend_from_slice(&payload);
     frame
 }
 
@@ -200,6 +200,15 @@ mod tests {
         let small = WireLimits::default().with_max_frame_bytes(8);
         let frame = encode_frame(&sample());
         assert!(matches!(decode_frame(&frame, &small), Err(DecodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn byte_fields_keep_the_layout_of_a_byte_sequence() {
+        // `serialize_bytes` must write exactly what a `Vec<u8>` sequence would, so that the
+        // documented layout (length, then the bytes) holds.
+        let message = Message::Changes { doc: DocSlot(2), changes: vec![7, 0, 255] };
+        let bytes = postcard::to_allocvec(&message).unwrap();
+        assert_eq!(bytes, [5, 2, 3, 7, 0, 255]);
     }
 
     #[test]
