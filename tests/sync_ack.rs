@@ -5,11 +5,14 @@ mod common;
 use std::time::Duration;
 
 use common::sim::{Faults, Sim};
-use crdt_sync::ClientEvent;
+use crdt_sync::{ClientConfig, ClientEvent, ServerConfig};
 
 #[test]
 fn saved_is_reported_only_once_the_server_holds_every_change() {
-    let mut sim = Sim::new(11, 1, &["doc"], Faults { latency_ms: (50, 50), ..Faults::none() });
+    // Acks leave at once here, so that their timing is exact.
+    let server = ServerConfig::default().with_ack_delay(Duration::ZERO);
+    let faults = Faults { latency_ms: (50, 50), ..Faults::none() };
+    let mut sim = Sim::with_configs(11, 1, &["doc"], faults, server, |_| ClientConfig::default());
     assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
     sim.client_events.clear();
 
@@ -41,4 +44,23 @@ fn unacknowledged_work_is_resent_after_a_reconnect() {
     assert!(sim.server().document("doc").unwrap().text("t").is_empty());
     assert!(sim.run_until_settled(&["doc"], Duration::from_secs(30)));
     assert_eq!(sim.client(1).document("doc").unwrap().text("t").to_string(), "lost in flight");
+}
+
+#[test]
+fn a_fast_typist_gets_acks_coalesced_and_saved_soon_after_the_last_keystroke() {
+    let mut sim = Sim::new(18, 1, &["doc"], Faults { latency_ms: (10, 10), ..Faults::none() });
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    let frames_before = sim.clients[0].frames_received;
+    // 500 keystrokes, 2 ms apart: each its own frame to the server.
+    for i in 0..500 {
+        sim.edit(0, "doc", |d| d.transact().text("t").insert(i, "k").map(drop).unwrap());
+        sim.run_for(Duration::from_millis(2));
+    }
+    let acks = sim.clients[0].frames_received - frames_before;
+    // The default delay is 20 ms: about one ack frame per ten keystrokes.
+    assert!(acks <= 60, "{acks} ack frames for 500 keystrokes");
+    // Saved arrives within a round trip plus the delay of the last keystroke.
+    sim.run_for(Duration::from_millis(10 + 20 + 10 + 1));
+    assert!(sim.client(0).is_saved("doc"));
+    assert_eq!(sim.server().document("doc").unwrap().text("t").len(), 500);
 }

@@ -51,7 +51,7 @@ impl SyncDocument for Journaled {
 fn a_wrapped_document_syncs_and_sees_every_applied_batch() {
     #[allow(clippy::disallowed_methods)] // the test's epoch
     let now = Instant::now();
-    let mut server = Server::in_memory(ServerConfig::default());
+    let mut server = Server::in_memory(ServerConfig::default().with_ack_delay(std::time::Duration::ZERO));
     let mut writer = ClientSession::new(PeerId::new(1), ClientConfig::default());
     writer.subscribe("doc", Document::new(PeerId::new(1)));
     let mut reader = ClientSession::<Journaled>::for_document_type(PeerId::new(2), ClientConfig::default());

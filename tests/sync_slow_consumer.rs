@@ -60,3 +60,62 @@ fn a_reader_stalled_past_the_timeout_is_dropped_and_catches_up_later() {
     let text = sim.server().document("doc").unwrap().text("t").to_string();
     assert_eq!(sim.client(1).document("doc").unwrap().text("t").to_string(), text);
 }
+
+/// Regression: the slow-consumer deadline was checked in `handle_timeout` but not reported
+/// by `poll_timeout`, so a runtime sleeping until the next deadline never dropped the reader.
+#[test]
+fn the_slow_consumer_deadline_is_reported_by_poll_timeout() {
+    use std::time::Instant;
+
+    use crdt_sync::wire::{DocSlot, Message, PROTOCOL_VERSION, encode_frame};
+    use crdt_sync::{ClientSession, Document, PeerId, Server};
+
+    #[allow(clippy::disallowed_methods)] // the test's epoch
+    let start = Instant::now();
+    let limit = Duration::from_secs(5);
+    let config = ServerConfig::default()
+        .with_flow_control(64, Some(limit))
+        .with_idle_timeout(Duration::from_secs(3600));
+    let mut server = Server::in_memory(config);
+    // A reader that subscribes and then never reports what it received.
+    let reader = server.accept(start);
+    let hello = Message::Hello {
+        min_version: PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        peer: PeerId::new(9),
+        client_name: String::new(),
+        token: Vec::new(),
+    };
+    let subscribe = Message::Subscribe { doc: DocSlot(0), name: "doc".into(), version: Default::default() };
+    server.handle_input(start, reader, &encode_frame(&[hello, subscribe]));
+    let mut writer = ClientSession::new(PeerId::new(1), ClientConfig::default());
+    writer.subscribe("doc", Document::new(PeerId::new(1)));
+    let conn = server.accept(start);
+    writer.connect(start);
+    writer.handle_connected(start);
+    let mut now = start;
+    for i in 0..200 {
+        now = start + Duration::from_millis(i);
+        let doc = writer.document_mut("doc").unwrap();
+        let len = doc.text("t").len();
+        doc.transact().text("t").insert(len, "x").unwrap();
+        while let Some(frame) = writer.poll_transmit() {
+            server.handle_input(now, conn, &frame);
+        }
+        while let Some(t) = server.poll_transmit() {
+            if t.connection == conn {
+                writer.handle_input(now, &t.frame);
+            }
+        }
+    }
+    let deadline = server.poll_timeout().expect("a deadline");
+    assert!(deadline <= now + limit, "the slow reader's deadline must be reported");
+    server.handle_timeout(deadline);
+    let closed: Vec<ServerEvent> = std::iter::from_fn(|| server.poll_event()).collect();
+    assert!(
+        closed.contains(&ServerEvent::ConnectionClosed {
+            connection: reader,
+            reason: CloseReason::SlowConsumer
+        })
+    );
+}

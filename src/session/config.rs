@@ -107,6 +107,11 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// Most documents one connection may subscribe at once.
     pub max_documents_per_connection: usize,
+    /// How long an acknowledgement may wait for another frame to the same client to ride
+    /// along with, before it is sent on its own. A client typing fast then gets one ack frame
+    /// per delay instead of one per keystroke; "all changes saved" shows at most this late.
+    /// Zero sends every ack at once.
+    pub ack_delay: Duration,
     /// Flow-control window per connection: document data sent beyond what the client has
     /// reported receiving. A client that reads slowly gets its changes later, merged, and
     /// the server holds nothing for it but a version vector per document.
@@ -133,6 +138,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(45),
             ping_interval: Duration::from_secs(15),
             max_documents_per_connection: 1024,
+            ack_delay: Duration::from_millis(20),
             window_bytes: 1024 * 1024,
             slow_consumer_timeout: Some(Duration::from_secs(60)),
             compact_after_ops: None,
@@ -146,6 +152,12 @@ impl ServerConfig {
     pub fn with_flow_control(mut self, window_bytes: u32, slow_consumer_timeout: Option<Duration>) -> Self {
         self.window_bytes = window_bytes;
         self.slow_consumer_timeout = slow_consumer_timeout;
+        self
+    }
+
+    /// Set [`ServerConfig::ack_delay`].
+    pub fn with_ack_delay(mut self, delay: Duration) -> Self {
+        self.ack_delay = delay;
         self
     }
 

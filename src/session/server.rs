@@ -56,6 +56,11 @@ struct Connection {
     acked: u64,
     /// Since when document data waits for the window to open.
     window_full_since: Option<Instant>,
+    /// Acknowledgements not sent yet, per slot, and when they are due: they ride along with
+    /// the next frame to this client, or leave on their own after `ack_delay`, so that a
+    /// client typing fast is not answered with one frame per keystroke.
+    acks: BTreeMap<DocSlot, u32>,
+    ack_due: Option<Instant>,
 }
 
 /// What a document gained since the last fan-out, when it is known exactly.
@@ -155,6 +160,8 @@ impl<S: DocumentStore> Server<S> {
             sent: 0,
             acked: 0,
             window_full_since: None,
+            acks: BTreeMap::new(),
+            ack_due: None,
         };
         self.last_now = Some(now);
         self.connections.insert(id, connection);
@@ -261,12 +268,19 @@ impl<S: DocumentStore> Server<S> {
         self.connections
             .values()
             .map(|conn| {
-                let idle = conn.last_heard + self.config.idle_timeout;
+                let mut next = conn.last_heard + self.config.idle_timeout;
                 if conn.peer.is_none() {
-                    idle.min(conn.opened_at + self.config.handshake_timeout)
-                } else {
-                    idle
+                    next = next.min(conn.opened_at + self.config.handshake_timeout);
                 }
+                if let (Some(since), Some(limit)) =
+                    (conn.window_full_since, self.config.slow_consumer_timeout)
+                {
+                    next = next.min(since + limit);
+                }
+                if let Some(due) = conn.ack_due {
+                    next = next.min(due);
+                }
+                next
             })
             .min()
     }
@@ -519,7 +533,9 @@ impl<S: DocumentStore> Server<S> {
                 sub.unacked.pop_front();
             }
             if let Some(batch) = acked {
-                conn.outbox.push(Message::Ack { doc: *slot, batch });
+                conn.acks.insert(*slot, batch);
+                let now = self.last_now.unwrap_or(conn.last_heard);
+                conn.ack_due.get_or_insert(now + self.config.ack_delay);
             }
             if sub.unacked.is_empty() || !behind {
                 sub.asked = false;
@@ -617,7 +633,15 @@ impl<S: DocumentStore> Server<S> {
     }
 
     fn flush_outboxes(&mut self) {
+        let now = self.last_now;
         for (id, conn) in &mut self.connections {
+            let due = conn.ack_due.is_some_and(|t| now.is_some_and(|now| now >= t));
+            if !conn.acks.is_empty() && (due || !conn.outbox.is_empty()) {
+                conn.ack_due = None;
+                for (doc, batch) in std::mem::take(&mut conn.acks) {
+                    conn.outbox.push(Message::Ack { doc, batch });
+                }
+            }
             if !conn.outbox.is_empty() {
                 let frame = encode_frame(&std::mem::take(&mut conn.outbox));
                 conn.sent += frame.len() as u64;
@@ -697,23 +721,40 @@ fn meet(a: &VersionVector, b: &VersionVector) -> VersionVector {
 impl Recent {
     /// The changes a subscriber at `remote` lacks, if they are exactly the recent ones it does
     /// not hold yet (taking them brings it to `now`); `None` when the history must be asked.
-    fn missing_for(&self, remote: &VersionVector, now: &VersionVector) -> Option<Vec<crate::Change>> {
+    /// Borrowed when it lacks all of them, the usual case for everyone but the author.
+    fn missing_for(
+        &self,
+        remote: &VersionVector,
+        now: &VersionVector,
+    ) -> Option<std::borrow::Cow<'_, [crate::Change]>> {
         if !remote.includes(&self.base) {
             return None;
         }
         let mut reached = remote.clone();
-        let mut missing = Vec::new();
+        let mut skipped = false;
         for change in &self.changes {
             let span = change.span();
             if remote.contains_span(&span) {
-                continue; // its author, or a replica that already has it
+                skipped = true; // its author, or a replica that already has it
+                continue;
             }
             if remote.get(span.peer()) > span.start.counter {
                 return None; // holds part of it: let the history cut it
             }
             reached.extend_to(&span);
-            missing.push(change.clone());
         }
-        reached.includes(now).then_some(missing)
+        if !reached.includes(now) {
+            return None;
+        }
+        Some(if skipped {
+            self.changes
+                .iter()
+                .filter(|c| !remote.contains_span(&c.span()))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into()
+        } else {
+            self.changes.as_slice().into()
+        })
     }
 }

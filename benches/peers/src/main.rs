@@ -609,11 +609,41 @@ fn main() -> ExitCode {
             t.trace.op_count(),
             t.trace.end_content.chars().count()
         ));
-        for (i, lib) in args.libs.iter().enumerate() {
-            eprintln!("[{name}] {lib}");
-            let (m, n) = run_lib(lib, &t, args.runs, args.stages);
-            notes[i] = n;
-            results[i].push(m);
+        if args.stages.classic {
+            for (i, lib) in args.libs.iter().enumerate() {
+                eprintln!("[{name}] {lib}");
+                let (m, n) = run_lib(lib, &t, args.runs, args.stages);
+                notes[i] = n;
+                results[i].push(m);
+            }
+        } else {
+            // Live sync alone: the libraries take turns, one run each per round, so that a
+            // noisy stretch of the shared machine hits them all alike instead of one of them.
+            let mut rounds: Vec<Option<Measured>> = args.libs.iter().map(|_| None).collect();
+            let mut times: Vec<Vec<Duration>> = args.libs.iter().map(|_| Vec::new()).collect();
+            for round in 0..args.runs {
+                for (i, lib) in args.libs.iter().enumerate() {
+                    if round > 0 && rounds[i].as_ref().is_none_or(|m| m.live.is_err()) {
+                        continue;
+                    }
+                    eprintln!("[{name}] {lib} (round {})", round + 1);
+                    let (m, n) = run_lib(lib, &t, 1, args.stages);
+                    notes[i] = n;
+                    if let Ok(live) = &m.live {
+                        times[i].push(live.stat.median);
+                    }
+                    if rounds[i].is_none() || m.live.is_err() {
+                        rounds[i] = Some(m);
+                    }
+                }
+            }
+            for (i, m) in rounds.into_iter().enumerate() {
+                let Some(mut m) = m else { continue };
+                if let Ok(live) = &mut m.live {
+                    live.stat = Stat::of(std::mem::take(&mut times[i]));
+                }
+                results[i].push(m);
+            }
         }
     }
 

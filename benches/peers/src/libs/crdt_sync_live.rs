@@ -193,6 +193,15 @@ pub fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
         apply_patches(wire.writer_doc()?, txn).map_err(|e| Problem::failed(format!("txn {i}: {e}")))?;
         wire.pump()?;
     }
+    // The server holds acks back up to its ack delay (20 ms by default) so that they ride
+    // along with other frames; let that much simulated time pass for the last one.
+    for _ in 0..100 {
+        if wire.writer.is_saved(DOC) {
+            break;
+        }
+        wire.tick();
+        wire.pump()?;
+    }
     if !wire.writer.is_saved(DOC) {
         return Err(Problem::failed("live sync: the writer's last change was not acknowledged"));
     }
