@@ -9,7 +9,9 @@ use super::config::ClientConfig;
 use super::event::{ClientEvent, ConnectionStatus};
 use super::random::SplitMix64;
 use super::sync_document::SyncDocument;
-use crate::wire::{CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame, encode_frame};
+use crate::wire::{
+    CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame_into, encode_frame,
+};
 use crate::{Document, PeerId, ProtocolError, VersionVector};
 
 /// The client side of the sync protocol, without IO.
@@ -51,6 +53,8 @@ pub struct ClientSession<D: SyncDocument = Document> {
     events: VecDeque<ClientEvent>,
     /// The latest time passed in, for stamping frames that commands produce.
     last_now: Option<Instant>,
+    /// Messages of the frame being handled, a buffer kept between frames.
+    inbox: Vec<Message>,
 }
 
 #[derive(Debug)]
@@ -121,6 +125,7 @@ impl<D: SyncDocument> ClientSession<D> {
             frames: VecDeque::new(),
             events: VecDeque::new(),
             last_now: None,
+            inbox: Vec::new(),
         }
     }
 
@@ -275,16 +280,18 @@ impl<D: SyncDocument> ClientSession<D> {
         link.last_heard = now;
         link.ping_sent = None;
         link.received += frame.len() as u64;
-        let messages = match decode_frame(frame, &self.config.limits) {
-            Ok(messages) => messages,
-            Err(e) => return self.fail(now, ProtocolError::Decode(e), CloseReason::ProtocolViolation),
-        };
-        for message in messages {
+        let mut messages = std::mem::take(&mut self.inbox);
+        if let Err(e) = decode_frame_into(frame, &self.config.limits, &mut messages) {
+            return self.fail(now, ProtocolError::Decode(e), CloseReason::ProtocolViolation);
+        }
+        for message in messages.drain(..) {
             if self.link.is_none() {
                 break;
             }
             self.handle_message(now, message);
         }
+        messages.clear();
+        self.inbox = messages;
         // Report receipt a few times per window, so the server never stalls on a client
         // that keeps up.
         if let Some(link) = self.link.as_mut()
@@ -574,13 +581,14 @@ impl<D: SyncDocument> ClientSession<D> {
         if self.outbox.is_empty() {
             return;
         }
-        let messages = std::mem::take(&mut self.outbox);
         if let Some(link) = self.link.as_mut() {
             if let Some(now) = self.last_now {
                 link.last_sent = link.last_sent.max(now);
             }
-            self.frames.push_back(encode_frame(&messages));
+            self.frames.push_back(encode_frame(&self.outbox));
         }
+        // Cleared, not replaced: the buffer is reused by the next frame.
+        self.outbox.clear();
     }
 
     fn send_subscribe(&mut self, name: &str) {

@@ -9,7 +9,9 @@ use super::config::ServerConfig;
 use super::event::{ConnectionId, ServerEvent, Transmit};
 use super::sync_document::SyncDocument;
 use crate::store::{DocumentStore, MemoryStore};
-use crate::wire::{CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame, encode_frame};
+use crate::wire::{
+    CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame_into, encode_frame,
+};
 use crate::{DecodeError, Error, PeerId, ProtocolError, VersionVector};
 
 /// The server side of the sync protocol, without IO.
@@ -32,7 +34,7 @@ pub struct Server<S: DocumentStore = MemoryStore> {
     /// Subscribers of each document.
     subscribers: BTreeMap<Arc<str>, BTreeSet<(ConnectionId, DocSlot)>>,
     /// Documents that changed since the last fan-out.
-    dirty: BTreeSet<Arc<str>>,
+    dirty: Vec<Arc<str>>,
     /// Per changed document, the changes applied since the last fan-out, as long as they are
     /// all that changed: most subscribers lack exactly these, so the fan-out sends them as
     /// they arrived instead of cutting them out of the document's history again.
@@ -41,6 +43,8 @@ pub struct Server<S: DocumentStore = MemoryStore> {
     events: VecDeque<ServerEvent>,
     /// The latest time passed in, for deadlines that outputs start.
     last_now: Option<Instant>,
+    /// Messages of the frame being handled, a buffer kept between frames.
+    inbox: Vec<Message>,
 }
 
 #[derive(Debug)]
@@ -66,10 +70,20 @@ struct Connection {
 /// What a document gained since the last fan-out, when it is known exactly.
 #[derive(Debug)]
 struct Recent {
+    /// Whether `base` and `changes` describe what changed since the last fan-out; kept (not
+    /// removed) when they do not, so that live typing reuses the buffers.
+    valid: bool,
     /// The document's version before.
     base: VersionVector,
     /// The changes applied since, in order.
     changes: Vec<crate::Change>,
+}
+
+impl Recent {
+    fn invalidate(&mut self) {
+        self.valid = false;
+        self.changes.clear();
+    }
 }
 
 #[derive(Debug)]
@@ -104,11 +118,12 @@ impl<S: DocumentStore> Server<S> {
             connections: BTreeMap::new(),
             next_connection: 0,
             subscribers: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
             recent: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             last_now: None,
+            inbox: Vec::new(),
         }
     }
 
@@ -126,8 +141,10 @@ impl<S: DocumentStore> Server<S> {
 
     /// Tell the server that `name` changed in the store, so subscribers get the change.
     pub fn document_changed(&mut self, name: &str) {
-        self.recent.remove(name);
-        self.dirty.insert(Arc::from(name));
+        if let Some(recent) = self.recent.get_mut(name) {
+            recent.invalidate();
+        }
+        self.mark_dirty(Arc::from(name));
     }
 
     /// Give the store back (for example to start a new server on it).
@@ -173,8 +190,9 @@ impl<S: DocumentStore> Server<S> {
         self.last_now = Some(now);
         let Some(conn) = self.connections.get_mut(&connection) else { return };
         conn.last_heard = now;
-        let messages = match decode_frame(frame, &self.config.limits) {
-            Ok(messages) => messages,
+        let mut messages = std::mem::take(&mut self.inbox);
+        match decode_frame_into(frame, &self.config.limits, &mut messages) {
+            Ok(()) => {}
             Err(DecodeError::UnsupportedVersion(v)) if conn.peer.is_none() => {
                 return self.refuse_version(connection, (v, v));
             }
@@ -189,13 +207,15 @@ impl<S: DocumentStore> Server<S> {
                 };
                 return self.violation(connection, code, ProtocolError::Decode(e), reason);
             }
-        };
-        for message in messages {
+        }
+        for message in messages.drain(..) {
             if !self.connections.contains_key(&connection) {
                 break;
             }
             self.handle_message(connection, message);
         }
+        messages.clear();
+        self.inbox = messages;
     }
 
     /// The transport of `connection` closed.
@@ -316,7 +336,9 @@ impl<S: DocumentStore> Server<S> {
                 {
                     conn.window_full_since = None;
                     for sub in conn.subscriptions.values() {
-                        self.dirty.insert(sub.document.clone());
+                        if !self.dirty.contains(&sub.document) {
+                            self.dirty.push(sub.document.clone());
+                        }
                     }
                 }
             }
@@ -341,9 +363,7 @@ impl<S: DocumentStore> Server<S> {
             Message::Subscribe { doc, name, version } => self.on_subscribe(id, doc, name, version),
             Message::Unsubscribe { doc } => {
                 if let Some(sub) = conn.subscriptions.remove(&doc) {
-                    if let Some(set) = self.subscribers.get_mut(&sub.document) {
-                        set.remove(&(id, doc));
-                    }
+                    self.forget_subscriber(&sub.document, id, doc);
                     self.events
                         .push_back(ServerEvent::Unsubscribed { connection: id, document: sub.document });
                 }
@@ -352,7 +372,9 @@ impl<S: DocumentStore> Server<S> {
             Message::NeedChanges { doc, version } => {
                 if let Some(sub) = conn.subscriptions.get_mut(&doc) {
                     sub.remote = version;
-                    self.dirty.insert(sub.document.clone());
+                    if !self.dirty.contains(&sub.document) {
+                        self.dirty.push(sub.document.clone());
+                    }
                 }
             }
             _ => self.violation(
@@ -477,23 +499,26 @@ impl<S: DocumentStore> Server<S> {
                 }
                 match (copy, exact) {
                     (Some(copy), true) if status.applied > 0 => {
-                        let first = !self.dirty.contains(&name);
-                        let recent = self
-                            .recent
-                            .entry(name.clone())
-                            .or_insert_with(|| Recent { base: before.clone(), changes: Vec::new() });
-                        if first {
+                        let recent = self.recent.entry(name.clone()).or_insert_with(|| Recent {
+                            valid: false,
+                            base: VersionVector::new(),
+                            changes: Vec::new(),
+                        });
+                        if !recent.valid {
+                            recent.valid = true;
                             recent.base = before;
                             recent.changes.clear();
                         }
                         recent.changes.extend(copy);
                     }
                     _ => {
-                        self.recent.remove(&name);
+                        if let Some(recent) = self.recent.get_mut(&name) {
+                            recent.invalidate();
+                        }
                     }
                 }
                 if status.applied > 0 {
-                    self.dirty.insert(name.clone());
+                    self.mark_dirty(name.clone());
                     self.events.push_back(ServerEvent::ChangesApplied {
                         connection: id,
                         document: name.clone(),
@@ -549,9 +574,10 @@ impl<S: DocumentStore> Server<S> {
 
     fn fan_out(&mut self) {
         let window = u64::from(self.config.window_bytes);
-        let mut deferred = BTreeSet::new();
-        for name in std::mem::take(&mut self.dirty) {
-            let recent = self.recent.remove(&name);
+        let mut deferred = Vec::new();
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for name in dirty.drain(..) {
+            let recent = self.recent.get(&name).filter(|r| r.valid);
             let Some(doc) = self.store.get(&name) else { continue };
             let Some(subscribers) = self.subscribers.get(&name) else { continue };
             for (id, slot) in subscribers {
@@ -564,11 +590,12 @@ impl<S: DocumentStore> Server<S> {
                     // Nothing is queued for a slow reader: its version vector says what it
                     // lacks, and it gets all of it, merged, once the window opens.
                     conn.window_full_since.get_or_insert(self.last_now.unwrap_or(conn.last_heard));
-                    deferred.insert(name.clone());
+                    if !deferred.contains(&name) {
+                        deferred.push(name.clone());
+                    }
                     continue;
                 }
-                if let Some(batches) = recent.as_ref().and_then(|r| r.missing_for(&sub.remote, doc.version()))
-                {
+                if let Some(batches) = recent.and_then(|r| r.missing_for(&sub.remote, doc.version())) {
                     for bytes in sub.codec.encode(&batches) {
                         conn.outbox.push(Message::Changes { doc: *slot, changes: bytes });
                     }
@@ -600,9 +627,21 @@ impl<S: DocumentStore> Server<S> {
                 }
                 sub.remote.merge(doc.version());
             }
+            if let Some(recent) = self.recent.get_mut(&name) {
+                recent.invalidate();
+            }
             self.compact(&name);
         }
-        self.dirty = deferred;
+        // Reuse the list's buffer; documents deferred by flow control stay dirty.
+        dirty.extend(deferred);
+        self.dirty = dirty;
+    }
+
+    /// Queue `name` for the next fan-out (once).
+    fn mark_dirty(&mut self, name: Arc<str>) {
+        if !self.dirty.contains(&name) {
+            self.dirty.push(name);
+        }
     }
 
     /// Trim the history of `name` up to what every subscriber holds, if that is far enough
@@ -643,7 +682,9 @@ impl<S: DocumentStore> Server<S> {
                 }
             }
             if !conn.outbox.is_empty() {
-                let frame = encode_frame(&std::mem::take(&mut conn.outbox));
+                let frame = encode_frame(&conn.outbox);
+                // Cleared, not replaced: the buffer is reused by the next frame.
+                conn.outbox.clear();
                 conn.sent += frame.len() as u64;
                 self.transmits.push_back(Transmit { connection: *id, frame });
             }
@@ -698,14 +739,21 @@ impl<S: DocumentStore> Server<S> {
     fn remove_connection(&mut self, id: ConnectionId) -> bool {
         let Some(conn) = self.connections.remove(&id) else { return false };
         for (slot, sub) in conn.subscriptions {
-            if let Some(set) = self.subscribers.get_mut(&sub.document) {
-                set.remove(&(id, slot));
-                if set.is_empty() {
-                    self.subscribers.remove(&sub.document);
-                }
-            }
+            self.forget_subscriber(&sub.document, id, slot);
         }
         true
+    }
+
+    /// Drop one subscription from the document's list, and the document's fan-out state
+    /// with its last subscriber.
+    fn forget_subscriber(&mut self, name: &Arc<str>, id: ConnectionId, slot: DocSlot) {
+        if let Some(set) = self.subscribers.get_mut(name) {
+            set.remove(&(id, slot));
+            if set.is_empty() {
+                self.subscribers.remove(name);
+                self.recent.remove(name);
+            }
+        }
     }
 }
 

@@ -48,6 +48,31 @@ pub fn encode_frame(messages: &[Message]) -> Vec<u8> {
 
 /// Decode one frame, checking every size against `limits` before allocating for it.
 pub fn decode_frame(frame: &[u8], limits: &WireLimits) -> Result<Vec<Message>, DecodeError> {
+    let mut messages = Vec::new();
+    decode_frame_into(frame, limits, &mut messages)?;
+    Ok(messages)
+}
+
+/// [`decode_frame`] into a buffer the caller keeps between frames (cleared first), which
+/// saves an allocation per frame on a busy connection. On error the buffer is left empty.
+pub fn decode_frame_into(
+    frame: &[u8],
+    limits: &WireLimits,
+    messages: &mut Vec<Message>,
+) -> Result<(), DecodeError> {
+    messages.clear();
+    let result = decode_frame_body(frame, limits, messages);
+    if result.is_err() {
+        messages.clear();
+    }
+    result
+}
+
+fn decode_frame_body(
+    frame: &[u8],
+    limits: &WireLimits,
+    messages: &mut Vec<Message>,
+) -> Result<(), DecodeError> {
     if frame.len() > limits.max_frame_bytes {
         return Err(DecodeError::TooLarge { size: frame.len() as u64, limit: limits.max_frame_bytes as u64 });
     }
@@ -59,7 +84,7 @@ pub fn decode_frame(frame: &[u8], limits: &WireLimits) -> Result<Vec<Message>, D
         return Err(DecodeError::UnknownFlags(*flags));
     }
     if flags & FLAG_LZ4 == 0 {
-        return decode_payload(body, limits);
+        return decode_payload(body, limits, messages);
     }
     let (raw_len, block) = take_varint(body)?;
     let raw_len = usize::try_from(raw_len).unwrap_or(usize::MAX);
@@ -72,10 +97,14 @@ pub fn decode_frame(frame: &[u8], limits: &WireLimits) -> Result<Vec<Message>, D
     if written != raw_len {
         return Err(DecodeError::Lz4);
     }
-    decode_payload(&payload, limits)
+    decode_payload(&payload, limits, messages)
 }
 
-fn decode_payload(payload: &[u8], limits: &WireLimits) -> Result<Vec<Message>, DecodeError> {
+fn decode_payload(
+    payload: &[u8],
+    limits: &WireLimits,
+    messages: &mut Vec<Message>,
+) -> Result<(), DecodeError> {
     let (count, mut rest) = take_varint(payload)?;
     // Every message takes at least one byte, so the input bounds the count too.
     let count = usize::try_from(count).unwrap_or(usize::MAX);
@@ -88,7 +117,7 @@ fn decode_payload(payload: &[u8], limits: &WireLimits) -> Result<Vec<Message>, D
     if count > rest.len() {
         return Err(DecodeError::Truncated);
     }
-    let mut messages = Vec::with_capacity(count);
+    messages.reserve(count);
     for _ in 0..count {
         let (message, tail) = postcard::take_from_bytes::<Message>(rest)
             .map_err(|e| DecodeError::Malformed(format!("message: {e}")))?;
@@ -98,7 +127,7 @@ fn decode_payload(payload: &[u8], limits: &WireLimits) -> Result<Vec<Message>, D
     if !rest.is_empty() {
         return Err(DecodeError::Malformed(format!("{} bytes after the last message", rest.len())));
     }
-    Ok(messages)
+    Ok(())
 }
 
 pub(super) fn push_varint(out: &mut Vec<u8>, mut value: u64) {

@@ -10,7 +10,7 @@ mod limits;
 mod message;
 mod stream;
 
-pub use frame::{PROTOCOL_VERSION, decode_frame, encode_frame};
+pub use frame::{PROTOCOL_VERSION, decode_frame, decode_frame_into, encode_frame};
 pub use limits::WireLimits;
 pub use message::{CloseReason, DocSlot, ErrorCode, Message};
 pub use stream::{FrameReader, length_prefixed};
