@@ -114,7 +114,8 @@ pub struct ServerConfig {
     pub ack_delay: Duration,
     /// Flow-control window per connection: document data sent beyond what the client has
     /// reported receiving. A client that reads slowly gets its changes later, merged, and
-    /// the server holds nothing for it but a version vector per document.
+    /// the server holds nothing for it but a version vector per document. Zero turns flow
+    /// control off.
     pub window_bytes: u32,
     /// Close a connection whose window stayed full this long (`None`: wait forever, catching
     /// it up whenever it reads again).

@@ -586,7 +586,7 @@ impl<S: DocumentStore> Server<S> {
                 if sub.remote.includes(doc.version()) {
                     continue;
                 }
-                if conn.sent.saturating_sub(conn.acked) >= window {
+                if window > 0 && conn.sent.saturating_sub(conn.acked) >= window {
                     // Nothing is queued for a slow reader: its version vector says what it
                     // lacks, and it gets all of it, merged, once the window opens.
                     conn.window_full_since.get_or_insert(self.last_now.unwrap_or(conn.last_heard));
