@@ -128,3 +128,17 @@ fn the_slow_consumer_deadline_is_reported_by_poll_timeout() {
         })
     );
 }
+
+/// Regression: a zero window stalled every reader forever instead of turning flow control off.
+#[test]
+fn a_zero_window_turns_flow_control_off() {
+    let server = ServerConfig::default().with_flow_control(0, None);
+    let mut sim = Sim::with_configs(19, 2, &["doc"], Faults::none(), server, |_| ClientConfig::default());
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    let mut max_in_flight = 0;
+    type_keystrokes(&mut sim, 100, &mut max_in_flight);
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    let text = sim.server().document("doc").unwrap().text("t").to_string();
+    assert_eq!(sim.client(1).document("doc").unwrap().text("t").to_string(), text);
+    assert_eq!(text.len(), 1000);
+}
