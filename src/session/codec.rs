@@ -2,6 +2,8 @@
 //! and connection (counters and Lamport times are per document, so that is where the
 //! codec's predictions hit), and batches small enough for the receiver's limits.
 
+use smallvec::SmallVec;
+
 use crate::doc::change::Change;
 use crate::doc::op::OpContent;
 use crate::wire::change_codec::{ChangeCodecLimits, ChangeDecoder, ChangeEncoder};
@@ -27,9 +29,10 @@ impl DocumentCodec {
         }
     }
 
-    /// Encode `changes` as one or more batches, each within the receiver's limits.
-    pub(crate) fn encode(&mut self, changes: &[Change]) -> Vec<Vec<u8>> {
-        let mut batches = Vec::new();
+    /// Encode `changes` as one or more batches, each within the receiver's limits. Nearly
+    /// always one (a keystroke), kept inline so that it costs no allocation of its own.
+    pub(crate) fn encode(&mut self, changes: &[Change]) -> SmallVec<[Vec<u8>; 1]> {
+        let mut batches = SmallVec::new();
         let mut start = 0;
         while start < changes.len() {
             let (mut ops, mut text) = (0, 0);
