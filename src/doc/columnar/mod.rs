@@ -87,6 +87,10 @@ mod predict;
 mod values;
 mod wire;
 
+// Shared with the wire's change codec, which writes kinds and signed numbers the same way.
+pub(crate) use values::{kind_code, kind_from_code};
+pub(crate) use wire::{unzigzag, zigzag};
+
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -97,7 +101,7 @@ use std::mem::size_of;
 use smallvec::SmallVec;
 
 use self::predict::History;
-use self::values::{GenericReader, GenericWriter, kind_code, kind_from_code};
+use self::values::{GenericReader, GenericWriter};
 use self::wire::{Budget, Reader, RleReader, RleWriter, malformed, read_column, write_column, write_varint};
 use super::change::Change;
 use super::clock::Timestamp;

@@ -48,7 +48,7 @@ const CONTAINER: u8 = 10;
 /// `None` of an optional element (a map deletion).
 const ABSENT: u8 = 11;
 
-pub(super) const fn kind_code(kind: ContainerKind) -> u8 {
+pub(crate) const fn kind_code(kind: ContainerKind) -> u8 {
     match kind {
         ContainerKind::Text => 0,
         ContainerKind::List => 1,
@@ -60,7 +60,7 @@ pub(super) const fn kind_code(kind: ContainerKind) -> u8 {
     }
 }
 
-pub(super) fn kind_from_code(code: u8) -> Result<ContainerKind, DecodeError> {
+pub(crate) fn kind_from_code(code: u8) -> Result<ContainerKind, DecodeError> {
     Ok(match code {
         0 => ContainerKind::Text,
         1 => ContainerKind::List,

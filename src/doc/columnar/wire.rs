@@ -85,12 +85,12 @@ pub(super) const fn varint_len(v: u64) -> usize {
 }
 
 /// Map signed to unsigned so that small magnitudes of either sign make small varints.
-pub(super) const fn zigzag(v: i64) -> u64 {
+pub(crate) const fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
 /// Inverse of [`zigzag`].
-pub(super) const fn unzigzag(u: u64) -> i64 {
+pub(crate) const fn unzigzag(u: u64) -> i64 {
     ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use super::ChangeCodecLimits as Limits;
 use crate::DecodeError;
-use crate::doc::op::{ContainerKind, Element};
+pub(super) use crate::doc::columnar::{kind_code, kind_from_code, unzigzag, zigzag};
+use crate::doc::op::Element;
 use crate::doc::value::Value;
 
 /// Values nested deeper than this are refused: building and dropping them recurses, and a
@@ -44,41 +45,6 @@ pub(super) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
-}
-
-/// Map signed to unsigned so that small magnitudes of either sign make small varints.
-pub(super) const fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-/// Inverse of [`zigzag`].
-pub(super) const fn unzigzag(u: u64) -> i64 {
-    ((u >> 1) as i64) ^ -((u & 1) as i64)
-}
-
-pub(super) const fn kind_code(kind: ContainerKind) -> u8 {
-    match kind {
-        ContainerKind::Text => 0,
-        ContainerKind::List => 1,
-        ContainerKind::MovableList => 2,
-        ContainerKind::Map => 3,
-        ContainerKind::Register => 4,
-        ContainerKind::Counter => 5,
-        ContainerKind::OrSet => 6,
-    }
-}
-
-pub(super) fn kind_from_code(code: u8) -> Result<ContainerKind, DecodeError> {
-    Ok(match code {
-        0 => ContainerKind::Text,
-        1 => ContainerKind::List,
-        2 => ContainerKind::MovableList,
-        3 => ContainerKind::Map,
-        4 => ContainerKind::Register,
-        5 => ContainerKind::Counter,
-        6 => ContainerKind::OrSet,
-        _ => return Err(malformed("unknown container kind")),
-    })
 }
 
 /// A cursor over a byte slice whose every read is bounds-checked.
