@@ -32,21 +32,26 @@ use crate::doc::value::Value;
 /// them recurses, and a hostile input must not be able to exhaust the stack.
 pub(super) const MAX_VALUE_DEPTH: usize = 256;
 
-// Value tags; element tags extend them.
-const NULL: u8 = 0;
-const FALSE: u8 = 1;
-const TRUE: u8 = 2;
-const INT: u8 = 3;
-const UINT: u8 = 4;
-const FLOAT: u8 = 5;
-const STRING: u8 = 6;
-const BYTES: u8 = 7;
-const LIST: u8 = 8;
-const MAP: u8 = 9;
-/// `Element::Container`, followed by the kind byte.
-const CONTAINER: u8 = 10;
-/// `None` of an optional element (a map deletion).
-const ABSENT: u8 = 11;
+/// The tags of the tagged value form, shared with the wire's change codec. Element tags
+/// extend the value tags.
+pub(crate) mod value_tags {
+    pub(crate) const NULL: u8 = 0;
+    pub(crate) const FALSE: u8 = 1;
+    pub(crate) const TRUE: u8 = 2;
+    pub(crate) const INT: u8 = 3;
+    pub(crate) const UINT: u8 = 4;
+    pub(crate) const FLOAT: u8 = 5;
+    pub(crate) const STRING: u8 = 6;
+    pub(crate) const BYTES: u8 = 7;
+    pub(crate) const LIST: u8 = 8;
+    pub(crate) const MAP: u8 = 9;
+    /// `Element::Container`, followed by the kind byte.
+    pub(crate) const CONTAINER: u8 = 10;
+    /// `None` of an optional element (a map deletion).
+    pub(crate) const ABSENT: u8 = 11;
+}
+
+use value_tags::*;
 
 pub(crate) const fn kind_code(kind: ContainerKind) -> u8 {
     match kind {
@@ -71,6 +76,70 @@ pub(crate) fn kind_from_code(code: u8) -> Result<ContainerKind, DecodeError> {
         6 => ContainerKind::OrSet,
         _ => return Err(malformed("unknown container kind")),
     })
+}
+
+/// Write a value in the tagged form (shared with the wire's change codec, so that both
+/// formats write values alike).
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.push(NULL),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Int(i) => {
+            out.push(INT);
+            write_varint(out, zigzag(*i));
+        }
+        Value::Uint(u) => {
+            out.push(UINT);
+            write_varint(out, *u);
+        }
+        Value::Float(f) => {
+            // The exact bits, so that NaN payloads and -0.0 survive.
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Value::String(s) => {
+            out.push(STRING);
+            write_bytes(out, s.as_bytes());
+        }
+        Value::Bytes(b) => {
+            out.push(BYTES);
+            write_bytes(out, b);
+        }
+        Value::List(items) => {
+            out.push(LIST);
+            write_varint(out, items.len() as u64);
+            for item in items {
+                write_value(out, item);
+            }
+        }
+        Value::Map(entries) => {
+            out.push(MAP);
+            write_varint(out, entries.len() as u64);
+            for (key, item) in entries {
+                write_bytes(out, key.as_bytes());
+                write_value(out, item);
+            }
+        }
+    }
+}
+
+/// Write a length-prefixed byte string.
+pub(crate) fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Write an optional element: a value, a nested container's kind, or absent (a deletion).
+pub(crate) fn write_element(out: &mut Vec<u8>, element: Option<&Element>) {
+    match element {
+        None => out.push(ABSENT),
+        Some(Element::Value(v)) => write_value(out, v),
+        Some(Element::Container(kind)) => {
+            out.push(CONTAINER);
+            out.push(kind_code(*kind));
+        }
+    }
 }
 
 /// Writes the generic column.
@@ -98,63 +167,11 @@ impl GenericWriter<'_> {
     }
 
     pub(super) fn value(&mut self, value: &Value) {
-        match value {
-            Value::Null => self.out.push(NULL),
-            Value::Bool(false) => self.out.push(FALSE),
-            Value::Bool(true) => self.out.push(TRUE),
-            Value::Int(i) => {
-                self.out.push(INT);
-                self.varint(zigzag(*i));
-            }
-            Value::Uint(u) => {
-                self.out.push(UINT);
-                self.varint(*u);
-            }
-            Value::Float(f) => {
-                // The exact bits, so that NaN payloads and -0.0 survive.
-                self.out.push(FLOAT);
-                self.out.extend_from_slice(&f.to_bits().to_le_bytes());
-            }
-            Value::String(s) => {
-                self.out.push(STRING);
-                self.bytes(s.as_bytes());
-            }
-            Value::Bytes(b) => {
-                self.out.push(BYTES);
-                self.bytes(b);
-            }
-            Value::List(items) => {
-                self.out.push(LIST);
-                self.varint(items.len() as u64);
-                for item in items {
-                    self.value(item);
-                }
-            }
-            Value::Map(entries) => {
-                self.out.push(MAP);
-                self.varint(entries.len() as u64);
-                for (key, item) in entries {
-                    self.bytes(key.as_bytes());
-                    self.value(item);
-                }
-            }
-        }
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.varint(bytes.len() as u64);
-        self.out.extend_from_slice(bytes);
+        write_value(self.out, value);
     }
 
     pub(super) fn element(&mut self, element: Option<&Element>) {
-        match element {
-            None => self.out.push(ABSENT),
-            Some(Element::Value(v)) => self.value(v),
-            Some(Element::Container(kind)) => {
-                self.out.push(CONTAINER);
-                self.out.push(kind_code(*kind));
-            }
-        }
+        write_element(self.out, element);
     }
 
     pub(super) fn elements(&mut self, items: &[Element]) {

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use super::ChangeCodecLimits as Limits;
 use crate::DecodeError;
-pub(super) use crate::doc::columnar::{kind_code, kind_from_code, unzigzag, zigzag};
+pub(super) use crate::doc::columnar::{
+    kind_code, kind_from_code, unzigzag, write_bytes, write_element, write_value, zigzag,
+};
 use crate::doc::op::Element;
 use crate::doc::value::Value;
 
@@ -17,21 +19,7 @@ use crate::doc::value::Value;
 /// hostile input must not exhaust the stack.
 const MAX_VALUE_DEPTH: usize = 128;
 
-// Value tags; element tags extend them.
-const NULL: u8 = 0;
-const FALSE: u8 = 1;
-const TRUE: u8 = 2;
-const INT: u8 = 3;
-const UINT: u8 = 4;
-const FLOAT: u8 = 5;
-const STRING: u8 = 6;
-const BYTES: u8 = 7;
-const LIST: u8 = 8;
-const MAP: u8 = 9;
-/// `Element::Container`, followed by the kind byte.
-const CONTAINER: u8 = 10;
-/// `None` of an optional element (a map deletion).
-const ABSENT: u8 = 11;
+use crate::doc::columnar::value_tags::*;
 
 pub(super) fn malformed(what: &str) -> DecodeError {
     DecodeError::Malformed(format!("change codec: {what}"))
@@ -183,66 +171,6 @@ impl Budget {
 }
 
 // ---- values ------------------------------------------------------------------------------
-
-pub(super) fn write_value(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Null => out.push(NULL),
-        Value::Bool(false) => out.push(FALSE),
-        Value::Bool(true) => out.push(TRUE),
-        Value::Int(i) => {
-            out.push(INT);
-            write_varint(out, zigzag(*i));
-        }
-        Value::Uint(u) => {
-            out.push(UINT);
-            write_varint(out, *u);
-        }
-        Value::Float(f) => {
-            // The exact bits, so that NaN payloads and -0.0 survive.
-            out.push(FLOAT);
-            out.extend_from_slice(&f.to_bits().to_le_bytes());
-        }
-        Value::String(s) => {
-            out.push(STRING);
-            write_bytes(out, s.as_bytes());
-        }
-        Value::Bytes(b) => {
-            out.push(BYTES);
-            write_bytes(out, b);
-        }
-        Value::List(items) => {
-            out.push(LIST);
-            write_varint(out, items.len() as u64);
-            for item in items {
-                write_value(out, item);
-            }
-        }
-        Value::Map(entries) => {
-            out.push(MAP);
-            write_varint(out, entries.len() as u64);
-            for (key, item) in entries {
-                write_bytes(out, key.as_bytes());
-                write_value(out, item);
-            }
-        }
-    }
-}
-
-pub(super) fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    write_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-pub(super) fn write_element(out: &mut Vec<u8>, element: Option<&Element>) {
-    match element {
-        None => out.push(ABSENT),
-        Some(Element::Value(v)) => write_value(out, v),
-        Some(Element::Container(kind)) => {
-            out.push(CONTAINER);
-            out.push(kind_code(*kind));
-        }
-    }
-}
 
 pub(super) fn read_value(input: &mut Reader<'_>, budget: &mut Budget) -> Result<Value, DecodeError> {
     let tag = input.u8()?;
