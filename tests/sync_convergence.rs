@@ -46,6 +46,8 @@ fn run_seed(seed: u64, clients: usize, edits: usize, server: ServerConfig) -> (u
     sim.heal();
     let settled = sim.run_until_settled(&DOCS, Duration::from_secs(600));
     if !settled {
+        // What a failing seed needs to be understood: every event but the routine ones, and
+        // where each client stands.
         for (c, e) in &sim.client_events {
             if !matches!(
                 e,
