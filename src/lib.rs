@@ -221,6 +221,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod bytes;
 mod doc;
 mod error;
 mod session;

@@ -12,6 +12,7 @@
 use super::limits::WireLimits;
 use super::message::Message;
 use crate::DecodeError;
+use crate::bytes::{Reader, varint_len, write_varint};
 
 /// The protocol version this library speaks (and the version byte of its frames).
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -27,7 +28,7 @@ pub fn encode_frame(messages: &[Message]) -> Vec<u8> {
     // Written in place after the header; only a compressible payload is copied again.
     let mut frame = Vec::with_capacity(32);
     frame.extend_from_slice(&[PROTOCOL_VERSION, 0]);
-    push_varint(&mut frame, messages.len() as u64);
+    write_varint(&mut frame, messages.len() as u64);
     for message in messages {
         // Serializing plain data into a Vec cannot fail.
         frame = postcard::to_extend(message, frame).expect("postcard to a Vec is infallible");
@@ -38,7 +39,7 @@ pub fn encode_frame(messages: &[Message]) -> Vec<u8> {
         if compressed.len() + varint_len(payload.len() as u64) < payload.len() {
             let mut out = Vec::with_capacity(compressed.len() + 12);
             out.extend_from_slice(&[PROTOCOL_VERSION, FLAG_LZ4]);
-            push_varint(&mut out, payload.len() as u64);
+            write_varint(&mut out, payload.len() as u64);
             out.extend_from_slice(&compressed);
             return out;
         }
@@ -130,36 +131,11 @@ fn decode_payload(
     Ok(())
 }
 
-pub(super) fn push_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn varint_len(value: u64) -> usize {
-    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// A LEB128 varint of at most ten bytes, and the bytes after it.
+/// A varint and the bytes after it.
 pub(super) fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
-    let mut value = 0u64;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
-        let bits = u64::from(byte & 0x7f);
-        if i == 9 && bits > 1 {
-            return Err(DecodeError::Malformed("varint overflows u64".into()));
-        }
-        value |= bits << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((value, &bytes[i + 1..]));
-        }
-    }
-    if bytes.len() >= 10 {
-        Err(DecodeError::Malformed("varint longer than ten bytes".into()))
-    } else {
-        Err(DecodeError::Truncated)
-    }
+    let mut reader = Reader::new(bytes);
+    let value = reader.varint()?;
+    Ok((value, reader.rest()))
 }
 
 #[cfg(test)]
@@ -223,7 +199,7 @@ mod tests {
         let limits = WireLimits::default();
         // Claims a 4 GiB payload from a few bytes.
         let mut frame = vec![PROTOCOL_VERSION, FLAG_LZ4];
-        push_varint(&mut frame, 4 << 30);
+        write_varint(&mut frame, 4 << 30);
         frame.extend_from_slice(&[0x1f, 0, 0, 0]);
         assert!(matches!(decode_frame(&frame, &limits), Err(DecodeError::TooLarge { .. })));
         let small = WireLimits::default().with_max_frame_bytes(8);

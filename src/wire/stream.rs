@@ -1,13 +1,14 @@
 //! Frames over byte streams (TCP, pipes): each frame is prefixed by its length as a varint.
 
-use super::frame::{push_varint, take_varint};
+use super::frame::take_varint;
 use super::limits::WireLimits;
 use crate::DecodeError;
+use crate::bytes::write_varint;
 
 /// Prefix a frame with its length, for writing to a byte stream.
 pub fn length_prefixed(frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame.len() + 4);
-    push_varint(&mut out, frame.len() as u64);
+    write_varint(&mut out, frame.len() as u64);
     out.extend_from_slice(frame);
     out
 }

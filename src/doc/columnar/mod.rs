@@ -89,7 +89,6 @@ mod wire;
 
 // Shared with the wire's change codec, which writes kinds and signed numbers the same way.
 pub(crate) use values::{kind_code, kind_from_code, value_tags, write_bytes, write_element, write_value};
-pub(crate) use wire::{unzigzag, zigzag};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 
 use super::ChangeCodecLimits as Limits;
 use crate::DecodeError;
-pub(super) use crate::doc::columnar::{
-    kind_code, kind_from_code, unzigzag, write_bytes, write_element, write_value, zigzag,
-};
+pub(super) use crate::bytes::{Reader, unzigzag, write_varint, zigzag};
+pub(super) use crate::doc::columnar::{kind_code, kind_from_code, write_bytes, write_element, write_value};
 use crate::doc::op::Element;
 use crate::doc::value::Value;
 
@@ -25,103 +24,23 @@ pub(super) fn malformed(what: &str) -> DecodeError {
     DecodeError::Malformed(format!("change codec: {what}"))
 }
 
-/// Append `v` as an unsigned LEB128 varint (at most 10 bytes).
-#[inline]
-pub(super) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// A varint byte length and that many bytes of UTF-8, charged to the text budget.
+pub(super) fn read_str<'a>(input: &mut Reader<'a>, budget: &mut Budget) -> Result<&'a str, DecodeError> {
+    let n = input.count(1)?;
+    budget.text(n)?;
+    std::str::from_utf8(input.bytes(n)?).map_err(|_| malformed("invalid UTF-8"))
 }
 
-/// A cursor over a byte slice whose every read is bounds-checked.
-pub(super) struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    pub(super) fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
-    pub(super) fn remaining(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
-        let (&first, rest) = self.bytes.split_first().ok_or(DecodeError::Truncated)?;
-        self.bytes = rest;
-        Ok(first)
-    }
-
-    /// A LEB128 varint of at most 10 bytes whose value fits a `u64`.
-    pub(super) fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut value = 0u64;
-        for (at, &byte) in self.bytes.iter().take(10).enumerate() {
-            let shift = 7 * at;
-            if shift == 63 && byte > 1 {
-                return Err(malformed("varint overflows 64 bits"));
-            }
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                self.bytes = &self.bytes[at + 1..];
-                return Ok(value);
-            }
-        }
-        // Ten continuation bytes fail the overflow check above, so the input ended inside.
-        Err(DecodeError::Truncated)
-    }
-
-    pub(super) fn signed(&mut self) -> Result<i64, DecodeError> {
-        self.varint().map(unzigzag)
-    }
-
-    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
-        u32::try_from(self.varint()?).map_err(|_| malformed("value does not fit 32 bits"))
-    }
-
-    /// A count of things that take at least one byte each in the rest of the input: a larger
-    /// count is truncation, caught before anything is allocated for it.
-    pub(super) fn count(&mut self) -> Result<usize, DecodeError> {
-        let n = usize::try_from(self.varint()?).map_err(|_| DecodeError::Truncated)?;
-        if n > self.remaining() {
-            return Err(DecodeError::Truncated);
-        }
-        Ok(n)
-    }
-
-    pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if n > self.bytes.len() {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    /// A varint byte length and that many bytes of UTF-8, charged to the text budget.
-    pub(super) fn str(&mut self, budget: &mut Budget) -> Result<&'a str, DecodeError> {
-        let n = self.count()?;
-        budget.text(n)?;
-        std::str::from_utf8(self.bytes(n)?).map_err(|_| malformed("invalid UTF-8"))
-    }
-
-    /// Exactly one UTF-8 character, its length given by its first byte.
-    pub(super) fn one_char(&mut self) -> Result<&'a str, DecodeError> {
-        let width = match self.bytes.first().ok_or(DecodeError::Truncated)? {
-            0x00..=0x7f => 1,
-            0xc0..=0xdf => 2,
-            0xe0..=0xef => 3,
-            0xf0..=0xf7 => 4,
-            _ => return Err(malformed("invalid UTF-8")),
-        };
-        std::str::from_utf8(self.bytes(width)?).map_err(|_| malformed("invalid UTF-8"))
-    }
+/// Exactly one UTF-8 character, its length given by its first byte.
+pub(super) fn read_one_char<'a>(input: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
+    let width = match input.peek().ok_or(DecodeError::Truncated)? {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return Err(malformed("invalid UTF-8")),
+    };
+    std::str::from_utf8(input.bytes(width)?).map_err(|_| malformed("invalid UTF-8"))
 }
 
 /// What one batch has made the decoder build so far, against the limits.
@@ -198,14 +117,14 @@ fn read_value_with_tag(
             raw.copy_from_slice(input.bytes(8)?);
             Value::Float(f64::from_bits(u64::from_le_bytes(raw)))
         }
-        STRING => Value::String(input.str(budget)?.to_owned()),
+        STRING => Value::String(read_str(input, budget)?.to_owned()),
         BYTES => {
-            let n = input.count()?;
+            let n = input.count(1)?;
             budget.text(n)?;
             Value::Bytes(input.bytes(n)?.to_vec())
         }
         LIST => {
-            let n = input.count()?;
+            let n = input.count(1)?;
             budget.items(n)?;
             let mut items = Vec::with_capacity(n);
             for _ in 0..n {
@@ -215,11 +134,11 @@ fn read_value_with_tag(
             Value::List(items)
         }
         MAP => {
-            let n = input.count()?;
+            let n = input.count(1)?;
             budget.items(n)?;
             let mut entries = BTreeMap::new();
             for _ in 0..n {
-                let key = input.str(budget)?.to_owned();
+                let key = read_str(input, budget)?.to_owned();
                 let tag = input.u8()?;
                 entries.insert(key, read_value_with_tag(input, tag, budget, depth + 1)?);
             }

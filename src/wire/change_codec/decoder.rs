@@ -3,7 +3,8 @@
 use smallvec::SmallVec;
 
 use super::bytes::{
-    Budget, Reader, kind_from_code, malformed, read_element, read_present_element, read_value, unzigzag,
+    Budget, Reader, kind_from_code, malformed, read_element, read_one_char, read_present_element, read_str,
+    read_value, unzigzag,
 };
 use super::context::{Author, Context, PeerState};
 use super::*;
@@ -96,7 +97,7 @@ impl ChangeDecoder {
         let reference = self.context.timestamp_reference(&state);
         let timestamp = read_timestamp(input, (flags >> TIMESTAMP_SHIFT) & TIMESTAMP_MASK, reference)?;
 
-        let op_count = if flags & ONE_OP != 0 { 1 } else { input.count()? };
+        let op_count = if flags & ONE_OP != 0 { 1 } else { input.count(1)? };
         budget.ops(op_count)?;
         let mut ops = Vec::with_capacity(op_count);
         let mut op_counter = counter;
@@ -156,17 +157,17 @@ impl ChangeDecoder {
             TEXT_INSERT => {
                 let anchor = self.anchor(input, form, id, state)?;
                 let text = if header & ONE_CHAR != 0 {
-                    let text = input.one_char()?;
+                    let text = read_one_char(input)?;
                     budget.text(text.len())?;
                     text
                 } else {
-                    input.str(budget)?
+                    read_str(input, budget)?
                 };
                 OpContent::TextInsert { anchor, text: text.to_owned() }
             }
             LIST_INSERT | MOVABLE_INSERT => {
                 let anchor = self.anchor(input, form, id, state)?;
-                let n = input.count()?;
+                let n = input.count(1)?;
                 budget.items(n)?;
                 let mut items: Vec<Element> = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -215,7 +216,7 @@ impl ChangeDecoder {
     ) -> Result<IdSpans, DecodeError> {
         let predicted = state.predicted_delete(id.counter);
         let single = header & DELETE_SINGLE != 0;
-        let n = if single { 1 } else { input.count()? };
+        let n = if single { 1 } else { input.count(1)? };
         if n == 0 && header & DELETE_PREDICTED != 0 {
             return Err(malformed("predicted start of a delete without spans"));
         }
@@ -271,7 +272,7 @@ impl ChangeDecoder {
         budget: &mut Budget,
         first_base: (PeerId, i64),
     ) -> Result<Vec<OpId>, DecodeError> {
-        let n = input.count()?;
+        let n = input.count(1)?;
         budget.items(n)?;
         let mut ids = Vec::with_capacity(n);
         let mut base = first_base;
@@ -345,7 +346,7 @@ impl ChangeDecoder {
         let tag = input.u8()?;
         let kind = kind_from_code(tag & !CHILD_CONTAINER)?;
         let (container, name_len) = if tag & CHILD_CONTAINER == 0 {
-            let name = input.str(budget)?;
+            let name = read_str(input, budget)?;
             (ContainerId::Root { name: name.into(), kind }, name.len())
         } else {
             let owner = self.peer_ref(input)?.peer;
