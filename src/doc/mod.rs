@@ -7,6 +7,7 @@ pub(crate) mod codec;
 pub(crate) mod columnar;
 pub(crate) mod config;
 pub(crate) mod document;
+pub(crate) mod edit_prediction;
 pub(crate) mod event;
 pub(crate) mod frozen_history;
 pub(crate) mod id;

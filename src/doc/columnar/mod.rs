@@ -377,7 +377,7 @@ impl Encoder {
             }
             OpContent::SeqDelete { spans } => {
                 self.span_count.push(spans.len() as u64);
-                let mut predicted = self.history.predicted_delete_start(author, id.counter);
+                let mut predicted = self.history.predicted_delete_start(author, id);
                 for span in spans {
                     self.span_peer.push(self.peers.intern(span.start.peer) as u64);
                     let start = i64::from(span.start.counter);
@@ -706,7 +706,7 @@ impl<'a> Decoder<'a> {
             }
             SEQ_DELETE => {
                 let mut spans = IdSpans::new();
-                let mut predicted = self.history.predicted_delete_start(author, id.counter);
+                let mut predicted = self.history.predicted_delete_start(author, id);
                 for _ in 0..self.span_count.next()? {
                     self.budget.charge(size_of::<IdSpan>())?;
                     let peer = self.peers[self.span_peer.next_index(self.peers.len())?];

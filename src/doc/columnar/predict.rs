@@ -6,9 +6,10 @@
 
 use smallvec::SmallVec;
 
+use crate::doc::edit_prediction::EditPrediction;
 use crate::doc::id::{Counter, OpId};
 use crate::doc::op::OpContent;
-use crate::doc::types::sequence::{Anchor, Side};
+use crate::doc::types::sequence::Anchor;
 
 /// One author's state.
 #[derive(Clone, Debug, Default)]
@@ -20,13 +21,8 @@ struct PeerState {
     /// Id ranges `(start, end, lamport)` of the peer's changes, sorted and disjoint (a change
     /// that would break the order starts a new list), to find a dependency's Lamport time.
     spans: SmallVec<[(Counter, Counter, u32); 2]>,
-    /// Where the author's next insert most likely hangs: right of the last element they
-    /// inserted, or left of the first element they deleted (where Fugue puts text typed after
-    /// a backspace).
-    cursor: Option<Anchor>,
-    /// The id of the author's latest delete op and the start of its first span: a delete right
-    /// after it most likely removes the element before (another backspace).
-    last_delete: Option<(Counter, Counter)>,
+    /// Where the author's next edit most likely goes.
+    edit: EditPrediction,
 }
 
 /// Per-author prediction state, indexed like the peer table. Inline for the one or two
@@ -98,37 +94,17 @@ impl History {
     }
 
     pub(super) fn cursor(&self, index: usize) -> Option<Anchor> {
-        self.peer(index)?.cursor
+        self.peer(index)?.edit.cursor
     }
 
     /// The most likely start counter of the first span of a delete op with id `op`.
-    pub(super) fn predicted_delete_start(&self, index: usize, op: Counter) -> i64 {
-        match self.peer(index).and_then(|p| p.last_delete) {
-            Some((last_op, start)) if last_op.checked_add(1) == Some(op) => i64::from(start) - 1,
-            _ => i64::from(op) - 1,
-        }
+    pub(super) fn predicted_delete_start(&self, index: usize, op: OpId) -> i64 {
+        let edit = self.peer(index).map(|p| p.edit).unwrap_or_default();
+        edit.predicted_delete(op.peer, op.counter).1
     }
 
     /// Update the predictions after the author's op with first id `id`.
     pub(super) fn record_op(&mut self, index: usize, id: OpId, content: &OpContent) {
-        match content {
-            OpContent::TextInsert { .. } | OpContent::ListInsert { .. } | OpContent::MovableInsert { .. } => {
-                let last = Counter::try_from(content.id_len())
-                    .ok()
-                    .and_then(|len| len.checked_sub(1))
-                    .and_then(|n| id.counter.checked_add(n));
-                if let Some(last) = last {
-                    self.peer_mut(index).cursor = Some(Anchor::after(OpId::new(id.peer, last)));
-                }
-            }
-            OpContent::SeqDelete { spans } => {
-                if let Some(first) = spans.first() {
-                    let peer = self.peer_mut(index);
-                    peer.cursor = Some(Anchor { parent: Some(first.start), side: Side::Left });
-                    peer.last_delete = Some((id.counter, first.start.counter));
-                }
-            }
-            _ => {}
-        }
+        self.peer_mut(index).edit.record_op(id, content);
     }
 }

@@ -5,9 +5,9 @@
 //! op, after each change), so the bytes only say where a change departs from the prediction.
 
 use crate::doc::clock::Timestamp;
+use crate::doc::edit_prediction::EditPrediction;
 use crate::doc::id::{Counter, OpId, PeerId};
 use crate::doc::op::{ContainerId, OpContent};
-use crate::doc::types::sequence::{Anchor, Side};
 
 /// The author of a change: interned (`index`), or written literally because the table is full
 /// (then nothing is remembered about it).
@@ -30,13 +30,8 @@ pub(super) struct PeerState {
     pub(super) timestamp: Option<Timestamp>,
     /// The table index of the container of the peer's latest op (none if written literally).
     pub(super) container: Option<usize>,
-    /// Where the peer's next insert most likely hangs: right of the last element they
-    /// inserted, or left of the first element they deleted (where Fugue puts text typed after
-    /// a backspace).
-    pub(super) cursor: Option<Anchor>,
-    /// The counter of the peer's latest delete op and the first id it deleted: a delete right
-    /// after it most likely removes the element before (another backspace).
-    pub(super) last_delete: Option<(Counter, OpId)>,
+    /// Where the peer's next edit most likely goes.
+    pub(super) edit: EditPrediction,
 }
 
 impl PeerState {
@@ -48,8 +43,7 @@ impl PeerState {
             lamport_end: 0,
             timestamp: None,
             container: None,
-            cursor: None,
-            last_delete: None,
+            edit: EditPrediction::default(),
         }
     }
 
@@ -62,35 +56,13 @@ impl PeerState {
     /// The most likely first id deleted by a delete op with counter `op` (as a peer and a
     /// counter that may be -1).
     pub(super) fn predicted_delete(&self, op: Counter) -> (PeerId, i64) {
-        match self.last_delete {
-            Some((last_op, start)) if last_op.checked_add(1) == Some(op) => {
-                (start.peer, i64::from(start.counter) - 1)
-            }
-            _ => (self.peer, i64::from(op) - 1),
-        }
+        self.edit.predicted_delete(self.peer, op)
     }
 
     /// Update the predictions after this peer's op with first id `id`.
     pub(super) fn record_op(&mut self, id: OpId, content: &OpContent, container: Option<usize>) {
         self.container = container;
-        match content {
-            OpContent::TextInsert { .. } | OpContent::ListInsert { .. } | OpContent::MovableInsert { .. } => {
-                let last = Counter::try_from(content.id_len())
-                    .ok()
-                    .and_then(|len| len.checked_sub(1))
-                    .and_then(|n| id.counter.checked_add(n));
-                if let Some(last) = last {
-                    self.cursor = Some(Anchor::after(OpId::new(id.peer, last)));
-                }
-            }
-            OpContent::SeqDelete { spans } => {
-                if let Some(first) = spans.first() {
-                    self.cursor = Some(Anchor { parent: Some(first.start), side: Side::Left });
-                    self.last_delete = Some((id.counter, first.start));
-                }
-            }
-            _ => {}
-        }
+        self.edit.record_op(id, content);
     }
 }
 

@@ -247,7 +247,7 @@ impl ChangeDecoder {
     ) -> Result<Anchor, DecodeError> {
         let base = (id.peer, i64::from(id.counter) - 1);
         Ok(match form {
-            ANCHOR_PREDICTED => state.cursor.ok_or_else(|| malformed("no anchor to predict from"))?,
+            ANCHOR_PREDICTED => state.edit.cursor.ok_or_else(|| malformed("no anchor to predict from"))?,
             ANCHOR_AFTER_PREVIOUS => {
                 let previous = id.counter.checked_sub(1).ok_or_else(|| malformed("implicit anchor of 0"))?;
                 Anchor::after(OpId::new(id.peer, previous))

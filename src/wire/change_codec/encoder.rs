@@ -101,20 +101,7 @@ impl ChangeEncoder {
     fn op(&mut self, op: &Op, id: OpId, state: &mut PeerState, out: &mut Vec<u8>) {
         let header_at = out.len();
         out.push(0);
-        let mut header = match &op.content {
-            OpContent::TextInsert { .. } => TEXT_INSERT,
-            OpContent::ListInsert { .. } => LIST_INSERT,
-            OpContent::SeqDelete { .. } => SEQ_DELETE,
-            OpContent::MovableInsert { .. } => MOVABLE_INSERT,
-            OpContent::MovableMove { .. } => MOVABLE_MOVE,
-            OpContent::MovableSet { .. } => MOVABLE_SET,
-            OpContent::MovableDelete { .. } => MOVABLE_DELETE,
-            OpContent::MapSet { .. } => MAP_SET,
-            OpContent::RegisterSet { .. } => REGISTER_SET,
-            OpContent::CounterAdd { .. } => COUNTER_ADD,
-            OpContent::SetAdd { .. } => SET_ADD,
-            OpContent::SetRemove { .. } => SET_REMOVE,
-        };
+        let mut header = op_kind_code(&op.content);
         let container = match state.container {
             Some(i) if self.context.containers.get(i) == Some(&op.container) => {
                 header |= SAME_CONTAINER;
@@ -192,7 +179,7 @@ impl ChangeEncoder {
     fn anchor(&mut self, anchor: &Anchor, id: OpId, state: &PeerState, out: &mut Vec<u8>) -> u8 {
         let previous = id.counter.checked_sub(1).map(|c| OpId::new(id.peer, c));
         let base = (id.peer, i64::from(id.counter) - 1);
-        let form = if state.cursor == Some(*anchor) {
+        let form = if state.edit.cursor == Some(*anchor) {
             ANCHOR_PREDICTED
         } else {
             match (anchor.parent, anchor.side) {
@@ -303,5 +290,23 @@ fn timestamp(r: Timestamp, t: Timestamp, out: &mut Vec<u8>) -> u8 {
         write_varint(out, zigzag(t.wall_ms() as i64 - r.wall_ms() as i64));
         write_varint(out, u64::from(t.logical()));
         TS_EXPLICIT
+    }
+}
+
+/// The op kind's number in the op header.
+pub(super) fn op_kind_code(content: &OpContent) -> u8 {
+    match content {
+        OpContent::TextInsert { .. } => TEXT_INSERT,
+        OpContent::ListInsert { .. } => LIST_INSERT,
+        OpContent::SeqDelete { .. } => SEQ_DELETE,
+        OpContent::MovableInsert { .. } => MOVABLE_INSERT,
+        OpContent::MovableMove { .. } => MOVABLE_MOVE,
+        OpContent::MovableSet { .. } => MOVABLE_SET,
+        OpContent::MovableDelete { .. } => MOVABLE_DELETE,
+        OpContent::MapSet { .. } => MAP_SET,
+        OpContent::RegisterSet { .. } => REGISTER_SET,
+        OpContent::CounterAdd { .. } => COUNTER_ADD,
+        OpContent::SetAdd { .. } => SET_ADD,
+        OpContent::SetRemove { .. } => SET_REMOVE,
     }
 }

@@ -11,7 +11,7 @@ use super::*;
 use crate::doc::change::Change;
 use crate::doc::columnar::tests::{edited_document, hand_built};
 use crate::doc::id::{Counter, PeerId};
-use crate::doc::op::{Op, OpContent};
+use crate::doc::op::Op;
 use crate::{DecodeError, Document, DocumentConfig, VersionVector};
 
 /// Encode `batches` in order through one encoder, decode them through one decoder, and check
@@ -461,20 +461,7 @@ fn hand_built_history_holds_every_op_kind() {
     let mut kinds = [false; 12];
     for change in hand_built() {
         for Op { content, .. } in &change.ops {
-            let kind = match content {
-                OpContent::TextInsert { .. } => TEXT_INSERT,
-                OpContent::ListInsert { .. } => LIST_INSERT,
-                OpContent::SeqDelete { .. } => SEQ_DELETE,
-                OpContent::MovableInsert { .. } => MOVABLE_INSERT,
-                OpContent::MovableMove { .. } => MOVABLE_MOVE,
-                OpContent::MovableSet { .. } => MOVABLE_SET,
-                OpContent::MovableDelete { .. } => MOVABLE_DELETE,
-                OpContent::MapSet { .. } => MAP_SET,
-                OpContent::RegisterSet { .. } => REGISTER_SET,
-                OpContent::CounterAdd { .. } => COUNTER_ADD,
-                OpContent::SetAdd { .. } => SET_ADD,
-                OpContent::SetRemove { .. } => SET_REMOVE,
-            };
+            let kind = super::encoder::op_kind_code(content);
             kinds[kind as usize] = true;
         }
     }
