@@ -42,6 +42,8 @@ pub struct ClientSession<D: SyncDocument = Document> {
     /// Whether the application wants to be connected (between `connect` and `close`).
     wanted: bool,
     documents: BTreeMap<String, ClientDocument<D>>,
+    /// Which document each live slot stands for: every received message names a slot.
+    slots: BTreeMap<DocSlot, Arc<str>>,
     next_slot: u32,
     link: Option<Link>,
     /// Failed attempts since the last successful handshake.
@@ -117,6 +119,7 @@ impl<D: SyncDocument> ClientSession<D> {
             status: ConnectionStatus::Disconnected,
             wanted: false,
             documents: BTreeMap::new(),
+            slots: BTreeMap::new(),
             next_slot: 0,
             link: None,
             attempts: 0,
@@ -190,7 +193,9 @@ impl<D: SyncDocument> ClientSession<D> {
             codec: DocumentCodec::new(),
             refused: false,
         };
+        self.slots.insert(slot, entry.name.clone());
         let old = self.documents.insert(name.clone(), entry).map(|old| {
+            self.slots.remove(&old.slot);
             self.send_unsubscribe(old.slot);
             old.doc
         });
@@ -203,6 +208,7 @@ impl<D: SyncDocument> ClientSession<D> {
     /// Stop syncing `name` and give the document back.
     pub fn unsubscribe(&mut self, name: &str) -> Option<D> {
         let entry = self.documents.remove(name)?;
+        self.slots.remove(&entry.slot);
         self.send_unsubscribe(entry.slot);
         Some(entry.doc)
     }
@@ -394,8 +400,7 @@ impl<D: SyncDocument> ClientSession<D> {
                     self.send_subscribe(&name);
                 }
             }
-            Message::Error { code: ErrorCode::UnsupportedVersion, detail, .. } => {
-                let _ = detail;
+            Message::Error { code: ErrorCode::UnsupportedVersion, .. } => {
                 self.fatal(ProtocolError::UnsupportedVersion {
                     ours: (PROTOCOL_VERSION, PROTOCOL_VERSION),
                     theirs: (0, 0),
@@ -434,11 +439,12 @@ impl<D: SyncDocument> ClientSession<D> {
     }
 
     fn by_slot(&mut self, slot: DocSlot) -> Option<&mut ClientDocument<D>> {
-        self.documents.values_mut().find(|d| d.slot == slot)
+        let name = self.slots.get(&slot)?;
+        self.documents.get_mut(&**name)
     }
 
     fn name_of(&self, slot: DocSlot) -> Option<Arc<str>> {
-        self.documents.values().find(|d| d.slot == slot).map(|d| d.name.clone())
+        self.slots.get(&slot).cloned()
     }
 
     fn on_sync(&mut self, slot: DocSlot, version: VersionVector, update: &[u8]) {

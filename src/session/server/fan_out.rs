@@ -7,7 +7,7 @@ use super::Server;
 use crate::session::sync_document::SyncDocument;
 use crate::store::DocumentStore;
 use crate::wire::Message;
-use crate::{Error, ServerEvent, VersionVector};
+use crate::{Error, ProtocolError, ServerEvent, VersionVector};
 
 /// What a document gained since the last fan-out, when it is known exactly.
 #[derive(Debug)]
@@ -80,7 +80,16 @@ impl<S: DocumentStore> Server<S> {
                             update: doc.encode(),
                         });
                     }
-                    Err(_) => continue,
+                    Err(e) => {
+                        // Not from `Document` (it only trims); another `SyncDocument` failed
+                        // to say what this subscriber lacks. Say so rather than leave it
+                        // silently behind; the next change retries.
+                        self.events.push_back(ServerEvent::Error {
+                            connection: *id,
+                            error: ProtocolError::Document(e),
+                        });
+                        continue;
+                    }
                 }
                 sub.remote.merge(doc.version());
             }

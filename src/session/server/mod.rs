@@ -205,7 +205,7 @@ impl<S: DocumentStore> Server<S> {
 
     /// The transport of `connection` closed.
     pub fn handle_disconnected(&mut self, now: Instant, connection: ConnectionId) {
-        let _ = now;
+        self.last_now = Some(now);
         if self.remove_connection(connection) {
             self.events.push_back(ServerEvent::ConnectionClosed { connection, reason: CloseReason::Normal });
         }
@@ -412,15 +412,20 @@ impl<S: DocumentStore> Server<S> {
         // edits it lacks, so such a replica first pushes its offline edits (it gets an empty
         // update), and the fan-out sends it the snapshot with them included.
         let server_version = doc.version().clone();
-        let (update, remote) = match doc.export_since(&version) {
-            Ok(_) if version.is_empty() => (doc.encode(), server_version.clone()),
-            Ok(update) => {
-                let mut remote = version;
-                remote.merge(&server_version);
-                (update, remote)
+        let (update, remote) = if version.is_empty() {
+            (doc.encode(), server_version.clone())
+        } else {
+            match doc.export_since(&version) {
+                Ok(update) => {
+                    let mut remote = version;
+                    remote.merge(&server_version);
+                    (update, remote)
+                }
+                Err(_) if server_version.includes(&version) => (doc.encode(), server_version.clone()),
+                // The empty update; should even that fail, the whole document, which such a
+                // client cannot import either and so also answers by pushing and asking again.
+                Err(_) => (doc.export_since(&server_version).unwrap_or_else(|_| doc.encode()), version),
             }
-            Err(_) if server_version.includes(&version) => (doc.encode(), server_version.clone()),
-            Err(_) => (doc.export_since(&server_version).unwrap_or_default(), version),
         };
         conn.outbox.push(Message::Sync { doc: slot, version: server_version, update });
         conn.subscriptions.insert(
