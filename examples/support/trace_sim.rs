@@ -110,19 +110,13 @@ fn type_sequential(
     for writer in 0..writers {
         catch_up(sim, name, writer, &typed)?;
         if writer == 0 && !trace.start_content.is_empty() {
-            let mut result = Ok(());
-            sim.edit(writer, name, |doc| {
-                result =
-                    doc.transact().text("text").insert(0, &trace.start_content).map_err(|e| e.to_string());
-            });
-            result?;
+            sim.edit(writer, name, |doc| doc.transact().text("text").insert(0, &trace.start_content))
+                .map_err(|e| e.to_string())?;
         }
         let (first, end) = (n * writer / writers, n * (writer + 1) / writers);
         for (index, txn) in trace.txns.iter().enumerate().take(end).skip(first) {
             advance_wall_clocks(sim, name, &mut [], txn, &mut present);
-            let mut result = Ok(());
-            sim.edit(writer, name, |doc| result = apply_patches(doc, txn));
-            result.map_err(|e| format!("txn {index}: {e}"))?;
+            sim.edit(writer, name, |doc| apply_patches(doc, txn)).map_err(|e| format!("txn {index}: {e}"))?;
             sim.run_for(KEYSTROKE);
             tally(sim, events);
         }

@@ -282,10 +282,11 @@ impl Sim {
     }
 
     /// Edit a client's document; the change leaves at the next drain.
-    pub fn edit(&mut self, client: usize, document: &str, edit: impl FnOnce(&mut Document)) {
+    pub fn edit<R>(&mut self, client: usize, document: &str, edit: impl FnOnce(&mut Document) -> R) -> R {
         let doc = self.clients[client].session.document_mut(document).expect("subscribed document");
-        edit(doc);
+        let result = edit(doc);
         self.drain();
+        result
     }
 
     fn schedule(&mut self, at: Instant, delivery: Delivery) {

@@ -32,12 +32,7 @@ struct Wire {
     writer_conn: ConnectionId,
     reader_conn: ConnectionId,
     now: Instant,
-    writer_frames: usize,
-    writer_bytes: usize,
-    reader_frames: usize,
-    reader_bytes: usize,
-    to_writer_bytes: usize,
-    from_reader_bytes: usize,
+    traffic: Traffic,
 }
 
 impl Wire {
@@ -74,12 +69,7 @@ impl Wire {
             writer_conn: conns[0],
             reader_conn: conns[1],
             now: epoch,
-            writer_frames: 0,
-            writer_bytes: 0,
-            reader_frames: 0,
-            reader_bytes: 0,
-            to_writer_bytes: 0,
-            from_reader_bytes: 0,
+            traffic: Traffic::default(),
         };
         wire.pump()?;
         for (who, session) in [("writer", &wire.writer), ("reader", &wire.reader)] {
@@ -97,23 +87,23 @@ impl Wire {
         loop {
             let mut moved = false;
             while let Some(frame) = self.writer.poll_transmit() {
-                self.writer_frames += 1;
-                self.writer_bytes += frame.len();
+                self.traffic.writer_frames += 1;
+                self.traffic.writer_bytes += frame.len();
                 self.server.handle_input(now, self.writer_conn, &frame);
                 moved = true;
             }
             while let Some(frame) = self.reader.poll_transmit() {
-                self.from_reader_bytes += frame.len();
+                self.traffic.from_reader_bytes += frame.len();
                 self.server.handle_input(now, self.reader_conn, &frame);
                 moved = true;
             }
             while let Some(Transmit { connection, frame, .. }) = self.server.poll_transmit() {
                 if connection == self.writer_conn {
-                    self.to_writer_bytes += frame.len();
+                    self.traffic.to_writer_bytes += frame.len();
                     self.writer.handle_input(now, &frame);
                 } else if connection == self.reader_conn {
-                    self.reader_frames += 1;
-                    self.reader_bytes += frame.len();
+                    self.traffic.reader_frames += 1;
+                    self.traffic.reader_bytes += frame.len();
                     self.reader.handle_input(now, &frame);
                 }
                 moved = true;
@@ -205,18 +195,7 @@ pub fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
     if !wire.writer.is_saved(DOC) {
         return Err(Problem::failed("live sync: the writer's last change was not acknowledged"));
     }
-    let Wire {
-        server,
-        writer,
-        reader,
-        writer_frames,
-        writer_bytes,
-        reader_frames,
-        reader_bytes,
-        to_writer_bytes,
-        from_reader_bytes,
-        ..
-    } = wire;
+    let Wire { server, writer, reader, traffic, .. } = wire;
     let finals: FinalTexts = Box::new(move || {
         let text = |doc: Option<&Document>| doc.map_or_else(String::new, |d| d.text("text").to_string());
         vec![
@@ -225,13 +204,5 @@ pub fn live_sync(t: &Prepared) -> Result<LiveRun, Problem> {
             ("reader", text(reader.document(DOC))),
         ]
     });
-    let traffic = Traffic {
-        writer_frames,
-        writer_bytes,
-        reader_frames,
-        reader_bytes,
-        to_writer_bytes,
-        from_reader_bytes,
-    };
     Ok(LiveRun { traffic, finals })
 }
