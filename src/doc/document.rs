@@ -504,29 +504,27 @@ impl Document {
         let mut status = ImportStatus::default();
         let mut changes = changes.into_iter();
         // The live-sync case: one change, the next of its peer, nothing waiting. Same checks,
-        // without the bookkeeping (and the allocations) a batch needs.
-        if changes.len() == 1 && self.pending.is_empty() {
-            let Some(mut change) = changes.next() else { return Ok(status) };
+        // without the bookkeeping (and the allocations) a batch needs. Whether it is the next
+        // reads only fields the wire gives; anything else takes the general path below.
+        let version = self.version();
+        let next = changes.len() == 1
+            && self.pending.is_empty()
+            && changes.as_slice().first().is_some_and(|c| {
+                c.id.counter == version.get(c.id.peer) && c.deps.ids().iter().all(|d| version.contains(*d))
+            });
+        if let Some(mut change) = if next { changes.next() } else { None } {
             change.validate_shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
             self.clock.check(change.timestamp)?;
-            let version = self.version();
-            let next = change.id.counter == version.get(change.id.peer)
-                && change.deps.ids().iter().all(|d| version.contains(*d));
-            if next {
-                let mut overlay =
-                    if change.ops.len() == 1 { Overlay::for_one_op() } else { Overlay::default() };
-                self.validate_change(&change, &mut overlay)
-                    .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
-                let (mut containers, mut spans) = (BTreeSet::new(), Vec::new());
-                self.apply_valid(change, &mut containers, &mut spans);
-                if self.events_enabled() {
-                    self.emit(Origin::Remote, containers.into_iter().collect(), spans);
-                }
-                status.applied = 1;
-                return Ok(status);
+            let mut overlay = if change.ops.len() == 1 { Overlay::for_one_op() } else { Overlay::default() };
+            self.validate_change(&change, &mut overlay)
+                .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
+            let (mut containers, mut spans) = (BTreeSet::new(), Vec::new());
+            self.apply_valid(change, &mut containers, &mut spans);
+            if self.events_enabled() {
+                self.emit(Origin::Remote, containers.into_iter().collect(), spans);
             }
-            // Not the next one (a duplicate, an overlap, or early): the general path.
-            changes = vec![change].into_iter();
+            status.applied = 1;
+            return Ok(status);
         }
         let mut fresh: BTreeMap<OpId, Change> = BTreeMap::new();
         for mut change in changes {

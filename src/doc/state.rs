@@ -199,6 +199,18 @@ impl Overlay {
     pub(crate) fn for_one_op() -> Self {
         Overlay { last_op: true, ..Overlay::default() }
     }
+
+    fn record_elements(&mut self, container: &ContainerId, span: IdSpan) {
+        if !self.last_op {
+            record(&mut self.elements, container, span);
+        }
+    }
+
+    fn record_movable_elems(&mut self, container: &ContainerId, span: IdSpan) {
+        if !self.last_op {
+            record(&mut self.movable_elems, container, span);
+        }
+    }
 }
 
 /// Id spans indexed by their first id: a lookup is a logarithmic search, not a scan, because a
@@ -320,9 +332,7 @@ impl DocState {
                 if !self.anchor_ok(overlay, container, id, anchor, len as usize) {
                     return Err("insert anchored to an unknown element");
                 }
-                if !overlay.last_op {
-                    record(&mut overlay.elements, container, own_span);
-                }
+                overlay.record_elements(container, own_span);
                 match &op.content {
                     OpContent::ListInsert { items, .. } => items,
                     _ => &[],
@@ -338,8 +348,8 @@ impl DocState {
                 if !self.anchor_ok(overlay, container, id, anchor, len as usize) {
                     return Err("insert anchored to an unknown element");
                 }
-                record(&mut overlay.elements, container, own_span);
-                record(&mut overlay.movable_elems, container, own_span);
+                overlay.record_elements(container, own_span);
+                overlay.record_movable_elems(container, own_span);
                 items
             }
             OpContent::MovableMove { elem, anchor } => {
@@ -348,7 +358,7 @@ impl DocState {
                 {
                     return Err("move of an unknown element or to an unknown anchor");
                 }
-                record(&mut overlay.elements, container, own_span);
+                overlay.record_elements(container, own_span);
                 &[]
             }
             OpContent::MovableSet { elem, value } => {
