@@ -70,9 +70,10 @@ struct ClientDocument<D> {
     /// What the server holds or has been sent on this connection: local changes beyond it are
     /// sent at the next poll.
     sent: VersionVector,
-    /// Batches sent and not yet acknowledged: number and the document version they complete.
-    unacked: VecDeque<(u32, VersionVector)>,
+    /// `Changes` batches sent on this subscription (numbered from 1), and the last one the
+    /// server acknowledged: acks are cumulative, so the two counts say what is unsaved.
     batches_sent: u32,
+    batches_acked: u32,
     /// A `NeedChanges` is in flight; do not ask again until changes arrive.
     asked: bool,
     /// Whether `Saved` was reported for the current state.
@@ -186,8 +187,8 @@ impl<D: SyncDocument> ClientSession<D> {
             slot,
             synced: false,
             sent: VersionVector::new(),
-            unacked: VecDeque::new(),
             batches_sent: 0,
+            batches_acked: 0,
             asked: false,
             saved: false,
             codec: DocumentCodec::new(),
@@ -232,9 +233,9 @@ impl<D: SyncDocument> ClientSession<D> {
     /// Whether the server has acknowledged every local change of `name` (the "all changes
     /// saved" signal). False while disconnected with unsent edits.
     pub fn is_saved(&self, name: &str) -> bool {
-        self.documents
-            .get(name)
-            .is_some_and(|d| d.synced && d.unacked.is_empty() && d.sent.includes(d.doc.version()))
+        self.documents.get(name).is_some_and(|d| {
+            d.synced && d.batches_acked == d.batches_sent && d.sent.includes(d.doc.version())
+        })
     }
 
     // ---- inputs ------------------------------------------------------------------------
@@ -487,7 +488,7 @@ impl<D: SyncDocument> ClientSession<D> {
         let entry_name = entry.name.clone();
         entry.synced = false;
         entry.refused = true;
-        entry.unacked.clear();
+        entry.batches_acked = entry.batches_sent;
         let slot = entry.slot;
         self.send_unsubscribe(slot);
         self.events.push_back(ClientEvent::DocumentRefused { document: entry_name, error });
@@ -534,8 +535,9 @@ impl<D: SyncDocument> ClientSession<D> {
     fn on_ack(&mut self, slot: DocSlot, batch: u32) {
         let Some(name) = self.name_of(slot) else { return };
         let Some(entry) = self.documents.get_mut(&*name) else { return };
-        while entry.unacked.front().is_some_and(|(n, _)| *n <= batch) {
-            entry.unacked.pop_front();
+        // Only an ack of a batch actually sent counts (counting with wrap-around).
+        if batch.wrapping_sub(entry.batches_acked) <= entry.batches_sent.wrapping_sub(entry.batches_acked) {
+            entry.batches_acked = batch;
         }
         self.report_saved(&name);
     }
@@ -563,14 +565,8 @@ impl<D: SyncDocument> ClientSession<D> {
                     let batches = entry.codec.encode(&changes);
                     entry.sent.merge(entry.doc.version());
                     entry.saved = false;
-                    let count = batches.len();
-                    for (i, bytes) in batches.into_iter().enumerate() {
+                    for bytes in batches {
                         entry.batches_sent = entry.batches_sent.wrapping_add(1);
-                        // Only the last batch completes the version; earlier ones need not
-                        // be tracked separately, as acks are cumulative.
-                        if i + 1 == count {
-                            entry.unacked.push_back((entry.batches_sent, entry.doc.version().clone()));
-                        }
                         self.outbox.push(Message::Changes { doc: entry.slot, changes: bytes });
                     }
                 }
@@ -600,8 +596,8 @@ impl<D: SyncDocument> ClientSession<D> {
     fn send_subscribe(&mut self, name: &str) {
         let Some(entry) = self.documents.get_mut(name) else { return };
         entry.synced = false;
-        entry.unacked.clear();
         entry.batches_sent = 0;
+        entry.batches_acked = 0;
         entry.asked = false;
         // The server starts a fresh codec with each subscription.
         entry.codec = DocumentCodec::new();
@@ -648,7 +644,8 @@ impl<D: SyncDocument> ClientSession<D> {
         self.outbox.clear();
         for entry in self.documents.values_mut() {
             entry.synced = false;
-            entry.unacked.clear();
+            // Unacknowledged work is resent after the next `Sync`, which says what the server has.
+            entry.batches_acked = entry.batches_sent;
             entry.asked = false;
         }
     }
