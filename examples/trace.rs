@@ -247,11 +247,12 @@ fn run_sim(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Resu
     }
 
     let stats = &sim.stats;
-    let receivers = &sim.client_stats[run.writers.min(sim.client_stats.len())..];
+    let receivers = &sim.clients[run.writers.min(sim.clients.len())..];
     let per_op = |bytes: f64| (bytes / ops.max(1) as f64 * 100.0).round() / 100.0;
     // `null` when every client writes: there is no pure receiver to measure.
-    let fanout_bytes_per_op = (!receivers.is_empty())
-        .then(|| per_op(receivers.iter().map(|s| s.bytes_down).sum::<u64>() as f64 / receivers.len() as f64));
+    let fanout_bytes_per_op = (!receivers.is_empty()).then(|| {
+        per_op(receivers.iter().map(|c| c.wire.bytes_down).sum::<u64>() as f64 / receivers.len() as f64)
+    });
     let final_chars = sim.client(0).document(name).map_or(0, |d| d.text("text").len());
     let report = serde_json::json!({
         "trace": name,

@@ -118,7 +118,10 @@ pub struct SimClient {
     partitioned_until: Option<Instant>,
     /// The client reads nothing until then (a stalled reader): frames to it wait.
     stalled_until: Option<Instant>,
-    /// Frames and bytes the server sent to this client.
+    /// Frames and bytes this client sent (`up`) and the server sent to it (`down`), counted
+    /// when sent, lost ones included.
+    pub wire: WireStats,
+    /// Frames and bytes that reached this client.
     pub frames_received: u64,
     pub bytes_received: u64,
 }
@@ -131,6 +134,7 @@ impl SimClient {
             link: None,
             partitioned_until: None,
             stalled_until: None,
+            wire: WireStats::default(),
             frames_received: 0,
             bytes_received: 0,
         }
@@ -162,10 +166,8 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: BTreeMap<u64, Delivery>,
     next_seq: u64,
+    /// What crossed the network, all clients together (per client: [`SimClient::wire`]).
     pub stats: WireStats,
-    /// The same counts per client: `frames_up`/`bytes_up` what it sent, `frames_down`/
-    /// `bytes_down` what the server sent it (indexed like `clients`).
-    pub client_stats: Vec<WireStats>,
     pub server_events: Vec<ServerEvent>,
     pub client_events: Vec<(usize, ClientEvent)>,
     pub restarts: u32,
@@ -205,7 +207,6 @@ impl Sim {
             pending: BTreeMap::new(),
             next_seq: 0,
             stats: WireStats::default(),
-            client_stats: vec![WireStats::default(); clients],
             server_events: Vec::new(),
             client_events: Vec::new(),
             restarts: 0,
@@ -248,7 +249,6 @@ impl Sim {
     /// Add a client (a late joiner); it connects at once. Returns its index.
     pub fn add_client(&mut self, session: ClientSession) -> usize {
         self.clients.push(SimClient::new(session));
-        self.client_stats.push(WireStats::default());
         let index = self.clients.len() - 1;
         let now = self.now;
         self.clients[index].session.connect(now);
@@ -315,8 +315,8 @@ impl Sim {
                         link.last_up = at;
                         self.stats.frames_up += 1;
                         self.stats.bytes_up += frame.len() as u64;
-                        self.client_stats[i].frames_up += 1;
-                        self.client_stats[i].bytes_up += frame.len() as u64;
+                        self.clients[i].wire.frames_up += 1;
+                        self.clients[i].wire.bytes_up += frame.len() as u64;
                         self.schedule(at, Delivery::ToServer { link: link_id, frame });
                     }
                 }
@@ -364,8 +364,8 @@ impl Sim {
                 let client = link.client;
                 self.stats.frames_down += 1;
                 self.stats.bytes_down += transmit.frame.len() as u64;
-                self.client_stats[client].frames_down += 1;
-                self.client_stats[client].bytes_down += transmit.frame.len() as u64;
+                self.clients[client].wire.frames_down += 1;
+                self.clients[client].wire.bytes_down += transmit.frame.len() as u64;
                 self.schedule(at, Delivery::ToClient { link: link_id, frame: transmit.frame });
             }
             for event in events {
