@@ -165,4 +165,13 @@ pub enum ProtocolError {
     /// The other side closed the connection.
     #[error("connection closed by the other side: {0:?}")]
     Closed(crate::wire::CloseReason),
+    /// A plugin did not accept a message from the other side (which was told so); the
+    /// connection carries on.
+    #[error("plugin {}: {error}", plugin.0)]
+    Plugin {
+        /// The plugin.
+        plugin: crate::PluginId,
+        /// What it said.
+        error: crate::plugin::PluginError,
+    },
 }

@@ -224,6 +224,7 @@
 mod bytes;
 mod doc;
 mod error;
+pub mod plugin;
 mod session;
 mod store;
 pub mod wire;
@@ -244,6 +245,10 @@ pub use doc::types::{
 pub use doc::value::Value;
 pub use doc::version::{Frontier, VersionVector};
 pub use error::{DecodeError, Error, ProtocolError};
+pub use plugin::awareness::{Awareness, AwarenessConfig, AwarenessEvent, AwarenessServer};
+pub use plugin::{
+    ClientPlugin, ClientPluginMessage, PluginError, PluginId, Recipients, ServerPlugin, ServerPluginMessage,
+};
 pub use session::{
     ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server, ServerConfig,
     ServerEvent, SyncDocument, Transmit,

@@ -9,8 +9,8 @@ use crdt_sync::wire::{
     CloseReason, DocSlot, Message, PROTOCOL_VERSION, WireLimits, decode_frame, encode_frame,
 };
 use crdt_sync::{
-    ClientConfig, ClientEvent, ClientSession, ConnectionId, Document, PeerId, ProtocolError, Server,
-    ServerConfig, ServerEvent,
+    Awareness, AwarenessConfig, AwarenessServer, ClientConfig, ClientEvent, ClientSession, ConnectionId,
+    Document, PeerId, ProtocolError, Server, ServerConfig, ServerEvent,
 };
 use proptest::prelude::*;
 
@@ -43,13 +43,19 @@ fn valid_client_frames() -> Vec<Vec<u8>> {
     let now = epoch();
     let mut client = ClientSession::new(PeerId::new(7), ClientConfig::default());
     client.subscribe("doc", Document::new(PeerId::new(7)));
+    client.add_plugin(Awareness::<String>::new(AwarenessConfig::default()));
     let mut server = Server::in_memory(ServerConfig::default());
+    server.add_plugin(AwarenessServer::new(AwarenessConfig::default()));
     let conn = server.accept(now);
     client.connect(now);
     client.handle_connected(now);
     let mut frames = Vec::new();
     for round in 0..6 {
+        // Far enough apart that the awareness throttle lets every state out at once.
+        let now = now + Duration::from_secs(round);
         if round >= 2 {
+            let awareness = client.plugin_mut::<Awareness<String>>().unwrap();
+            awareness.set_local_state(now, "doc", format!("typing, round {round}"));
             let doc = client.document_mut("doc").unwrap();
             let len = doc.text("t").len();
             let mut txn = doc.transact();
@@ -64,6 +70,12 @@ fn valid_client_frames() -> Vec<Vec<u8>> {
             client.handle_input(now, &t.frame);
         }
     }
+    let plugin_messages = frames
+        .iter()
+        .flat_map(|f| decode_frame(f, &WireLimits::default()).unwrap())
+        .filter(|m| matches!(m, Message::Plugin { .. }))
+        .count();
+    assert_eq!(plugin_messages, 4, "the seed frames carry awareness states");
     frames
 }
 
@@ -78,6 +90,7 @@ fn check_outputs(server: &mut Server) {
 fn feed_server(inputs: &[Vec<u8>]) {
     let now = epoch();
     let mut server = Server::in_memory(ServerConfig::default());
+    server.add_plugin(AwarenessServer::new(AwarenessConfig::default()));
     let good = server.accept(now);
     server.handle_input(now, good, &hello(1));
     let subscribe = Message::Subscribe { doc: DocSlot(0), name: "doc".into(), version: Default::default() };
@@ -105,6 +118,7 @@ fn feed_client(inputs: &[Vec<u8>]) {
     let now = epoch();
     let mut client = ClientSession::new(PeerId::new(3), ClientConfig::default());
     client.subscribe("doc", Document::new(PeerId::new(3)));
+    client.add_plugin(Awareness::<String>::new(AwarenessConfig::default()));
     client.connect(now);
     client.handle_connected(now);
     for (i, input) in inputs.iter().enumerate() {

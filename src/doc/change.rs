@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
 use super::id::{Counter, IdSpan, OpId, PeerId};
-use super::op::{Op, ops_id_len};
+use super::op::{ContainerId, Op, ops_id_len};
 use super::version::Frontier;
 
 /// Consecutive operations of one replica: one transaction, or several that continue each other
@@ -81,6 +81,12 @@ impl Change {
     /// The number of operations.
     pub fn op_count(&self) -> usize {
         self.ops.len()
+    }
+
+    /// The container each operation edits, in order (repeats included): what a server
+    /// plugin checks to allow edits to some containers and not others.
+    pub fn containers(&self) -> impl Iterator<Item = &ContainerId> {
+        self.ops.iter().map(|op| &op.container)
     }
 
     /// Lamport time one past the change's last operation.

@@ -9,6 +9,7 @@ use super::config::ClientConfig;
 use super::event::{ClientEvent, ConnectionStatus};
 use super::random::SplitMix64;
 use super::sync_document::SyncDocument;
+use crate::plugin::{ClientPlugin, PluginError};
 use crate::wire::{
     CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame_into, encode_frame,
 };
@@ -57,6 +58,7 @@ pub struct ClientSession<D: SyncDocument = Document> {
     last_now: Option<Instant>,
     /// Messages of the frame being handled, a buffer kept between frames.
     inbox: Vec<Message>,
+    plugins: Vec<Box<dyn ClientPlugin>>,
 }
 
 #[derive(Debug)]
@@ -130,7 +132,40 @@ impl<D: SyncDocument> ClientSession<D> {
             events: VecDeque::new(),
             last_now: None,
             inbox: Vec::new(),
+            plugins: Vec::new(),
         }
+    }
+
+    /// Add a plugin, replacing (and returning) one with the same id. A plugin added while
+    /// connected is told about the connection and the documents already synced on it.
+    pub fn add_plugin(&mut self, plugin: impl ClientPlugin) -> Option<Box<dyn ClientPlugin>> {
+        let mut plugin: Box<dyn ClientPlugin> = Box::new(plugin);
+        if let Some(now) = self.last_now
+            && self.link.as_ref().is_some_and(|l| l.welcomed)
+        {
+            plugin.on_connected(now);
+            for entry in self.documents.values().filter(|d| d.synced) {
+                plugin.on_subscribed(now, &entry.name);
+            }
+        }
+        match self.plugins.iter_mut().find(|p| p.id() == plugin.id()) {
+            Some(old) => Some(std::mem::replace(old, plugin)),
+            None => {
+                self.plugins.push(plugin);
+                None
+            }
+        }
+    }
+
+    /// The plugin of type `P`, for reading its state.
+    pub fn plugin<P: ClientPlugin>(&self) -> Option<&P> {
+        self.plugins.iter().find_map(|p| (&**p as &dyn std::any::Any).downcast_ref::<P>())
+    }
+
+    /// The plugin of type `P`, for commands; what it queues leaves at the next
+    /// [`ClientSession::poll_transmit`].
+    pub fn plugin_mut<P: ClientPlugin>(&mut self) -> Option<&mut P> {
+        self.plugins.iter_mut().find_map(|p| (&mut **p as &mut dyn std::any::Any).downcast_mut::<P>())
     }
 
     /// The replica id of this client.
@@ -173,6 +208,9 @@ impl<D: SyncDocument> ClientSession<D> {
             self.drop_link();
             self.events.push_back(ClientEvent::CloseTransport);
         }
+        for plugin in &mut self.plugins {
+            plugin.on_closed(now);
+        }
         self.set_status(ConnectionStatus::Disconnected);
     }
 
@@ -211,6 +249,9 @@ impl<D: SyncDocument> ClientSession<D> {
         let entry = self.documents.remove(name)?;
         self.slots.remove(&entry.slot);
         self.send_unsubscribe(entry.slot);
+        if entry.synced {
+            self.plugins_unsubscribed(&entry.name);
+        }
         Some(entry.doc)
     }
 
@@ -313,6 +354,11 @@ impl<D: SyncDocument> ClientSession<D> {
     /// Time passed: handle whatever deadline is due. Early or repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
+        for plugin in &mut self.plugins {
+            if plugin.poll_timeout().is_some_and(|at| now >= at) {
+                plugin.handle_timeout(now);
+            }
+        }
         if let Some(at) = self.reconnect_at
             && now >= at
         {
@@ -346,6 +392,7 @@ impl<D: SyncDocument> ClientSession<D> {
     /// gathered here, so that a burst of edits travels as one frame.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.push_local_changes();
+        self.push_plugin_messages();
         self.flush_outbox();
         self.frames.pop_front()
     }
@@ -366,10 +413,11 @@ impl<D: SyncDocument> ClientSession<D> {
                 link.last_sent.min(link.last_heard) + link.ping_interval
             }
         });
-        match (link_deadline, self.reconnect_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [link_deadline, self.reconnect_at]
+            .into_iter()
+            .chain(self.plugins.iter().map(|p| p.poll_timeout()))
+            .flatten()
+            .min()
     }
 
     // ---- internals ---------------------------------------------------------------------
@@ -395,6 +443,9 @@ impl<D: SyncDocument> ClientSession<D> {
                     self.attempts = 0;
                 }
                 self.set_status(ConnectionStatus::Connected);
+                for plugin in &mut self.plugins {
+                    plugin.on_connected(now);
+                }
                 let names: Vec<String> =
                     self.documents.iter().filter(|(_, d)| !d.refused).map(|(n, _)| n.clone()).collect();
                 for name in names {
@@ -406,6 +457,9 @@ impl<D: SyncDocument> ClientSession<D> {
                     ours: (PROTOCOL_VERSION, PROTOCOL_VERSION),
                     theirs: (0, 0),
                 });
+            }
+            Message::Error { doc: Some(slot), code: ErrorCode::ChangesVetoed, detail } if welcomed => {
+                self.on_vetoed(now, slot, detail);
             }
             Message::Error { code, detail, .. } => {
                 self.events.push_back(ClientEvent::Error(ProtocolError::Refused { code, detail }));
@@ -426,6 +480,7 @@ impl<D: SyncDocument> ClientSession<D> {
             Message::Sync { doc, version, update } => self.on_sync(doc, version, &update),
             Message::Changes { doc, changes } => self.on_changes(now, doc, &changes),
             Message::Ack { doc, batch } => self.on_ack(doc, batch),
+            Message::Plugin { plugin, doc, body } => self.on_plugin_message(now, plugin, doc, &body),
             Message::NeedChanges { doc, version } => {
                 if let Some(entry) = self.by_slot(doc) {
                     entry.sent = version;
@@ -470,6 +525,12 @@ impl<D: SyncDocument> ClientSession<D> {
         // The server holds `version`; everything else local is pushed at the next poll.
         entry.sent = version;
         entry.asked = retry;
+        if let Some(now) = self.last_now {
+            for plugin in &mut self.plugins {
+                plugin.on_subscribed(now, &name);
+            }
+        }
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
         if retry {
             let version = entry.doc.version().clone();
             self.outbox.push(Message::NeedChanges { doc: slot, version });
@@ -486,12 +547,89 @@ impl<D: SyncDocument> ClientSession<D> {
     fn refuse_document(&mut self, name: &str, error: crate::Error) {
         let Some(entry) = self.documents.get_mut(name) else { return };
         let entry_name = entry.name.clone();
+        let (slot, was_synced) = (entry.slot, entry.synced);
         entry.synced = false;
         entry.refused = true;
         entry.batches_acked = entry.batches_sent;
-        let slot = entry.slot;
         self.send_unsubscribe(slot);
+        if was_synced {
+            self.plugins_unsubscribed(&entry_name);
+        }
         self.events.push_back(ClientEvent::DocumentRefused { document: entry_name, error });
+    }
+
+    /// A server plugin vetoed changes of this document. This copy holds them and every later
+    /// edit depends on them, so the server would take nothing more from it: stop syncing the
+    /// document, as for a refused one.
+    fn on_vetoed(&mut self, now: Instant, slot: DocSlot, reason: String) {
+        let Some(name) = self.name_of(slot) else { return };
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
+        let was_synced = entry.synced;
+        entry.synced = false;
+        entry.refused = true;
+        entry.batches_acked = entry.batches_sent;
+        self.send_unsubscribe(slot);
+        if was_synced {
+            for plugin in &mut self.plugins {
+                plugin.on_unsubscribed(now, &name);
+            }
+        }
+        self.events.push_back(ClientEvent::ChangesVetoed { document: name, reason });
+    }
+
+    fn plugins_unsubscribed(&mut self, name: &Arc<str>) {
+        if let Some(now) = self.last_now {
+            for plugin in &mut self.plugins {
+                plugin.on_unsubscribed(now, name);
+            }
+        }
+    }
+
+    fn on_plugin_message(&mut self, now: Instant, id: crate::PluginId, slot: Option<DocSlot>, body: &[u8]) {
+        let document = match slot {
+            Some(slot) => match self.name_of(slot) {
+                Some(name) => Some(name),
+                None => return, // a slot given up since: stale, like its changes
+            },
+            None => None,
+        };
+        let Some(plugin) = self.plugins.iter_mut().find(|p| p.id() == id) else {
+            self.outbox.push(Message::Error {
+                doc: slot,
+                code: ErrorCode::UnknownPlugin,
+                detail: format!("no plugin {} on this client", id.0),
+            });
+            return;
+        };
+        if let Err(error) = plugin.on_message(now, document.as_ref(), body) {
+            let code = match error {
+                PluginError::Malformed(_) => ErrorCode::Malformed,
+                _ => ErrorCode::PluginRefused,
+            };
+            self.outbox.push(Message::Error { doc: slot, code, detail: error.to_string() });
+            self.events.push_back(ClientEvent::Error(ProtocolError::Plugin { plugin: id, error }));
+        }
+    }
+
+    /// Queue what the plugins have to say, for documents subscribed on this connection;
+    /// dropped while disconnected (plugins send their state again on the next subscription).
+    fn push_plugin_messages(&mut self) {
+        let welcomed = self.link.as_ref().is_some_and(|l| l.welcomed);
+        for plugin in &mut self.plugins {
+            while let Some(message) = plugin.poll_message() {
+                if !welcomed {
+                    continue;
+                }
+                let slot = match &message.document {
+                    None => None,
+                    Some(name) => match self.documents.get(&**name) {
+                        Some(entry) if !entry.refused => Some(entry.slot),
+                        _ => continue,
+                    },
+                };
+                self.outbox.push(Message::Plugin { plugin: plugin.id(), doc: slot, body: message.body });
+            }
+        }
     }
 
     fn on_changes(&mut self, now: Instant, slot: DocSlot, bytes: &[u8]) {
@@ -640,7 +778,12 @@ impl<D: SyncDocument> ClientSession<D> {
     }
 
     fn drop_link(&mut self) {
-        self.link = None;
+        let was_welcomed = self.link.take().is_some_and(|l| l.welcomed);
+        if was_welcomed && let Some(now) = self.last_now {
+            for plugin in &mut self.plugins {
+                plugin.on_disconnected(now);
+            }
+        }
         self.outbox.clear();
         for entry in self.documents.values_mut() {
             entry.synced = false;

@@ -80,6 +80,16 @@ pub enum ClientEvent {
         /// Why it refused.
         error: crate::Error,
     },
+    /// A server plugin vetoed local changes of a document (for example the user may only
+    /// read it). None of the batch reached the server or another replica; this copy keeps
+    /// them, and since every later edit depends on them the document stopped syncing.
+    /// Subscribe a fresh copy to sync again.
+    ChangesVetoed {
+        /// The document's name.
+        document: Arc<str>,
+        /// The plugin's reason.
+        reason: String,
+    },
     /// Something went wrong; the session carries on (or reconnects) unless the status says
     /// otherwise.
     Error(ProtocolError),
@@ -132,6 +142,18 @@ pub enum ServerEvent {
         connection: ConnectionId,
         /// The document's name.
         document: Arc<str>,
+    },
+    /// A server plugin vetoed a batch of changes: none of it was applied or forwarded, the
+    /// author was told, and the subscription takes no more changes.
+    ChangesVetoed {
+        /// The connection they came from.
+        connection: ConnectionId,
+        /// The document's name.
+        document: Arc<str>,
+        /// The plugin that vetoed.
+        plugin: crate::PluginId,
+        /// Its reason.
+        reason: String,
     },
     /// A document's history was trimmed up to `version`, which every subscriber had passed
     /// (see [`crate::ServerConfig::compact_after_ops`]): the seed's "snapshot created".

@@ -125,6 +125,17 @@ pub enum Message {
         /// Total frame bytes received on this connection.
         bytes: u64,
     },
+    /// Tag 13, both ways: a message of a plugin ([`crate::plugin`]). A receiver without the
+    /// plugin answers `Error` with [`ErrorCode::UnknownPlugin`] and carries on.
+    Plugin {
+        /// The plugin's wire id.
+        plugin: crate::PluginId,
+        /// The document the message concerns, if any.
+        doc: Option<DocSlot>,
+        /// The plugin's encoding of its message.
+        #[serde(with = "byte_string")]
+        body: Vec<u8>,
+    },
 }
 
 /// Why a request was refused.
@@ -145,6 +156,12 @@ pub enum ErrorCode {
     ChangesRefused,
     /// A configured limit was exceeded.
     LimitExceeded,
+    /// A `Plugin` message for a plugin the receiver does not have.
+    UnknownPlugin,
+    /// A server plugin vetoed the changes of a batch: none of it was applied or forwarded.
+    ChangesVetoed,
+    /// A plugin refused one of its messages.
+    PluginRefused,
 }
 
 /// Why a connection was closed.

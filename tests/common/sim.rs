@@ -118,6 +118,9 @@ pub struct SimClient {
     partitioned_until: Option<Instant>,
     /// The client reads nothing until then (a stalled reader): frames to it wait.
     stalled_until: Option<Instant>,
+    /// Gone without a word (a laptop lid closed): never driven again, nothing reaches it,
+    /// and the server is not told.
+    vanished: bool,
     /// Frames and bytes this client sent (`up`) and the server sent to it (`down`), counted
     /// when sent, lost ones included.
     pub wire: WireStats,
@@ -134,6 +137,7 @@ impl SimClient {
             link: None,
             partitioned_until: None,
             stalled_until: None,
+            vanished: false,
             wire: WireStats::default(),
             frames_received: 0,
             bytes_received: 0,
@@ -149,6 +153,9 @@ pub struct WireStats {
     pub frames_down: u64,
     pub bytes_down: u64,
 }
+
+/// What [`Sim::set_server_setup`] keeps.
+type ServerSetup = Box<dyn Fn(&mut Server)>;
 
 /// The simulated network.
 pub struct Sim {
@@ -171,6 +178,8 @@ pub struct Sim {
     pub server_events: Vec<ServerEvent>,
     pub client_events: Vec<(usize, ClientEvent)>,
     pub restarts: u32,
+    /// Applied to the server now and after every restart (plugins, say).
+    server_setup: Option<ServerSetup>,
 }
 
 impl Sim {
@@ -210,6 +219,7 @@ impl Sim {
             server_events: Vec::new(),
             client_events: Vec::new(),
             restarts: 0,
+            server_setup: None,
             rng: SimRng::new(0),
         };
         for i in 0..clients {
@@ -236,6 +246,21 @@ impl Sim {
 
     pub fn server_mut(&mut self) -> &mut Server {
         self.server.as_mut().expect("server is up")
+    }
+
+    /// Set the server up with `setup` (add plugins, say), now and after every restart.
+    pub fn set_server_setup(&mut self, setup: impl Fn(&mut Server) + 'static) {
+        if let Some(server) = self.server.as_mut() {
+            setup(server);
+        }
+        self.server_setup = Some(Box::new(setup));
+        self.drain();
+    }
+
+    /// The client disappears without a word: it is never driven again, nothing reaches it,
+    /// and the server only notices by its timeouts.
+    pub fn vanish_client(&mut self, client: usize) {
+        self.clients[client].vanished = true;
     }
 
     pub fn server_is_up(&self) -> bool {
@@ -306,6 +331,9 @@ impl Sim {
         loop {
             let mut progressed = false;
             for i in 0..self.clients.len() {
+                if self.clients[i].vanished {
+                    continue;
+                }
                 while let Some(frame) = self.clients[i].session.poll_transmit() {
                     progressed = true;
                     if let Some(link_id) = self.clients[i].link {
@@ -393,7 +421,7 @@ impl Sim {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));
             }
         };
-        for client in &self.clients {
+        for client in self.clients.iter().filter(|c| !c.vanished) {
             consider(client.session.poll_timeout());
         }
         if let Some(server) = &self.server {
@@ -425,7 +453,11 @@ impl Sim {
         if self.server_down_until.is_some_and(|t| now >= t) {
             self.server_down_until = None;
             let store = self.parked_store.take().unwrap_or_default();
-            self.server = Some(Server::new(self.server_config.clone(), store));
+            let mut server = Server::new(self.server_config.clone(), store);
+            if let Some(setup) = &self.server_setup {
+                setup(&mut server);
+            }
+            self.server = Some(server);
         }
         while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
             if at > now {
@@ -437,7 +469,9 @@ impl Sim {
             self.drain();
         }
         for i in 0..self.clients.len() {
-            self.clients[i].session.handle_timeout(now);
+            if !self.clients[i].vanished {
+                self.clients[i].session.handle_timeout(now);
+            }
         }
         if let Some(server) = self.server.as_mut() {
             server.handle_timeout(now);
@@ -479,7 +513,7 @@ impl Sim {
                     self.schedule(until, Delivery::ToClient { link, frame });
                     return;
                 }
-                if self.clients[client].link == Some(link) {
+                if self.clients[client].link == Some(link) && !self.clients[client].vanished {
                     self.clients[client].frames_received += 1;
                     self.clients[client].bytes_received += frame.len() as u64;
                     self.clients[client].session.handle_input(now, &frame);

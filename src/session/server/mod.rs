@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod fan_out;
+mod plugins;
 
 use fan_out::Recent;
 
@@ -12,6 +13,7 @@ use super::codec::DocumentCodec;
 use super::config::ServerConfig;
 use super::event::{ConnectionId, ServerEvent, Transmit};
 use super::sync_document::SyncDocument;
+use crate::plugin::ServerPlugin;
 use crate::store::{DocumentStore, MemoryStore};
 use crate::wire::{
     CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame_into, encode_frame,
@@ -49,6 +51,7 @@ pub struct Server<S: DocumentStore = MemoryStore> {
     last_now: Option<Instant>,
     /// Messages of the frame being handled, a buffer kept between frames.
     inbox: Vec<Message>,
+    plugins: Vec<Box<dyn ServerPlugin>>,
 }
 
 #[derive(Debug)]
@@ -84,6 +87,9 @@ struct Subscription {
     asked: bool,
     /// The change codec of this document on this connection.
     codec: DocumentCodec,
+    /// A plugin vetoed changes of this subscription: it takes no more (the client stops
+    /// syncing the document when told).
+    vetoed: bool,
 }
 
 impl Server<MemoryStore> {
@@ -109,6 +115,7 @@ impl<S: DocumentStore> Server<S> {
             events: VecDeque::new(),
             last_now: None,
             inbox: Vec::new(),
+            plugins: Vec::new(),
         }
     }
 
@@ -215,6 +222,11 @@ impl<S: DocumentStore> Server<S> {
     /// repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
+        for plugin in &mut self.plugins {
+            if plugin.poll_timeout().is_some_and(|at| now >= at) {
+                plugin.handle_timeout(now);
+            }
+        }
         let slow = self.config.slow_consumer_timeout;
         let expired: Vec<(ConnectionId, CloseReason)> = self
             .connections
@@ -245,6 +257,9 @@ impl<S: DocumentStore> Server<S> {
 
     /// Close every connection, telling clients the server shuts down.
     pub fn shutdown(&mut self) {
+        for plugin in &mut self.plugins {
+            plugin.on_shutdown();
+        }
         let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
         for id in ids {
             self.close_with(id, CloseReason::ServerShutdown);
@@ -258,6 +273,7 @@ impl<S: DocumentStore> Server<S> {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.transmits.is_empty() {
             self.fan_out();
+            self.route_plugin_messages();
             self.flush_outboxes();
         }
         self.transmits.pop_front()
@@ -287,6 +303,7 @@ impl<S: DocumentStore> Server<S> {
                 }
                 next
             })
+            .chain(self.plugins.iter().filter_map(|p| p.poll_timeout()))
             .min()
     }
 
@@ -310,6 +327,11 @@ impl<S: DocumentStore> Server<S> {
                     window_bytes,
                 });
                 self.events.push_back(ServerEvent::Handshake { connection: id, peer, client_name });
+                if let Some(now) = self.last_now {
+                    for plugin in &mut self.plugins {
+                        plugin.on_connected(now, id, peer);
+                    }
+                }
             }
             Message::Ping { nonce } => conn.outbox.push(Message::Pong { nonce }),
             Message::Pong { .. } => {}
@@ -348,12 +370,19 @@ impl<S: DocumentStore> Server<S> {
             Message::Subscribe { doc, name, version } => self.on_subscribe(id, doc, name, version),
             Message::Unsubscribe { doc } => {
                 if let Some(sub) = conn.subscriptions.remove(&doc) {
+                    let peer = conn.peer;
                     self.forget_subscriber(&sub.document, id, doc);
+                    if let (Some(now), Some(peer)) = (self.last_now, peer) {
+                        for plugin in &mut self.plugins {
+                            plugin.on_unsubscribed(now, id, peer, &sub.document);
+                        }
+                    }
                     self.events
                         .push_back(ServerEvent::Unsubscribed { connection: id, document: sub.document });
                 }
             }
             Message::Changes { doc, changes } => self.on_changes(id, doc, &changes),
+            Message::Plugin { plugin, doc, body } => self.on_plugin_message(id, plugin, doc, &body),
             Message::NeedChanges { doc, version } => {
                 if let Some(sub) = conn.subscriptions.get_mut(&doc) {
                     sub.remote = version;
@@ -437,9 +466,16 @@ impl<S: DocumentStore> Server<S> {
                 unacked: VecDeque::new(),
                 asked: false,
                 codec: DocumentCodec::new(),
+                vetoed: false,
             },
         );
+        let peer = conn.peer;
         self.subscribers.entry(name.clone()).or_default().insert((id, slot));
+        if let (Some(now), Some(peer)) = (self.last_now, peer) {
+            for plugin in &mut self.plugins {
+                plugin.on_subscribed(now, id, peer, &name);
+            }
+        }
         self.events.push_back(ServerEvent::Subscribed { connection: id, document: name });
     }
 
@@ -466,6 +502,24 @@ impl<S: DocumentStore> Server<S> {
         };
         let Some(conn) = self.connections.get_mut(&id) else { return };
         let Some(sub) = conn.subscriptions.get_mut(&slot) else { return };
+        if sub.vetoed {
+            return;
+        }
+        if let Some(peer) = conn.peer
+            && let Some((plugin, reason)) = self.plugins.iter_mut().find_map(|p| {
+                p.check_changes(id, peer, &sub.document, &changes).err().map(|reason| (p.id(), reason))
+            })
+        {
+            sub.vetoed = true;
+            let document = sub.document.clone();
+            conn.outbox.push(Message::Error {
+                doc: Some(slot),
+                code: ErrorCode::ChangesVetoed,
+                detail: reason.clone(),
+            });
+            self.events.push_back(ServerEvent::ChangesVetoed { connection: id, document, plugin, reason });
+            return;
+        }
         sub.batches_received = sub.batches_received.wrapping_add(1);
         let batch = sub.batches_received;
         let mut completes = VersionVector::new();
@@ -631,6 +685,11 @@ impl<S: DocumentStore> Server<S> {
         let Some(conn) = self.connections.remove(&id) else { return false };
         for (slot, sub) in conn.subscriptions {
             self.forget_subscriber(&sub.document, id, slot);
+        }
+        if let (Some(now), Some(peer)) = (self.last_now, conn.peer) {
+            for plugin in &mut self.plugins {
+                plugin.on_disconnected(now, id, peer);
+            }
         }
         true
     }
