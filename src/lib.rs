@@ -206,6 +206,13 @@
 //!   [`Document::merge`] back.
 //! * **Events**: one [`DocEvent`] per transaction or import, local or remote.
 //!
+//! ## Plugins
+//!
+//! [`ClientPlugin`]s and [`ServerPlugin`]s add behaviour and message types of their own to
+//! the sessions, in the same sans-IO shape ([`plugin`] has the details); a server plugin can
+//! veto changes. [`Awareness`] / [`AwarenessServer`] are the built-in presence plugin:
+//! throttled, coalesced, expiring per-document states such as names and [`Cursor`]s.
+//!
 //! ## Policies
 //!
 //! * No panic on any input: bytes from a peer are decoded with checked lengths, a checksum

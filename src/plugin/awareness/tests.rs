@@ -57,7 +57,10 @@ fn local_updates_leave_on_the_leading_and_trailing_edge_only() {
     assert_eq!(client.poll_timeout(), None, "nothing to renew");
 }
 
-fn states_to(server: &mut AwarenessServer) -> Vec<(ConnectionId, bool, Vec<(PeerId, Option<Vec<u8>>)>)> {
+/// One `States` message as a test reads it: recipient, whether full, and the entries.
+type Sent = (ConnectionId, bool, Vec<(PeerId, Option<Vec<u8>>)>);
+
+fn states_to(server: &mut AwarenessServer) -> Vec<Sent> {
     std::iter::from_fn(|| server.poll_message())
         .map(|m| {
             let Recipients::Connection(to) = m.to else { panic!("{:?}", m.to) };
