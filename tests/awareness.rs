@@ -217,3 +217,39 @@ fn cursors_stay_on_their_character_while_others_edit_before_them() {
         }
     }
 }
+
+/// Through broken links, partitions and server restarts (the server's awareness is in
+/// memory and lost with it), every client ends up seeing every other client's last state.
+#[test]
+fn states_converge_through_faults() {
+    let seeds: u64 = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000) / 5;
+    for seed in 0..seeds {
+        let clients = 2 + (seed % 3) as usize;
+        let mut sim = Sim::new(seed, clients, &[DOC], Faults::heavy());
+        sim.set_server_setup(|server| {
+            server.add_plugin(AwarenessServer::new(AwarenessConfig::default()));
+        });
+        for i in 0..clients {
+            sim.client_mut(i).add_plugin(Aw::new(AwarenessConfig::default()));
+        }
+        for step in 0..60 {
+            let client = sim.rng.below(clients as u64) as usize;
+            set_state(&mut sim, client, &format!("user{client} step{step}"), 0);
+            let pause = 5 + sim.rng.below(200);
+            sim.run_for(Duration::from_millis(pause));
+        }
+        sim.heal();
+        assert!(sim.run_until_settled(&[DOC], Duration::from_secs(120)), "seed {seed}: never settled");
+        sim.run_for(Duration::from_secs(1));
+        for i in 0..clients {
+            let expected: BTreeMap<PeerId, String> = (0..clients)
+                .filter(|&j| j != i)
+                .filter_map(|j| {
+                    let aw = sim.client(j).plugin::<Aw>().unwrap();
+                    aw.local_state(DOC).map(|p| (PeerId::new(1 + j as u64), p.name.clone()))
+                })
+                .collect();
+            assert_eq!(names_seen_by(&sim, i), expected, "seed {seed}, client {i}");
+        }
+    }
+}
