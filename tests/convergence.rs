@@ -907,3 +907,27 @@ proptest! {
         assert_converged(&all);
     }
 }
+
+proptest! {
+    #![proptest_config(proptest_config(64, file!()))]
+
+    /// Applying each transaction's changes borrowed (`apply_changes_from`, what the server
+    /// does to keep them for the fan-out) gives the same document, history and bytes as
+    /// applying them owned, and leaves the caller's changes as they were.
+    #[test]
+    fn borrowed_and_owned_application_agree(txns in proptest::collection::vec(focus().prop_flat_map(edits), 1..12)) {
+        let mut author = common::doc_at(1, 0);
+        let mut owned = common::doc_at(2, 0);
+        let mut borrowed = common::doc_at(3, 0);
+        for edits in &txns {
+            let before = author.version().clone();
+            transact(&mut author, edits);
+            let changes = author.changes_since(&before).unwrap();
+            let kept = changes.clone();
+            borrowed.apply_changes_from(&changes).unwrap();
+            prop_assert_eq!(&changes, &kept);
+            owned.apply_changes(changes).unwrap();
+        }
+        assert_converged(&[&author, &owned, &borrowed]);
+    }
+}

@@ -1,5 +1,7 @@
 //! A change: the unit of history, of sync and of causality.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
@@ -98,6 +100,13 @@ impl Change {
     /// at least one op, ids that fit a counter, a canonical dependency list that does not point
     /// into the change itself, and Lamport time that does not overflow.
     pub(crate) fn validate_shape(&mut self) -> Result<(), &'static str> {
+        (self.len, self.uses_timestamp) = self.shape()?;
+        Ok(())
+    }
+
+    /// [`Change::validate_shape`] without storing what it derives: the length and whether an
+    /// operation reads the timestamp.
+    pub(crate) fn shape(&self) -> Result<(Counter, bool), &'static str> {
         let len = ops_id_len(&self.ops).ok_or("operation lengths overflow")?;
         if self.ops.is_empty() || len == 0 {
             return Err("change has no operations");
@@ -114,9 +123,7 @@ impl Change {
         if self.deps.ids().iter().any(|d| d.peer == self.id.peer && d.counter >= self.id.counter) {
             return Err("change depends on itself or its future");
         }
-        self.len = len;
-        self.uses_timestamp = !self.ops.iter().all(Op::ignores_timestamp);
-        Ok(())
+        Ok((len, !self.ops.iter().all(Op::ignores_timestamp)))
     }
 
     /// The part of the change holding the ids `from..to` (absolute counters, clamped to the
@@ -191,7 +198,7 @@ impl Change {
     /// version is lost by it. The rule looks only at what every replica sees the same way:
     /// replicas that received a peer's changes cut in different places (and with timestamps
     /// taken at different times) end up storing the same changes and encoding the same bytes.
-    pub(crate) fn absorb(&mut self, next: Change) -> Result<(), Change> {
+    pub(crate) fn absorb<'a>(&mut self, next: Cow<'a, Change>) -> Result<(), Cow<'a, Change>> {
         let end = self.id.counter + self.len;
         let self_ignores = !self.uses_timestamp;
         let continues = next.id.peer == self.id.peer
@@ -208,21 +215,29 @@ impl Change {
         } else if self_ignores {
             self.timestamp = self.timestamp.max(next.timestamp);
         }
-        let mut next_id = next.id;
-        for op in next.ops {
+        self.len += next.len;
+        match next {
+            Cow::Owned(next) => self.join_ops(next.id, next.ops.into_iter().map(Cow::Owned)),
+            Cow::Borrowed(next) => self.join_ops(next.id, next.ops.iter().map(Cow::Borrowed)),
+        }
+        Ok(())
+    }
+
+    /// Append operations starting at id `next_id`, each joined onto the last one if it
+    /// continues it.
+    fn join_ops<'a>(&mut self, mut next_id: OpId, ops: impl Iterator<Item = Cow<'a, Op>>) {
+        for op in ops {
             let len = op.content.id_len() as Counter;
             match self.ops.last_mut() {
                 Some(last) => {
                     if let Err(op) = last.absorb(op, next_id) {
-                        self.ops.push(op);
+                        self.ops.push(op.into_owned());
                     }
                 }
-                None => self.ops.push(op),
+                None => self.ops.push(op.into_owned()),
             }
             next_id.counter += len;
         }
-        self.len += next.len;
-        Ok(())
     }
 
     /// The id of each op, in order.
@@ -270,7 +285,7 @@ mod tests {
             // Head and tail join back into the whole, ops and all.
             if from > start {
                 let mut head = change.slice(start, from);
-                head.absorb(change.slice(from, end)).unwrap();
+                head.absorb(std::borrow::Cow::Owned(change.slice(from, end))).unwrap();
                 let mut normal = change.clone();
                 normal.ops = super::super::intake::normalized_for_tests(&change);
                 head.ops = super::super::intake::normalized_for_tests(&head);

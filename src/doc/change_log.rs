@@ -99,7 +99,7 @@ impl ChangeLog {
     /// Add a change whose dependencies and predecessors are all present. A change that
     /// continues the peer's previous one (see [`Change::absorb`]) joins it, so a peer typing
     /// costs one stored change per burst rather than one per keystroke.
-    pub(crate) fn push(&mut self, change: Change, merge: bool) {
+    pub(crate) fn push(&mut self, change: Cow<'_, Change>, merge: bool) {
         debug_assert_eq!(change.id.counter, self.version.get(change.id.peer));
         self.version.extend_to(&change.span());
         self.frontier.advance(&change.deps, change.last_id());
@@ -112,7 +112,7 @@ impl ChangeLog {
             },
             _ => change,
         };
-        changes.push(change);
+        changes.push(change.into_owned());
     }
 
     /// The changes of `peer` that hold any id of `from..to`, in counter order.

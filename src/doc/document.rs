@@ -500,32 +500,13 @@ impl Document {
 
     /// Apply changes (decoded or taken from another document). Same guarantees as
     /// [`Document::import`].
-    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ImportStatus, Error> {
-        let mut status = ImportStatus::default();
-        let mut changes = changes.into_iter();
-        // The live-sync case: one change, the next of its peer, nothing waiting. Same checks,
-        // without the bookkeeping (and the allocations) a batch needs. Whether it is the next
-        // reads only fields the wire gives; anything else takes the general path below.
-        let version = self.version();
-        let next = changes.len() == 1
-            && self.pending.is_empty()
-            && changes.as_slice().first().is_some_and(|c| {
-                c.id.counter == version.get(c.id.peer) && c.deps.ids().iter().all(|d| version.contains(*d))
-            });
-        if let Some(mut change) = if next { changes.next() } else { None } {
-            change.validate_shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
-            self.clock.check(change.timestamp)?;
-            let mut overlay = if change.ops.len() == 1 { Overlay::for_one_op() } else { Overlay::default() };
-            self.validate_change(&change, &mut overlay)
-                .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
-            let (mut containers, mut spans) = (BTreeSet::new(), Vec::new());
-            self.apply_valid(change, &mut containers, &mut spans);
-            if self.events_enabled() {
-                self.emit(Origin::Remote, containers.into_iter().collect(), spans);
-            }
-            status.applied = 1;
-            return Ok(status);
+    pub fn apply_changes(&mut self, mut changes: Vec<Change>) -> Result<ImportStatus, Error> {
+        if self.is_next(&changes)
+            && let Some(change) = changes.pop()
+        {
+            return self.apply_next(Cow::Owned(change));
         }
+        let mut status = ImportStatus::default();
         let mut fresh: BTreeMap<OpId, Change> = BTreeMap::new();
         for mut change in changes {
             change.validate_shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
@@ -587,7 +568,7 @@ impl Document {
             let taken = if is_new { fresh.remove(&id) } else { self.pending.remove(&id) };
             // Every ready id came from one of the two maps, and each is taken once.
             let Some(change) = taken else { continue };
-            self.apply_valid(change, &mut containers, &mut spans);
+            self.apply_valid(Cow::Owned(change), &mut containers, &mut spans);
             status.applied += 1;
         }
         for id in &discarded {
@@ -604,9 +585,50 @@ impl Document {
     }
 
     /// Apply a validated, ready change and record it; collects what an event reports.
+    /// [`Document::apply_changes`] for changes the caller keeps (a server forwards them
+    /// after applying): the usual single next change is applied without copying it whole,
+    /// only what the history stores of it; anything else goes the general way, on a copy.
+    pub fn apply_changes_from(&mut self, changes: &[Change]) -> Result<ImportStatus, Error> {
+        match changes {
+            [change] if self.is_next(changes) => self.apply_next(Cow::Borrowed(change)),
+            _ => self.apply_changes(changes.to_vec()),
+        }
+    }
+
+    /// The live-sync case: one change, the next of its peer, nothing waiting. It takes
+    /// [`Document::apply_next`]: the same checks without the bookkeeping (and allocations) of
+    /// a batch. Reads only fields the wire gives.
+    fn is_next(&self, changes: &[Change]) -> bool {
+        let version = self.version();
+        let [change] = changes else { return false };
+        self.pending.is_empty()
+            && change.id.counter == version.get(change.id.peer)
+            && change.deps.ids().iter().all(|d| version.contains(*d))
+    }
+
+    fn apply_next(&mut self, mut change: Cow<'_, Change>) -> Result<ImportStatus, Error> {
+        let (len, uses_timestamp) =
+            change.shape().map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
+        // The derived fields are never trusted; a change the caller prepared right is not copied.
+        if (change.len, change.uses_timestamp) != (len, uses_timestamp) {
+            let change = change.to_mut();
+            (change.len, change.uses_timestamp) = (len, uses_timestamp);
+        }
+        self.clock.check(change.timestamp)?;
+        let mut overlay = if change.ops.len() == 1 { Overlay::for_one_op() } else { Overlay::default() };
+        self.validate_change(&change, &mut overlay)
+            .map_err(|reason| Error::InvalidChange { change: change.id, reason })?;
+        let (mut containers, mut spans) = (BTreeSet::new(), Vec::new());
+        self.apply_valid(change, &mut containers, &mut spans);
+        if self.events_enabled() {
+            self.emit(Origin::Remote, containers.into_iter().collect(), spans);
+        }
+        Ok(ImportStatus { applied: 1, ..ImportStatus::default() })
+    }
+
     fn apply_valid(
         &mut self,
-        change: Change,
+        change: Cow<'_, Change>,
         containers: &mut BTreeSet<ContainerId>,
         spans: &mut Vec<IdSpan>,
     ) {

@@ -1,5 +1,6 @@
 //! Operations: what a change does to which container.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -254,27 +255,46 @@ impl Op {
     /// `next_id`) if it continues it: an insert into the same text or list right after this
     /// one's last element, which is what an insert cut in two becomes. Gives the operation back
     /// if not.
-    pub(crate) fn absorb(&mut self, next: Op, next_id: OpId) -> Result<(), Op> {
-        if self.container != next.container {
+    ///
+    /// Owned or borrowed: a server keeps the changes it applies for the fan-out, and joining
+    /// a borrowed keystroke onto the stored run copies a character instead of the change.
+    pub(crate) fn absorb<'a>(&mut self, next: Cow<'a, Op>, next_id: OpId) -> Result<(), Cow<'a, Op>> {
+        let continues = next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
+        let joins = self.container == next.container
+            && match (&self.content, &next.content) {
+                (OpContent::TextInsert { .. }, OpContent::TextInsert { anchor, .. })
+                | (OpContent::ListInsert { .. }, OpContent::ListInsert { anchor, .. })
+                | (OpContent::MovableInsert { .. }, OpContent::MovableInsert { anchor, .. }) => {
+                    Some(*anchor) == continues
+                }
+                _ => false,
+            };
+        if !joins {
             return Err(next);
         }
-        let continues = next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
-        match (&mut self.content, next.content) {
-            (OpContent::TextInsert { text, .. }, OpContent::TextInsert { anchor, text: more })
-                if Some(anchor) == continues =>
-            {
-                text.push_str(&more);
-                Ok(())
+        match (&mut self.content, next) {
+            (OpContent::TextInsert { text, .. }, next) => {
+                if let OpContent::TextInsert { text: more, .. } = &next.content {
+                    text.push_str(more);
+                }
             }
-            (OpContent::ListInsert { items, .. }, OpContent::ListInsert { anchor, items: mut more })
-            | (
-                OpContent::MovableInsert { items, .. },
-                OpContent::MovableInsert { anchor, items: mut more },
-            ) if Some(anchor) == continues => {
-                items.append(&mut more);
-                Ok(())
-            }
-            (_, content) => Err(Op { container: next.container, content }),
+            (
+                OpContent::ListInsert { items, .. } | OpContent::MovableInsert { items, .. },
+                Cow::Owned(Op {
+                    content: OpContent::ListInsert { items: mut more, .. } | OpContent::MovableInsert { items: mut more, .. },
+                    ..
+                }),
+            ) => items.append(&mut more),
+            (
+                OpContent::ListInsert { items, .. } | OpContent::MovableInsert { items, .. },
+                Cow::Borrowed(Op {
+                    content: OpContent::ListInsert { items: more, .. } | OpContent::MovableInsert { items: more, .. },
+                    ..
+                }),
+            ) => items.extend_from_slice(more),
+            // Every pair `joins` admits is matched above.
+            _ => {}
         }
+        Ok(())
     }
 }

@@ -189,7 +189,7 @@ impl<'d> Transaction<'d> {
         };
         let span = change.span();
         let merge = self.doc.config().merge_changes;
-        self.doc.log.push(change, merge);
+        self.doc.log.push(std::borrow::Cow::Owned(change), merge);
         if self.doc.events_enabled() {
             let containers = std::mem::take(&mut self.changed).into_iter().collect();
             self.doc.emit(super::event::Origin::Local, containers, vec![span]);

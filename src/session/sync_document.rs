@@ -17,6 +17,11 @@ pub trait SyncDocument {
     /// Apply changes from a peer: idempotent, order-free; changes whose dependencies are
     /// missing wait (see [`SyncDocument::pending_count`]). On error nothing changed.
     fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ImportStatus, Error>;
+    /// [`SyncDocument::apply_changes`] for changes the caller keeps (the server forwards what
+    /// it applied to the other subscribers). The default applies a copy.
+    fn apply_changes_from(&mut self, changes: &[Change]) -> Result<ImportStatus, Error> {
+        self.apply_changes(changes.to_vec())
+    }
     /// How many received changes wait for missing dependencies.
     fn pending_count(&self) -> usize;
     /// An update a replica at `since` can import to catch up.
@@ -43,6 +48,10 @@ impl SyncDocument for Document {
 
     fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ImportStatus, Error> {
         Document::apply_changes(self, changes)
+    }
+
+    fn apply_changes_from(&mut self, changes: &[Change]) -> Result<ImportStatus, Error> {
+        Document::apply_changes_from(self, changes)
     }
 
     fn pending_count(&self) -> usize {

@@ -531,8 +531,13 @@ impl<S: DocumentStore> Server<S> {
         let Some(doc) = self.store.get_mut(&name) else { return };
         let others = self.subscribers.get(&name).is_some_and(|s| s.len() > 1);
         let before = doc.version().clone();
-        let copy = others.then(|| changes.clone());
-        match doc.apply_changes(changes) {
+        // The others get these very changes: apply them borrowed and keep them.
+        let (applied, copy) = if others {
+            (doc.apply_changes_from(&changes), Some(changes))
+        } else {
+            (doc.apply_changes(changes), None)
+        };
+        match applied {
             Ok(status) => {
                 // The copy is what the others lack only if it is exactly what changed.
                 let mut expected = before.clone();
