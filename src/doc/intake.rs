@@ -104,7 +104,9 @@ fn normalized(change: Change) -> Vec<Op> {
     for op in change.ops {
         let len = op.content.id_len() as Counter;
         let op = match out.last_mut() {
-            Some(last) => last.absorb(std::borrow::Cow::Owned(op), next).err().map(std::borrow::Cow::into_owned),
+            Some(last) => {
+                last.absorb(std::borrow::Cow::Owned(op), next).err().map(std::borrow::Cow::into_owned)
+            }
             None => Some(op),
         };
         out.extend(op);

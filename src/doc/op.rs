@@ -226,10 +226,8 @@ impl Op {
         };
         let content = match &self.content {
             OpContent::TextInsert { anchor, text } => {
-                let start = text.char_indices().nth(from).map_or(text.len(), |(b, _)| b);
-                let rest = &text[start..];
-                let end = rest.char_indices().nth(to - from).map_or(rest.len(), |(b, _)| b);
-                OpContent::TextInsert { anchor: anchor_at(anchor), text: rest[..end].to_owned() }
+                let (start, end) = (char_to_byte(text, from), char_to_byte(text, to));
+                OpContent::TextInsert { anchor: anchor_at(anchor), text: text[start..end].to_owned() }
             }
             OpContent::ListInsert { anchor, items } => {
                 OpContent::ListInsert { anchor: anchor_at(anchor), items: items[from..to].to_vec() }
@@ -281,14 +279,17 @@ impl Op {
             (
                 OpContent::ListInsert { items, .. } | OpContent::MovableInsert { items, .. },
                 Cow::Owned(Op {
-                    content: OpContent::ListInsert { items: mut more, .. } | OpContent::MovableInsert { items: mut more, .. },
+                    content:
+                        OpContent::ListInsert { items: mut more, .. }
+                        | OpContent::MovableInsert { items: mut more, .. },
                     ..
                 }),
             ) => items.append(&mut more),
             (
                 OpContent::ListInsert { items, .. } | OpContent::MovableInsert { items, .. },
                 Cow::Borrowed(Op {
-                    content: OpContent::ListInsert { items: more, .. } | OpContent::MovableInsert { items: more, .. },
+                    content:
+                        OpContent::ListInsert { items: more, .. } | OpContent::MovableInsert { items: more, .. },
                     ..
                 }),
             ) => items.extend_from_slice(more),
@@ -296,5 +297,36 @@ impl Op {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The byte offset of character `index` in `text` (its length past the last character).
+/// Exports cut the tail of a long typed run, so this walks from the nearer end, and not at
+/// all for ASCII.
+fn char_to_byte(text: &str, index: usize) -> usize {
+    let chars = text.chars().count();
+    if chars == text.len() {
+        return index.min(text.len());
+    }
+    if index >= chars {
+        text.len()
+    } else if index <= chars / 2 {
+        text.char_indices().nth(index).map_or(text.len(), |(b, _)| b)
+    } else {
+        text.char_indices().rev().nth(chars - 1 - index).map_or(0, |(b, _)| b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn char_offsets_from_either_end_agree_with_a_plain_walk() {
+        for text in ["", "ascii only", "héllo wörld", "日本語のテキスト", "a😀b😀c"] {
+            let chars = text.chars().count();
+            for index in 0..=chars + 1 {
+                let naive = text.char_indices().nth(index).map_or(text.len(), |(b, _)| b);
+                assert_eq!(super::char_to_byte(text, index), naive, "{text:?} at {index}");
+            }
+        }
     }
 }

@@ -120,10 +120,10 @@ impl DocState {
         };
         match (&op.content, state) {
             (OpContent::TextInsert { anchor, text }, ContainerState::Text(seq)) => {
-                seq.insert(id, *anchor, text.clone());
+                seq.insert_copy(id, *anchor, text);
             }
             (OpContent::ListInsert { anchor, items }, ContainerState::List(seq)) => {
-                seq.insert(id, *anchor, items.clone());
+                seq.insert_copy(id, *anchor, items);
                 collect_children(id, items, &mut created);
             }
             (OpContent::SeqDelete { spans }, ContainerState::Text(seq)) => {

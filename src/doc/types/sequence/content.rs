@@ -19,6 +19,9 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
     /// Append `other` at the end.
     fn append(&mut self, other: Self);
 
+    /// Append a copy of `other` at the end.
+    fn append_copy(&mut self, other: &Self);
+
     /// [`Self::split_off`] for content known to hold `len` elements, which may be cheaper.
     fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
         let _ = len;
@@ -88,6 +91,10 @@ impl SeqContent for String {
         self.push_str(&other);
     }
 
+    fn append_copy(&mut self, other: &Self) {
+        self.push_str(other);
+    }
+
     fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
         let at = byte_offset_counted(self, at, len);
         String::split_off(self, at)
@@ -135,6 +142,10 @@ impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for
 
     fn append(&mut self, mut other: Self) {
         Vec::append(self, &mut other);
+    }
+
+    fn append_copy(&mut self, other: &Self) {
+        self.extend_from_slice(other);
     }
 
     fn shrink_to_fit(&mut self) {

@@ -53,6 +53,7 @@
 //! full order, which never has left children. Either way the run lands right after that
 //! element, at visible index `pos`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -307,6 +308,16 @@ impl<C: SeqContent> Sequence<C> {
     /// Insert a run; returns the visible index of its first element. Does nothing (and returns
     /// [`Self::len`]) if [`Self::can_insert`] says no.
     pub fn insert(&mut self, id: OpId, anchor: Anchor, content: C) -> usize {
+        self.insert_content(id, anchor, Cow::Owned(content))
+    }
+
+    /// [`Sequence::insert`] of content the caller keeps (a change's operation): copied into
+    /// the sequence, by appending when it continues a run.
+    pub fn insert_copy(&mut self, id: OpId, anchor: Anchor, content: &C) -> usize {
+        self.insert_content(id, anchor, Cow::Borrowed(content))
+    }
+
+    fn insert_content(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C>) -> usize {
         let n = content.len();
         if !self.can_insert(id, &anchor, n) {
             return self.len();
@@ -315,7 +326,7 @@ impl<C: SeqContent> Sequence<C> {
         let point = self.placement(id, &anchor);
         let Some((leaf, at)) = self.open_slot(point) else { return self.len() };
         let joins = !self.record_tree(id, len, anchor);
-        let loc = self.pieces.insert(leaf, at, Piece::new(id, len, Some(content)), joins);
+        let loc = self.pieces.insert(leaf, at, id, len, content, joins);
         self.pieces.visible_before(loc)
     }
 

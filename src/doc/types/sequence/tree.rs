@@ -6,6 +6,7 @@
 //! (deleting makes tombstones), so nodes are never freed: leaves only split, and leaf 0 is always
 //! the first one.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::SeqContent;
@@ -390,24 +391,37 @@ impl<C: SeqContent> Pieces<C> {
     /// Insert `piece` at index `pi` of `leaf`; returns where its first element ends up. It
     /// merges into the piece before it if `joins` (it does not start a chain) and it continues
     /// that piece: the common case of typing, which then costs no allocation and no index update.
-    pub(super) fn insert(&mut self, leaf: usize, pi: usize, piece: Piece<C>, joins: bool) -> Loc {
-        let (visible, total) = (piece.visible_len() as isize, piece.len as isize);
+    ///
+    /// The content is copied only if it does not join the piece before: typing extends the
+    /// piece it continues.
+    pub(super) fn insert(
+        &mut self,
+        leaf: usize,
+        pi: usize,
+        start: OpId,
+        len: Counter,
+        content: Cow<'_, C>,
+        joins: bool,
+    ) -> Loc {
+        let (visible, total) = (len as isize, len as isize);
         let l = &mut self.leaves[leaf];
         if joins
             && let Some(prev) = pi.checked_sub(1).and_then(|i| l.pieces.get_mut(i))
-            && prev.peer == piece.peer
-            && prev.end() == piece.counter
-            && prev.content.is_some() == piece.content.is_some()
+            && prev.peer == start.peer
+            && prev.end() == start.counter
+            && let Some(prev_content) = prev.content.as_mut()
         {
             let offset = prev.len;
-            prev.len += piece.len;
-            if let (Some(a), Some(b)) = (prev.content.as_mut(), piece.content) {
-                a.append(b);
+            prev.len += len;
+            match content {
+                Cow::Owned(content) => prev_content.append(content),
+                Cow::Borrowed(content) => prev_content.append_copy(content),
             }
             self.adjust(leaf, visible, total);
             self.edited(leaf, pi - 1);
             return Loc { leaf, piece: pi - 1, offset };
         }
+        let piece = Piece::new(start, len, Some(content.into_owned()));
         index_piece(&mut self.index, piece.start(), leaf);
         make_room(&mut l.pieces, 1);
         l.pieces.insert(pi, piece);
