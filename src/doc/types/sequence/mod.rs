@@ -62,7 +62,7 @@ use smallvec::SmallVec;
 use crate::doc::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
 pub(crate) use content::SeqContent;
 use peer_map::PeerMap;
-use tree::{Piece, Pieces};
+use tree::{Loc, Piece, Pieces};
 
 /// Which side of its parent an element hangs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -308,26 +308,30 @@ impl<C: SeqContent> Sequence<C> {
     /// Insert a run; returns the visible index of its first element. Does nothing (and returns
     /// [`Self::len`]) if [`Self::can_insert`] says no.
     pub fn insert(&mut self, id: OpId, anchor: Anchor, content: C) -> usize {
-        self.insert_content(id, anchor, Cow::Owned(content))
+        match self.insert_content(id, anchor, Cow::Owned(content)) {
+            Some(loc) => self.pieces.visible_before(loc),
+            None => self.len(),
+        }
     }
 
-    /// [`Sequence::insert`] of content the caller keeps (a change's operation): copied into
-    /// the sequence, by appending when it continues a run.
-    pub fn insert_copy(&mut self, id: OpId, anchor: Anchor, content: &C) -> usize {
-        self.insert_content(id, anchor, Cow::Borrowed(content))
+    /// [`Sequence::insert`] of content the caller keeps (a change's operation), copied into
+    /// the sequence (appended when it continues a run), without working out the position,
+    /// which applying a remote change does not need.
+    pub fn insert_copy(&mut self, id: OpId, anchor: Anchor, content: &C) {
+        self.insert_content(id, anchor, Cow::Borrowed(content));
     }
 
-    fn insert_content(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C>) -> usize {
+    /// Where the content went, or `None` if it was not inserted.
+    fn insert_content(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C>) -> Option<Loc> {
         let n = content.len();
         if !self.can_insert(id, &anchor, n) {
-            return self.len();
+            return None;
         }
-        let Ok(len) = Counter::try_from(n) else { return self.len() };
+        let len = Counter::try_from(n).ok()?;
         let point = self.placement(id, &anchor);
-        let Some((leaf, at)) = self.open_slot(point) else { return self.len() };
+        let (leaf, at) = self.open_slot(point)?;
         let joins = !self.record_tree(id, len, anchor);
-        let loc = self.pieces.insert(leaf, at, id, len, content, joins);
-        self.pieces.visible_before(loc)
+        Some(self.pieces.insert(leaf, at, id, len, content, joins))
     }
 
     /// The ids of the visible elements `pos..pos + len`, in document order, merged into maximal
