@@ -234,6 +234,9 @@ mod error;
 pub mod plugin;
 mod session;
 mod store;
+#[cfg(feature = "tokio")]
+#[path = "../runtimes/tokio.rs"]
+pub mod tokio;
 pub mod wire;
 
 pub use doc::change::Change;

@@ -168,6 +168,11 @@ impl<D: SyncDocument> ClientSession<D> {
         self.plugins.iter_mut().find_map(|p| (&mut **p as &mut dyn std::any::Any).downcast_mut::<P>())
     }
 
+    /// The configuration the session runs with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     /// The replica id of this client.
     pub fn peer(&self) -> PeerId {
         self.peer

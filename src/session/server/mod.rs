@@ -119,6 +119,11 @@ impl<S: DocumentStore> Server<S> {
         }
     }
 
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
     /// The document store.
     pub fn store(&self) -> &S {
         &self.store

@@ -1,0 +1,547 @@
+//! WebSocket server and client on tokio (feature `tokio`), over tokio-tungstenite.
+//!
+//! Both are thin loops around the sans-IO sessions. One task owns the state machine
+//! ([`Server`] or [`ClientSession`]) and waits on whatever comes first: a frame, a command
+//! from the application, or the session's next deadline (`poll_timeout`); then it drains the
+//! session's frames and events. The server gives every connection a task of its own that
+//! moves frames between its socket and the session task, so a slow socket never blocks the
+//! others.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use crdt_sync::tokio::{TokioClient, TokioServer};
+//! use crdt_sync::{ClientConfig, ClientSession, Document, PeerId, ServerConfig};
+//!
+//! let server = TokioServer::bind("127.0.0.1:0", ServerConfig::default()).await?;
+//! let url = format!("ws://{}", server.local_addr());
+//! let client = TokioClient::connect(url, ClientSession::new(PeerId::new(1), ClientConfig::default()));
+//! client.subscribe("notes", Document::new(PeerId::new(1))).await;
+//! client.edit("notes", |doc| doc.transact().text("body").insert(0, "hello").map(drop)).await;
+//! client.wait_saved("notes").await;
+//! let session = client.close().await;
+//! let server = server.shutdown().await; // every connection told, every queued frame sent
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use ::tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use ::tokio::sync::{broadcast, mpsc, oneshot, watch};
+use ::tokio::task::{JoinHandle, JoinSet};
+use ::tokio::time::sleep_until;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::store::{DocumentStore, MemoryStore};
+use crate::{
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerConfig, ServerEvent,
+    SyncDocument,
+};
+
+/// How many events a slow [`TokioServer::events`] / [`TokioClient::events`] receiver may fall
+/// behind before it misses some (it is told how many).
+const EVENT_BUFFER: usize = 1024;
+/// Frames a connection may have read and not yet handed to the server task: the socket is
+/// not read further until there is room, which pushes back on a flooding client.
+const INBOUND_FRAMES: usize = 64;
+/// How long a graceful shutdown waits for connections to send what is queued.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The runtime's clock: the only place this module reads time.
+fn now() -> Instant {
+    #[allow(clippy::disallowed_methods)] // runtimes feed the sans-IO core its time
+    Instant::now()
+}
+
+fn deadline(at: Option<Instant>) -> ::tokio::time::Instant {
+    // No deadline: an hour away; the loop recomputes it after every step anyway.
+    ::tokio::time::Instant::from_std(at.unwrap_or_else(|| now() + Duration::from_secs(3600)))
+}
+
+/// WebSocket settings matching the session's frame limit, so that an oversized message is
+/// refused by the socket layer before it is buffered whole.
+fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+    let max = max_frame_bytes.saturating_add(64);
+    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
+}
+
+// ---- server --------------------------------------------------------------------------------
+
+type ServerJob<S> = Box<dyn FnOnce(&mut Server<S>) + Send>;
+
+enum ServerCommand<S: DocumentStore> {
+    Run(ServerJob<S>),
+    Shutdown,
+}
+
+enum Inbound {
+    Frame(ConnectionId, Vec<u8>),
+    Closed(ConnectionId),
+}
+
+enum Outbound {
+    Frame(Vec<u8>),
+    /// The session closed the connection: send the close handshake and stop.
+    Close,
+}
+
+/// A crdt-sync server on a TCP port, speaking WebSocket (one binary message per frame).
+///
+/// Dropping it without [`TokioServer::shutdown`] stops accepting and closes every connection
+/// without telling the clients (they reconnect elsewhere or later).
+#[derive(Debug)]
+pub struct TokioServer<S: DocumentStore + Send + 'static = MemoryStore> {
+    addr: SocketAddr,
+    commands: mpsc::UnboundedSender<ServerCommand<S>>,
+    events: broadcast::Sender<ServerEvent>,
+    task: JoinHandle<Server<S>>,
+}
+
+impl<S: DocumentStore + Send + 'static> std::fmt::Debug for ServerCommand<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerCommand::Run(_) => "Run",
+            ServerCommand::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl TokioServer<MemoryStore> {
+    /// Listen on `addr` with documents kept in memory.
+    pub async fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Self> {
+        Self::serve(addr, Server::in_memory(config)).await
+    }
+}
+
+impl<S> TokioServer<S>
+where
+    S: DocumentStore + Send + 'static,
+    S::Document: Send,
+{
+    /// Listen on `addr` and serve `server` (any store, plugins already added).
+    pub async fn serve(addr: impl ToSocketAddrs, server: Server<S>) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let task = ::tokio::spawn(drive_server(listener, server, command_rx, events.clone()));
+        Ok(TokioServer { addr, commands, events, task })
+    }
+
+    /// The address it listens on (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every [`ServerEvent`] from now on.
+    pub fn events(&self) -> broadcast::Receiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Run `job` on the server, between two inputs: read a document, add a plugin. `None` if
+    /// the server has stopped.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Server<S>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: ServerJob<S> = Box::new(move |server| {
+            let _ = tx.send(job(server));
+        });
+        self.commands.send(ServerCommand::Run(job)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Stop: apply what already arrived, tell every client the server shuts down, send every
+    /// queued frame (waiting up to a few seconds for slow sockets), and give the server back
+    /// with its store.
+    pub async fn shutdown(self) -> Server<S> {
+        let _ = self.commands.send(ServerCommand::Shutdown);
+        match self.task.await {
+            Ok(server) => server,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+async fn drive_server<S>(
+    listener: TcpListener,
+    mut server: Server<S>,
+    mut commands: mpsc::UnboundedReceiver<ServerCommand<S>>,
+    events: broadcast::Sender<ServerEvent>,
+) -> Server<S>
+where
+    S: DocumentStore + Send + 'static,
+    S::Document: Send,
+{
+    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_FRAMES);
+    let mut connections: HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let ws = ws_config(server.config().limits.max_frame_bytes);
+    loop {
+        let next = server.poll_timeout();
+        ::tokio::select! {
+            accepted = listener.accept() => {
+                // A failed accept (out of file descriptors, say) is the listener's problem,
+                // not a reason to stop serving the connections we have.
+                if let Ok((stream, _)) = accepted {
+                    let _ = stream.set_nodelay(true);
+                    let id = server.accept(now());
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    connections.insert(id, tx);
+                    tasks.spawn(serve_connection(id, stream, ws, inbound_tx.clone(), rx));
+                }
+            }
+            Some(input) = inbound.recv() => handle_inbound(&mut server, &mut connections, input),
+            command = commands.recv() => match command {
+                Some(ServerCommand::Run(job)) => job(&mut server),
+                // Shutdown, or every handle dropped.
+                Some(ServerCommand::Shutdown) | None => break,
+            },
+            _ = sleep_until(deadline(next)) => server.handle_timeout(now()),
+        }
+        flush_server(&mut server, &mut connections, &events);
+    }
+    // What already arrived was sent before the shutdown: apply it (and ack it) first.
+    while let Ok(input) = inbound.try_recv() {
+        handle_inbound(&mut server, &mut connections, input);
+    }
+    server.shutdown();
+    flush_server(&mut server, &mut connections, &events);
+    drop(listener);
+    connections.clear();
+    let _ =
+        ::tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+    server
+}
+
+fn handle_inbound<S: DocumentStore>(
+    server: &mut Server<S>,
+    connections: &mut HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>>,
+    input: Inbound,
+) {
+    match input {
+        Inbound::Frame(id, frame) => server.handle_input(now(), id, &frame),
+        Inbound::Closed(id) => {
+            connections.remove(&id);
+            server.handle_disconnected(now(), id);
+        }
+    }
+}
+
+fn flush_server<S: DocumentStore>(
+    server: &mut Server<S>,
+    connections: &mut HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>>,
+    events: &broadcast::Sender<ServerEvent>,
+) {
+    while let Some(transmit) = server.poll_transmit() {
+        if let Some(tx) = connections.get(&transmit.connection) {
+            let _ = tx.send(Outbound::Frame(transmit.frame));
+        }
+    }
+    while let Some(event) = server.poll_event() {
+        if let ServerEvent::ConnectionClosed { connection, .. } = &event
+            && let Some(tx) = connections.remove(connection)
+        {
+            let _ = tx.send(Outbound::Close);
+        }
+        // Nobody listening is fine.
+        let _ = events.send(event);
+    }
+}
+
+/// One connection: the WebSocket handshake, then frames both ways until either side closes.
+async fn serve_connection(
+    id: ConnectionId,
+    stream: TcpStream,
+    config: WebSocketConfig,
+    inbound: mpsc::Sender<Inbound>,
+    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+) {
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+        let _ = inbound.send(Inbound::Closed(id)).await;
+        return;
+    };
+    let (mut sink, mut source) = ws.split();
+    loop {
+        ::tokio::select! {
+            message = source.next() => match message {
+                Some(Ok(WsMessage::Binary(frame))) => {
+                    if inbound.send(Inbound::Frame(id, frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                // Pings are answered by tungstenite; text is not part of the protocol.
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_))) => {}
+                Some(Ok(WsMessage::Close(_)) | Err(_)) | None => break,
+            },
+            out = outbound.recv() => match out {
+                Some(Outbound::Frame(frame)) => {
+                    if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                // Closed by the session (or the server stopped): finish the handshake, no
+                // need to tell the session, it already forgot the connection.
+                Some(Outbound::Close) | None => {
+                    let _ = sink.send(WsMessage::Close(None)).await;
+                    let _ = sink.close().await;
+                    return;
+                }
+            },
+        }
+    }
+    let _ = inbound.send(Inbound::Closed(id)).await;
+}
+
+// ---- client --------------------------------------------------------------------------------
+
+type ClientJob<D> = Box<dyn FnOnce(&mut ClientSession<D>) + Send>;
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Socket, tokio_tungstenite::tungstenite::Error>> + Send>>;
+
+enum ClientCommand<D: SyncDocument> {
+    Run(ClientJob<D>),
+    WaitSaved(String, oneshot::Sender<()>),
+    Close,
+}
+
+/// A crdt-sync client over WebSocket: a [`ClientSession`] driven on its own task, connected
+/// to `url` (`ws://host:port`) and reconnecting by itself, with backoff, whenever the
+/// connection is lost, for as long as it lives.
+#[derive(Debug)]
+pub struct TokioClient<D: SyncDocument + Send + 'static = Document> {
+    commands: mpsc::UnboundedSender<ClientCommand<D>>,
+    events: broadcast::Sender<ClientEvent>,
+    status: watch::Receiver<ConnectionStatus>,
+    task: JoinHandle<ClientSession<D>>,
+}
+
+impl<D: SyncDocument> std::fmt::Debug for ClientCommand<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientCommand::Run(_) => "Run",
+            ClientCommand::WaitSaved(..) => "WaitSaved",
+            ClientCommand::Close => "Close",
+        })
+    }
+}
+
+impl<D: SyncDocument + Send + 'static> TokioClient<D> {
+    /// Start `session` on a task of the current tokio runtime and connect it to `url`.
+    pub fn connect(url: impl Into<String>, session: ClientSession<D>) -> Self {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (status_tx, status) = watch::channel(session.status());
+        let task = ::tokio::spawn(drive_client(url.into(), session, command_rx, events.clone(), status_tx));
+        TokioClient { commands, events, status, task }
+    }
+
+    /// Run `job` on the session between two inputs (any command or query). `None` if the
+    /// client has stopped.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut ClientSession<D>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: ClientJob<D> = Box::new(move |session| {
+            let _ = tx.send(job(session));
+        });
+        self.commands.send(ClientCommand::Run(job)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Sync `doc` under `name` (see [`ClientSession::subscribe`]).
+    pub async fn subscribe(&self, name: impl Into<String>, doc: D) {
+        let name = name.into();
+        self.with(move |session| drop(session.subscribe(name, doc))).await;
+    }
+
+    /// Edit a synced document; what changed leaves at once. `None` if there is no such
+    /// document (or the client stopped).
+    pub async fn edit<R: Send + 'static>(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut D) -> R + Send + 'static,
+    ) -> Option<R> {
+        let name = name.to_owned();
+        self.with(move |session| session.document_mut(&name).map(edit)).await.flatten()
+    }
+
+    /// Read a synced document.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&D) -> R + Send + 'static,
+    ) -> Option<R> {
+        let name = name.to_owned();
+        self.with(move |session| session.document(&name).map(read)).await.flatten()
+    }
+
+    /// Wait until the server has acknowledged every local change of `name` made so far
+    /// ("all changes saved"); returns at once if it has. Waits through reconnections.
+    pub async fn wait_saved(&self, name: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(ClientCommand::WaitSaved(name.to_owned(), tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The connection status now.
+    pub fn status(&self) -> ConnectionStatus {
+        *self.status.borrow()
+    }
+
+    /// Wait until the status is `status`.
+    pub async fn wait_status(&self, status: ConnectionStatus) {
+        let mut watch = self.status.clone();
+        let _ = watch.wait_for(|s| *s == status).await;
+    }
+
+    /// Every [`ClientEvent`] from now on (transport requests, which the client handles
+    /// itself, are not included).
+    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
+        self.events.subscribe()
+    }
+
+    /// Close the connection (telling the server), stop, and give the session back with its
+    /// documents, unsaved edits included.
+    pub async fn close(self) -> ClientSession<D> {
+        let _ = self.commands.send(ClientCommand::Close);
+        match self.task.await {
+            Ok(session) => session,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+async fn drive_client<D: SyncDocument + Send + 'static>(
+    url: String,
+    mut session: ClientSession<D>,
+    mut commands: mpsc::UnboundedReceiver<ClientCommand<D>>,
+    events: broadcast::Sender<ClientEvent>,
+    status: watch::Sender<ConnectionStatus>,
+) -> ClientSession<D> {
+    let config = ws_config(session.config().limits.max_frame_bytes);
+    let mut socket: Option<Socket> = None;
+    let mut connecting: Option<Connecting> = None;
+    let mut waiters: Vec<(String, oneshot::Sender<()>)> = Vec::new();
+    let mut closing = false;
+    session.connect(now());
+    loop {
+        flush_client(&mut session, &mut socket, &mut connecting, &url, config, &events, &status).await;
+        if closing {
+            break;
+        }
+        let next = session.poll_timeout();
+        ::tokio::select! {
+            result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
+                connecting = None;
+                match result {
+                    Ok(ws) => {
+                        socket = Some(ws);
+                        session.handle_connected(now());
+                    }
+                    Err(_) => session.handle_disconnected(now()),
+                }
+            }
+            message = async { socket.as_mut().expect("guarded").next().await }, if socket.is_some() => match message {
+                Some(Ok(WsMessage::Binary(frame))) => session.handle_input(now(), &frame),
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_))) => {}
+                Some(Ok(WsMessage::Close(_)) | Err(_)) | None => {
+                    socket = None;
+                    session.handle_disconnected(now());
+                }
+            },
+            command = commands.recv() => match command {
+                Some(ClientCommand::Run(job)) => job(&mut session),
+                Some(ClientCommand::WaitSaved(name, tx)) => {
+                    if session.is_saved(&name) {
+                        let _ = tx.send(());
+                    } else {
+                        waiters.push((name, tx));
+                    }
+                }
+                Some(ClientCommand::Close) | None => {
+                    session.close(now());
+                    closing = true;
+                }
+            },
+            _ = sleep_until(deadline(next)) => session.handle_timeout(now()),
+        }
+        // Wake the waiters whose documents are saved now.
+        for (name, tx) in std::mem::take(&mut waiters) {
+            if session.is_saved(&name) {
+                let _ = tx.send(());
+            } else {
+                waiters.push((name, tx));
+            }
+        }
+    }
+    flush_client(&mut session, &mut socket, &mut connecting, &url, config, &events, &status).await;
+    if let Some(mut ws) = socket.take() {
+        let _ = ws.close(None).await;
+    }
+    session
+}
+
+/// Send what the session has to send and act on its events, until it has nothing more.
+async fn flush_client<D: SyncDocument>(
+    session: &mut ClientSession<D>,
+    socket: &mut Option<Socket>,
+    connecting: &mut Option<Connecting>,
+    url: &str,
+    config: WebSocketConfig,
+    events: &broadcast::Sender<ClientEvent>,
+    status: &watch::Sender<ConnectionStatus>,
+) {
+    loop {
+        let mut busy = false;
+        while let Some(frame) = session.poll_transmit() {
+            busy = true;
+            // Frames polled without a socket belong to a connection already gone.
+            if let Some(ws) = socket.as_mut()
+                && ws.send(WsMessage::Binary(frame.into())).await.is_err()
+            {
+                *socket = None;
+                session.handle_disconnected(now());
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            busy = true;
+            match event {
+                ClientEvent::OpenTransport => {
+                    let request = url.to_owned();
+                    *connecting = Some(Box::pin(async move {
+                        tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+                            .await
+                            .map(|(ws, _)| ws)
+                    }));
+                }
+                ClientEvent::CloseTransport => {
+                    if let Some(mut ws) = socket.take() {
+                        let _ = ws.close(None).await;
+                    }
+                    *connecting = None;
+                }
+                other => {
+                    if let ClientEvent::StatusChanged(s) = &other {
+                        status.send_replace(*s);
+                    }
+                    let _ = events.send(other);
+                }
+            }
+        }
+        if !busy {
+            return;
+        }
+    }
+}
