@@ -1,0 +1,271 @@
+//! The `crdt-sync` command: a sync server with its data folder, and tools to look at
+//! documents (feature `cli`).
+//!
+//! ```text
+//! crdt-sync serve [--listen ADDR] [--data DIR] [--flush-ms MS]
+//! crdt-sync cat URL DOC [--container NAME]
+//! crdt-sync export --data DIR DOC [--container NAME]
+//! ```
+
+#[path = "data_dir.rs"]
+mod data_dir;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use crdt_sync::tokio::{TokioClient, TokioServer};
+use crdt_sync::{
+    ClientConfig, ClientSession, Document, DocumentStore, MemoryStore, PeerId, Server, ServerConfig,
+    ServerEvent, VersionVector,
+};
+use data_dir::DataDir;
+use tracing::{error, info, warn};
+
+#[derive(Parser, Debug)]
+#[command(name = "crdt-sync", version, about = "CRDT documents synced over WebSocket")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the sync server: documents live in the data folder and are served over WebSocket.
+    Serve {
+        /// Address to listen on (`0.0.0.0:8787` to accept other machines).
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: String,
+        /// Data folder (created if missing).
+        #[arg(long, default_value = "crdt-sync-data")]
+        data: PathBuf,
+        /// How often changed documents are written to the data folder, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        flush_ms: u64,
+    },
+    /// Print a document as a running server has it: the text of one container, or JSON of
+    /// the whole document.
+    Cat {
+        /// The server, for example `ws://127.0.0.1:8787`.
+        url: String,
+        /// The document's name.
+        doc: String,
+        /// Print only this root text container, raw.
+        #[arg(long)]
+        container: Option<String>,
+    },
+    /// Print a document from a data folder, without a server (also while one runs on it).
+    Export {
+        /// The data folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// The document's name.
+        doc: String,
+        /// Print only this root text container, raw.
+        #[arg(long)]
+        container: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { listen, data, flush_ms } => {
+                serve(&listen, &data, Duration::from_millis(flush_ms)).await
+            }
+            Command::Cat { url, doc, container } => cat(&url, &doc, container.as_deref()).await,
+            Command::Export { data, doc, container } => export(&data, &doc, container.as_deref()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server's own replica id (it never edits documents, so any fixed id works).
+const SERVER_PEER: PeerId = PeerId::new(0);
+
+async fn serve(listen: &str, data: &Path, flush_every: Duration) -> Result<(), String> {
+    let dir = DataDir::create(data).map_err(|e| format!("data folder {}: {e}", data.display()))?;
+    let config = ServerConfig::default();
+    let mut store = MemoryStore::new(SERVER_PEER, config.document.clone());
+    let mut saved: HashMap<String, VersionVector> = HashMap::new();
+    for (name, doc) in dir.load_all(SERVER_PEER).map_err(|e| format!("loading {}: {e}", data.display()))? {
+        saved.insert(name.clone(), doc.version().clone());
+        store.insert(&name, doc);
+    }
+    let loaded = saved.len();
+    let server = TokioServer::serve(listen, Server::new(config, store))
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    info!(address = %format!("ws://{}", server.local_addr()), data = %data.display(), documents = loaded, "serving");
+    tokio::spawn(log_events(server.events()));
+
+    let mut flush = tokio::time::interval(flush_every);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = flush.tick() => {
+                let known = saved.clone();
+                let changed = server.with(move |s| changed_documents(s.store(), &known)).await.unwrap_or_default();
+                write(&dir, changed, &mut saved).await;
+            }
+            signal = &mut stop => {
+                info!(signal, "shutting down");
+                break;
+            }
+        }
+    }
+    let server = server.shutdown().await;
+    let changed = changed_documents(server.store(), &saved);
+    let count = changed.len();
+    write(&dir, changed, &mut saved).await;
+    info!(written = count, "stopped; every document is in the data folder");
+    Ok(())
+}
+
+/// Documents whose version moved since it was last written, encoded.
+fn changed_documents(
+    store: &MemoryStore,
+    saved: &HashMap<String, VersionVector>,
+) -> Vec<(String, VersionVector, Vec<u8>)> {
+    store
+        .names()
+        .into_iter()
+        .filter_map(|name| {
+            let doc = store.get(&name)?;
+            (saved.get(&name) != Some(doc.version())).then(|| (name, doc.version().clone(), doc.encode()))
+        })
+        .collect()
+}
+
+async fn write(
+    dir: &DataDir,
+    changed: Vec<(String, VersionVector, Vec<u8>)>,
+    saved: &mut HashMap<String, VersionVector>,
+) {
+    for (name, version, bytes) in changed {
+        let (dir, file_name) = (dir.clone(), name.clone());
+        match tokio::task::spawn_blocking(move || dir.save(&file_name, &bytes)).await {
+            Ok(Ok(())) => {
+                saved.insert(name, version);
+            }
+            Ok(Err(e)) => warn!(document = %name, error = %e, "cannot write; will retry"),
+            Err(e) => warn!(document = %name, error = %e, "write task failed; will retry"),
+        }
+    }
+}
+
+async fn log_events(mut events: tokio::sync::broadcast::Receiver<ServerEvent>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(ServerEvent::Handshake { connection, peer, client_name }) => {
+                info!(connection = connection.0, peer = peer.get(), client = %client_name, "client connected");
+            }
+            Ok(ServerEvent::ConnectionClosed { connection, reason }) => {
+                info!(connection = connection.0, reason = ?reason, "connection closed");
+            }
+            Ok(ServerEvent::DocumentCreated { document }) => info!(document = %document, "document created"),
+            Ok(ServerEvent::Error { connection, error }) => {
+                warn!(connection = connection.0, error = %error, "client error")
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(missed)) => warn!(missed, "event log fell behind"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Ctrl-C or (on Unix) SIGTERM, whichever comes first.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupt",
+                _ = term.recv() => "terminate",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "interrupt"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
+    }
+}
+
+async fn cat(url: &str, name: &str, container: Option<&str>) -> Result<(), String> {
+    let peer = one_off_peer();
+    let config = ClientConfig::default().with_client_name("crdt-sync cat").with_reconnect(
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+        Some(3),
+    );
+    let client = TokioClient::connect(url, ClientSession::new(peer, config));
+    client.subscribe(name, Document::new(peer)).await;
+    // Nothing local to save: "saved" means the server's copy arrived.
+    tokio::time::timeout(Duration::from_secs(10), client.wait_saved(name))
+        .await
+        .map_err(|_| format!("no answer from {url} within 10 s"))?;
+    let container = container.map(str::to_owned);
+    let output = client.read(name, move |doc| render(doc, container.as_deref())).await;
+    client.close().await;
+    print!("{}", output.ok_or("the document vanished")?);
+    Ok(())
+}
+
+fn export(data: &Path, name: &str, container: Option<&str>) -> Result<(), String> {
+    let dir = DataDir::existing(data).map_err(|e| e.to_string())?;
+    let doc = dir
+        .load(name, SERVER_PEER)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no document {name:?} in {}", data.display()))?;
+    print!("{}", render(&doc, container));
+    Ok(())
+}
+
+/// The raw text of one root text container, or the whole document as pretty JSON.
+fn render(doc: &Document, container: Option<&str>) -> String {
+    match container {
+        Some(name) => doc.text(name).to_string(),
+        None => format!("{:#}\n", doc.to_json()),
+    }
+}
+
+/// A replica id for a client that only reads: random enough not to collide with a writer.
+fn one_off_peer() -> PeerId {
+    #[allow(clippy::disallowed_methods)] // the binary is a runtime: it may read the clock
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15;
+    PeerId::new(mixed.max(1))
+}

@@ -1,0 +1,84 @@
+//! The `crdt-sync` binary end to end: serve on a data folder, write through a client, read
+//! back with `cat`, stop with SIGTERM, and find everything with `export`.
+#![cfg(all(feature = "cli", unix))]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crdt_sync::tokio::TokioClient;
+use crdt_sync::{ClientConfig, ClientSession, Document, PeerId};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crdt-sync");
+
+/// Start `crdt-sync serve` on a free port; returns the child and its `ws://` address.
+fn serve(data: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("it logs where it listens").unwrap();
+        if let Some(at) = line.find("ws://") {
+            break line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn serve_cat_terminate_export() {
+    let data = std::env::temp_dir().join(format!("crdt-sync-cli-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let (mut server, url) = serve(&data);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client =
+            TokioClient::connect(url.clone(), ClientSession::new(PeerId::new(7), ClientConfig::default()));
+        client.subscribe("notes", Document::new(PeerId::new(7))).await;
+        client
+            .edit("notes", |d| d.transact().text("text").insert(0, "héllo, wörld").map(drop).unwrap())
+            .await;
+        tokio::time::timeout(Duration::from_secs(20), client.wait_saved("notes")).await.expect("saved");
+        client.close().await;
+    });
+
+    let (ok, text) = run(&["cat", &url, "notes", "--container", "text"]);
+    assert!(ok);
+    assert_eq!(text, "héllo, wörld");
+    let (ok, json) = run(&["cat", &url, "notes"]);
+    assert!(ok);
+    assert!(json.contains("héllo, wörld"), "{json}");
+
+    // SIGTERM: a clean stop that writes everything, even within the flush interval.
+    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(server.wait().unwrap().success(), "a clean exit");
+
+    let data_arg = data.to_str().unwrap();
+    let (ok, text) = run(&["export", "--data", data_arg, "notes", "--container", "text"]);
+    assert!(ok);
+    assert_eq!(text, "héllo, wörld");
+    let (ok, _) = run(&["export", "--data", data_arg, "missing"]);
+    assert!(!ok, "a missing document is an error");
+
+    // And a restarted server serves it from the folder.
+    let (mut server, url) = serve(&data);
+    let (ok, text) = run(&["cat", &url, "notes", "--container", "text"]);
+    assert!(ok);
+    assert_eq!(text, "héllo, wörld");
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}
