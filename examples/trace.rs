@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example trace -- ../shared/traces/automerge-paper.json.gz [--via local] [--out-dir DIR]
 //! cargo run --release --example trace -- TRACE --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]
+//! cargo run --release --features tokio --example trace -- TRACE --via tokio --clients N [--writers K] [--out-dir DIR]
 //! ```
 //!
 //! `--via local` (the default): sequential traces (`{startContent, endContent, txns:
@@ -23,6 +24,10 @@
 //! at the end and runs until it settles. `--seed` picks the run (same seed, same run).
 //! `bytes_per_op` is what clients sent per trace op, `fanout_bytes_per_op` what the server
 //! sent each receiving client per op; both count every frame, handshakes and resyncs included.
+//!
+//! `--via tokio` (built with `--features tokio`): the same writers and receivers, over real
+//! WebSocket connections to a `TokioServer` on a loopback port, as fast as they go; the JSON
+//! line reports wall time and what crossed the server's sockets.
 //!
 //! Every replica (the server's too) must end at `endContent`. Prints one JSON line; exits
 //! non-zero on a mismatch. `--out-dir` writes each replica's text there.
@@ -48,6 +53,10 @@ mod sim;
 #[path = "support/trace_sim.rs"]
 mod trace_sim;
 
+#[cfg(feature = "tokio")]
+#[path = "support/trace_tokio.rs"]
+mod trace_tokio;
+
 #[global_allocator]
 static ALLOC: counting::Counting = counting::Counting;
 
@@ -55,13 +64,14 @@ use trace_replay::{Trace, load_trace};
 use trace_sim::{SimOptions, replay_through_sim};
 
 const USAGE: &str = "usage: trace FILE.json.gz [--via local] [--out-dir DIR]
-       trace FILE.json.gz --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]";
+       trace FILE.json.gz --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]
+       trace FILE.json.gz --via tokio --clients N [--writers K] [--out-dir DIR]   (built with --features tokio)";
 
 struct Args {
     file: PathBuf,
     via: String,
     out_dir: Option<PathBuf>,
-    /// Only with `--via sim`.
+    /// With `--via sim` and `--via tokio` (which ignores the seed and faults).
     sim: Option<SimOptions>,
 }
 
@@ -97,7 +107,14 @@ fn parse_args() -> Result<Args, String> {
             seed: seed.unwrap_or(0),
             faults,
         }),
-        _ => return Err(format!("--via {via}: expected `local` or `sim`")),
+        "tokio" if seed.is_some() || faults => return Err("--seed and --faults go with --via sim".into()),
+        "tokio" => Some(SimOptions {
+            clients: clients.ok_or("--via tokio needs --clients N")?,
+            writers,
+            seed: 0,
+            faults,
+        }),
+        _ => return Err(format!("--via {via}: expected `local`, `sim` or `tokio`")),
     };
     Ok(Args { file: file.ok_or("missing trace file")?, via, out_dir, sim })
 }
@@ -128,6 +145,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let name = args.file.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
     let name = name.trim_end_matches(".gz").trim_end_matches(".json");
     match &args.sim {
+        Some(options) if args.via == "tokio" => run_tokio(args, &trace, name, options),
         Some(options) => run_sim(args, &trace, name, options),
         None => run_local(args, &trace, name),
     }
@@ -227,24 +245,7 @@ fn run_sim(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Resu
         None
     };
     replicas.push(("server".into(), server_text.unwrap_or_default()));
-    let mut at_end_content = 0;
-    for (label, text) in &replicas {
-        if *text == trace.end_content {
-            at_end_content += 1;
-        } else {
-            let at = text.chars().zip(trace.end_content.chars()).take_while(|(a, b)| a == b).count();
-            eprintln!(
-                "replica {label}: text differs from endContent at char {at} ({} chars, expected {})",
-                text.chars().count(),
-                trace.end_content.chars().count()
-            );
-        }
-        if let Some(dir) = &args.out_dir {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let path = dir.join(format!("{label}.txt"));
-            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
+    let at_end_content = check_replicas(args, trace, &replicas)?;
 
     let stats = &sim.stats;
     let receivers = &sim.clients[run.writers.min(sim.clients.len())..];
@@ -286,6 +287,68 @@ fn run_sim(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Resu
     });
     println!("{report}");
     Ok(at_end_content == replicas.len())
+}
+
+#[cfg(not(feature = "tokio"))]
+fn run_tokio(_: &Args, _: &Trace, _: &str, _: &SimOptions) -> Result<bool, String> {
+    Err("--via tokio needs the tokio feature: cargo run --release --features tokio --example trace -- ..."
+        .into())
+}
+
+/// Real sockets: every client's replica and the server's must end at `endContent`.
+#[cfg(feature = "tokio")]
+fn run_tokio(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Result<bool, String> {
+    let ops = trace.op_count();
+    let run = trace_tokio::replay_through_tokio(trace, name, options.clients, options.writers)?;
+    let at_end_content = check_replicas(args, trace, &run.replicas)?;
+    let traffic = run.traffic;
+    let per_op = |bytes: u64| (bytes as f64 / ops.max(1) as f64 * 100.0).round() / 100.0;
+    let report = serde_json::json!({
+        "trace": name,
+        "via": args.via,
+        "clients": options.clients,
+        "writers": run.writers,
+        "txns": trace.txns.len(),
+        "ops": ops,
+        "elapsed_ms": (run.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "ops_per_sec": (ops as f64 / run.elapsed.as_secs_f64()).round(),
+        "final_chars": trace.end_content.chars().count(),
+        "frames_up": traffic.frames_in,
+        "frames_down": traffic.frames_out,
+        "bytes_on_wire": traffic.bytes_in + traffic.bytes_out,
+        "bytes_up": traffic.bytes_in,
+        "bytes_down": traffic.bytes_out,
+        "bytes_per_op": per_op(traffic.bytes_in),
+        "replicas": run.replicas.len(),
+        "replicas_at_end_content": at_end_content,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
+    println!("{report}");
+    Ok(at_end_content == run.replicas.len())
+}
+
+/// Compare each replica with `endContent` (saying where it differs), write it to
+/// `--out-dir` if asked; returns how many match.
+fn check_replicas(args: &Args, trace: &Trace, replicas: &[(String, String)]) -> Result<usize, String> {
+    let mut at_end_content = 0;
+    for (label, text) in replicas {
+        if *text == trace.end_content {
+            at_end_content += 1;
+        } else {
+            let at = text.chars().zip(trace.end_content.chars()).take_while(|(a, b)| a == b).count();
+            eprintln!(
+                "replica {label}: text differs from endContent at char {at} ({} chars, expected {})",
+                text.chars().count(),
+                trace.end_content.chars().count()
+            );
+        }
+        if let Some(dir) = &args.out_dir {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let path = dir.join(format!("{label}.txt"));
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(at_end_content)
 }
 
 /// Peak resident set size of this process (Linux; `null` elsewhere).

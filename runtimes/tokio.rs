@@ -28,6 +28,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ::tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -74,6 +76,36 @@ fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
 
 // ---- server --------------------------------------------------------------------------------
 
+/// What crossed a [`TokioServer`]'s sockets since it started: protocol frames (WebSocket
+/// binary messages) and their payload bytes, both ways, all connections together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Traffic {
+    /// Frames received from clients.
+    pub frames_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Frames sent to clients.
+    pub frames_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Default)]
+struct TrafficCounters {
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl TrafficCounters {
+    fn count(frames: &AtomicU64, bytes: &AtomicU64, len: usize) {
+        frames.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+}
+
 type ServerJob<S> = Box<dyn FnOnce(&mut Server<S>) + Send>;
 
 enum ServerCommand<S: DocumentStore> {
@@ -101,6 +133,7 @@ pub struct TokioServer<S: DocumentStore + Send + 'static = MemoryStore> {
     addr: SocketAddr,
     commands: mpsc::UnboundedSender<ServerCommand<S>>,
     events: broadcast::Sender<ServerEvent>,
+    traffic: Arc<TrafficCounters>,
     task: JoinHandle<Server<S>>,
 }
 
@@ -131,8 +164,21 @@ where
         let addr = listener.local_addr()?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let task = ::tokio::spawn(drive_server(listener, server, command_rx, events.clone()));
-        Ok(TokioServer { addr, commands, events, task })
+        let traffic = Arc::new(TrafficCounters::default());
+        let task =
+            ::tokio::spawn(drive_server(listener, server, command_rx, events.clone(), traffic.clone()));
+        Ok(TokioServer { addr, commands, events, traffic, task })
+    }
+
+    /// Frames and bytes through the server's sockets so far.
+    pub fn traffic(&self) -> Traffic {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Traffic {
+            frames_in: load(&self.traffic.frames_in),
+            bytes_in: load(&self.traffic.bytes_in),
+            frames_out: load(&self.traffic.frames_out),
+            bytes_out: load(&self.traffic.bytes_out),
+        }
     }
 
     /// The address it listens on (with the port the system chose for port 0).
@@ -176,6 +222,7 @@ async fn drive_server<S>(
     mut server: Server<S>,
     mut commands: mpsc::UnboundedReceiver<ServerCommand<S>>,
     events: broadcast::Sender<ServerEvent>,
+    traffic: Arc<TrafficCounters>,
 ) -> Server<S>
 where
     S: DocumentStore + Send + 'static,
@@ -196,7 +243,7 @@ where
                     let id = server.accept(now());
                     let (tx, rx) = mpsc::unbounded_channel();
                     connections.insert(id, tx);
-                    tasks.spawn(serve_connection(id, stream, ws, inbound_tx.clone(), rx));
+                    tasks.spawn(serve_connection(id, stream, ws, inbound_tx.clone(), rx, traffic.clone()));
                 }
             }
             Some(input) = inbound.recv() => handle_inbound(&mut server, &mut connections, input),
@@ -265,6 +312,7 @@ async fn serve_connection(
     config: WebSocketConfig,
     inbound: mpsc::Sender<Inbound>,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    traffic: Arc<TrafficCounters>,
 ) {
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         let _ = inbound.send(Inbound::Closed(id)).await;
@@ -275,6 +323,7 @@ async fn serve_connection(
         ::tokio::select! {
             message = source.next() => match message {
                 Some(Ok(WsMessage::Binary(frame))) => {
+                    TrafficCounters::count(&traffic.frames_in, &traffic.bytes_in, frame.len());
                     if inbound.send(Inbound::Frame(id, frame.into())).await.is_err() {
                         break;
                     }
@@ -285,6 +334,7 @@ async fn serve_connection(
             },
             out = outbound.recv() => match out {
                 Some(Outbound::Frame(frame)) => {
+                    TrafficCounters::count(&traffic.frames_out, &traffic.bytes_out, frame.len());
                     if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
                         break;
                     }

@@ -25,7 +25,7 @@ pub struct Trace {
     pub txns: Vec<Txn>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct Txn {
     /// Wall-clock time of the transaction, parsed when the trace is read (input data, like
     /// the patches, so the replay does not time the parsing).

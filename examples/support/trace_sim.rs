@@ -90,7 +90,7 @@ pub fn replay_through_sim(trace: &Trace, name: &str, options: &SimOptions) -> Re
     Ok(SimRun { sim, started, writers, settled, events })
 }
 
-fn agent_count(trace: &Trace) -> usize {
+pub fn agent_count(trace: &Trace) -> usize {
     trace.num_agents.unwrap_or_else(|| trace.txns.iter().filter_map(|t| t.agent).max().unwrap_or(0) + 1)
 }
 
@@ -181,7 +181,7 @@ fn type_concurrent(
 /// Type `txn` on `editor` at `heads` (the version vector `target`), taking what it lacks
 /// from `synced`, which holds at least `target`, and give the change to `synced`. Returns
 /// the version the transaction produced.
-fn type_at(
+pub fn type_at(
     editor: &mut Document,
     synced: &mut Document,
     txn: &Txn,
