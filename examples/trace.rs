@@ -65,7 +65,8 @@ use trace_sim::{SimOptions, replay_through_sim};
 
 const USAGE: &str = "usage: trace FILE.json.gz [--via local] [--out-dir DIR]
        trace FILE.json.gz --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]
-       trace FILE.json.gz --via tokio --clients N [--writers K] [--out-dir DIR]   (built with --features tokio)";
+       trace FILE.json.gz --via tokio --clients N [--writers K] [--out-dir DIR]   (built with --features tokio)
+       trace FILE.json.gz --connect ws://HOST:PORT [--doc NAME] --clients N [--writers K]   (the same)";
 
 struct Args {
     file: PathBuf,
@@ -73,12 +74,17 @@ struct Args {
     out_dir: Option<PathBuf>,
     /// With `--via sim` and `--via tokio` (which ignores the seed and faults).
     sim: Option<SimOptions>,
+    /// `--connect URL`: a running server instead of one in the process (`--via tokio`).
+    connect: Option<String>,
+    /// `--doc NAME`: the document to replay into (default: the trace's name).
+    doc: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let (mut file, mut via, mut out_dir) = (None, "local".to_string(), None);
     let (mut clients, mut writers, mut seed, mut faults) = (None, None, None, false);
+    let (mut connect, mut doc) = (None, None);
     fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
         let value = value.ok_or(format!("{flag} needs a value"))?;
         value.parse().map_err(|_| format!("{flag} {value}: not a number"))
@@ -91,6 +97,11 @@ fn parse_args() -> Result<Args, String> {
             "--writers" => writers = Some(number("--writers", args.next())? as usize),
             "--seed" => seed = Some(number("--seed", args.next())?),
             "--faults" => faults = true,
+            "--connect" => {
+                connect = Some(args.next().ok_or("--connect needs a URL")?);
+                via = "tokio".into();
+            }
+            "--doc" => doc = Some(args.next().ok_or("--doc needs a name")?),
             "-h" | "--help" => return Err(String::new()),
             _ if file.is_none() && !arg.starts_with("--") => file = Some(PathBuf::from(arg)),
             _ => return Err(format!("unexpected argument {arg}")),
@@ -116,7 +127,10 @@ fn parse_args() -> Result<Args, String> {
         }),
         _ => return Err(format!("--via {via}: expected `local`, `sim` or `tokio`")),
     };
-    Ok(Args { file: file.ok_or("missing trace file")?, via, out_dir, sim })
+    if doc.is_some() && connect.is_none() {
+        return Err("--doc goes with --connect".into());
+    }
+    Ok(Args { file: file.ok_or("missing trace file")?, via, out_dir, sim, connect, doc })
 }
 
 fn main() -> ExitCode {
@@ -299,13 +313,22 @@ fn run_tokio(_: &Args, _: &Trace, _: &str, _: &SimOptions) -> Result<bool, Strin
 #[cfg(feature = "tokio")]
 fn run_tokio(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Result<bool, String> {
     let ops = trace.op_count();
-    let run = trace_tokio::replay_through_tokio(trace, name, options.clients, options.writers)?;
+    let name = args.doc.as_deref().unwrap_or(name);
+    let run = trace_tokio::replay_through_tokio(
+        trace,
+        name,
+        options.clients,
+        options.writers,
+        args.connect.as_deref(),
+    )?;
     let at_end_content = check_replicas(args, trace, &run.replicas)?;
+    // Unknown for a server of another process: `null`.
     let traffic = run.traffic;
     let per_op = |bytes: u64| (bytes as f64 / ops.max(1) as f64 * 100.0).round() / 100.0;
     let report = serde_json::json!({
         "trace": name,
         "via": args.via,
+        "connect": args.connect,
         "clients": options.clients,
         "writers": run.writers,
         "txns": trace.txns.len(),
@@ -313,12 +336,12 @@ fn run_tokio(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Re
         "elapsed_ms": (run.elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         "ops_per_sec": (ops as f64 / run.elapsed.as_secs_f64()).round(),
         "final_chars": trace.end_content.chars().count(),
-        "frames_up": traffic.frames_in,
-        "frames_down": traffic.frames_out,
-        "bytes_on_wire": traffic.bytes_in + traffic.bytes_out,
-        "bytes_up": traffic.bytes_in,
-        "bytes_down": traffic.bytes_out,
-        "bytes_per_op": per_op(traffic.bytes_in),
+        "frames_up": traffic.map(|t| t.frames_in),
+        "frames_down": traffic.map(|t| t.frames_out),
+        "bytes_on_wire": traffic.map(|t| t.bytes_in + t.bytes_out),
+        "bytes_up": traffic.map(|t| t.bytes_in),
+        "bytes_down": traffic.map(|t| t.bytes_out),
+        "bytes_per_op": traffic.map(|t| per_op(t.bytes_in)),
         "replicas": run.replicas.len(),
         "replicas_at_end_content": at_end_content,
         "peak_rss_bytes": peak_rss_bytes(),

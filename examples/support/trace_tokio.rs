@@ -1,7 +1,8 @@
-//! Replaying a trace over real sockets: a [`TokioServer`] on a loopback port and one
-//! [`TokioClient`] per client, as fast as they go. Writers type the trace as in `--via sim`
-//! (a sequential trace in turns, a concurrent one agent by agent at its parents' version);
-//! every other client only receives.
+//! Replaying a trace over real sockets: one [`TokioClient`] per client, as fast as they go,
+//! against a [`TokioServer`] on a loopback port (`--via tokio`) or a running `crdt-sync
+//! serve` (`--connect URL`). Writers type the trace as in `--via sim` (a sequential trace in
+//! turns, a concurrent one agent by agent at its parents' version); every other client only
+//! receives. Clients ride out a server that restarts: they reconnect and carry on.
 
 use std::time::{Duration, Instant};
 
@@ -22,15 +23,18 @@ pub struct TokioRun {
     pub writers: usize,
     /// Each client's text, then the server's.
     pub replicas: Vec<(String, String)>,
-    pub traffic: Traffic,
+    /// What crossed the server's sockets (`None` for a server of another process).
+    pub traffic: Option<Traffic>,
 }
 
 /// Replay `trace` through a loopback server and `clients` clients syncing `name`.
+/// `connect`: the URL of a running server, or `None` for one in this process.
 pub fn replay_through_tokio(
     trace: &Trace,
     name: &str,
     clients: usize,
     writers: Option<usize>,
+    connect: Option<&str>,
 ) -> Result<TokioRun, String> {
     if clients == 0 {
         return Err("--clients must be at least 1".into());
@@ -45,13 +49,26 @@ pub fn replay_through_tokio(
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    runtime.block_on(run(trace, name, clients, writers))
+    runtime.block_on(run(trace, name, clients, writers, connect))
 }
 
-async fn run(trace: &Trace, name: &str, count: usize, writers: usize) -> Result<TokioRun, String> {
-    let server =
-        TokioServer::bind("127.0.0.1:0", ServerConfig::default()).await.map_err(|e| e.to_string())?;
-    let url = format!("ws://{}", server.local_addr());
+async fn run(
+    trace: &Trace,
+    name: &str,
+    count: usize,
+    writers: usize,
+    connect: Option<&str>,
+) -> Result<TokioRun, String> {
+    let server = match connect {
+        Some(_) => None,
+        None => {
+            Some(TokioServer::bind("127.0.0.1:0", ServerConfig::default()).await.map_err(|e| e.to_string())?)
+        }
+    };
+    let url = match (&server, connect) {
+        (Some(server), _) => format!("ws://{}", server.local_addr()),
+        (None, url) => url.unwrap_or_default().to_owned(),
+    };
     // Clocks at the trace's end from the start: no change is ever "from the future" for a
     // replica, whatever order the network delivers them in.
     let present = trace.txns.iter().filter_map(|t| t.time_ms).max().unwrap_or(0);
@@ -69,6 +86,12 @@ async fn run(trace: &Trace, name: &str, count: usize, writers: usize) -> Result<
         within(client.wait_status(ConnectionStatus::Connected), "a client to connect").await?;
         within(client.wait_saved(name), "a client's first sync").await?;
     }
+    let existing = clients[0].read(name, |d| d.text("text").len()).await.unwrap_or(0);
+    if existing > 0 {
+        return Err(format!(
+            "document {name:?} already holds {existing} characters: replay into a new one (--doc)"
+        ));
+    }
 
     #[allow(clippy::disallowed_methods)] // the trace tool measures real time
     let started = Instant::now();
@@ -80,16 +103,13 @@ async fn run(trace: &Trace, name: &str, count: usize, writers: usize) -> Result<
     for client in &clients[..writers] {
         within(client.wait_saved(name), "the writers' last acknowledgement").await?;
     }
-    let server_version = server
-        .with({
-            let name = name.to_owned();
-            move |s| s.document(&name).map(|d| d.version().clone())
-        })
-        .await
-        .flatten()
-        .unwrap_or_default();
+    // Everything the writers typed; all of it is on the server, they are saved.
+    let mut typed = VersionVector::new();
+    for client in &clients[..writers] {
+        typed.merge(&client.read(name, |d| d.version().clone()).await.unwrap_or_default());
+    }
     for client in &clients {
-        catch_up(client, name, &server_version).await?;
+        catch_up(client, name, &typed).await?;
     }
     let elapsed = started.elapsed();
 
@@ -99,7 +119,10 @@ async fn run(trace: &Trace, name: &str, count: usize, writers: usize) -> Result<
         let text = session.document(name).map(|d| d.text("text").to_string()).unwrap_or_default();
         replicas.push((i.to_string(), text));
     }
-    let traffic = server.traffic();
+    let Some(server) = server else {
+        return Ok(TokioRun { elapsed, writers, replicas, traffic: None });
+    };
+    let traffic = Some(server.traffic());
     let server = server.shutdown().await;
     replicas.push((
         "server".into(),
