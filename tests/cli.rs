@@ -13,8 +13,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_crdt-sync");
 
 /// Start `crdt-sync serve` on a free port; returns the child and its `ws://` address.
 fn serve(data: &std::path::Path) -> (Child, String) {
+    serve_on(data, "127.0.0.1:0")
+}
+
+fn serve_on(data: &std::path::Path, listen: &str) -> (Child, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .args(["serve", "--listen", listen, "--data"])
         .arg(data)
         .stderr(Stdio::piped())
         .spawn()
@@ -78,6 +82,54 @@ fn serve_cat_terminate_export() {
     let (ok, text) = run(&["cat", &url, "notes", "--container", "text"]);
     assert!(ok);
     assert_eq!(text, "héllo, wörld");
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A client typing through a server killed with SIGKILL and restarted on the same port and
+/// folder: it reconnects and pushes what the new server lacks; nothing it typed is lost.
+#[test]
+fn a_client_rides_out_a_killed_server() {
+    let data = std::env::temp_dir().join(format!("crdt-sync-cli-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut server, url) = serve_on(&data, &listen);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let expected: String = (0..600).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    runtime.block_on(async {
+        let config = ClientConfig::default().with_reconnect(
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+            None,
+        );
+        let client = TokioClient::connect(url.clone(), ClientSession::new(PeerId::new(9), config));
+        client.subscribe("notes", Document::new(PeerId::new(9))).await;
+        for (i, c) in expected.chars().enumerate() {
+            client
+                .edit("notes", move |d| {
+                    d.transact().text("text").insert(i, &c.to_string()).map(drop).unwrap()
+                })
+                .await;
+            if i == 200 {
+                server.kill().unwrap();
+                server.wait().unwrap();
+            }
+            if i == 400 {
+                server = serve_on(&data, &listen).0;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        tokio::time::timeout(Duration::from_secs(30), client.wait_saved("notes"))
+            .await
+            .expect("saved after the restart");
+        client.close().await;
+    });
+    let (ok, text) = run(&["cat", &url, "notes", "--container", "text"]);
+    assert!(ok);
+    assert_eq!(text, expected);
     server.kill().unwrap();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&data);
