@@ -126,8 +126,8 @@ enum Outbound {
 
 /// A crdt-sync server on a TCP port, speaking WebSocket (one binary message per frame).
 ///
-/// Dropping it without [`TokioServer::shutdown`] stops accepting and closes every connection
-/// without telling the clients (they reconnect elsewhere or later).
+/// Dropping it shuts the server down as [`TokioServer::shutdown`] does, in the background
+/// (within the runtime's life); `shutdown` also waits for it and gives the store back.
 #[derive(Debug)]
 pub struct TokioServer<S: DocumentStore + Send + 'static = MemoryStore> {
     addr: SocketAddr,
