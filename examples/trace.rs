@@ -75,8 +75,10 @@ struct Args {
     /// With `--via sim` and `--via tokio` (which ignores the seed and faults).
     sim: Option<SimOptions>,
     /// `--connect URL`: a running server instead of one in the process (`--via tokio`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     connect: Option<String>,
     /// `--doc NAME`: the document to replay into (default: the trace's name).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     doc: Option<String>,
 }
 
@@ -176,24 +178,9 @@ fn run_local(args: &Args, trace: &Trace, name: &str) -> Result<bool, String> {
     let elapsed = started.elapsed();
     let replay_peak_heap = counting::peak().saturating_sub(heap_before);
 
-    let mut all_match = true;
-    for (i, replica) in replicas.iter().enumerate() {
-        let text = replica.text("text").to_string();
-        if text != trace.end_content {
-            all_match = false;
-            let at = text.chars().zip(trace.end_content.chars()).take_while(|(a, b)| a == b).count();
-            eprintln!(
-                "replica {i}: text differs from endContent at char {at} ({} chars, expected {})",
-                text.chars().count(),
-                trace.end_content.chars().count()
-            );
-        }
-        if let Some(dir) = &args.out_dir {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let path = dir.join(format!("{i}.txt"));
-            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
+    let texts: Vec<(String, String)> =
+        replicas.iter().enumerate().map(|(i, r)| (i.to_string(), r.text("text").to_string())).collect();
+    let mut all_match = check_replicas(args, trace, &texts)? == texts.len();
 
     let doc = &replicas[0];
     let encoded = doc.encode();

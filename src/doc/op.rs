@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
 use super::id::{Counter, IdSpans, OpId};
-use super::types::sequence::Anchor;
+use super::types::sequence::{Anchor, byte_offset_counted};
 use super::value::Value;
 
 /// The kind of a container: which CRDT it is.
@@ -226,7 +226,10 @@ impl Op {
         };
         let content = match &self.content {
             OpContent::TextInsert { anchor, text } => {
-                let (start, end) = (char_to_byte(text, from), char_to_byte(text, to));
+                // Exports cut the tail of a long typed run: count from the nearer end.
+                let chars = text.chars().count();
+                let (start, end) =
+                    (byte_offset_counted(text, from, chars), byte_offset_counted(text, to, chars));
                 OpContent::TextInsert { anchor: anchor_at(anchor), text: text[start..end].to_owned() }
             }
             OpContent::ListInsert { anchor, items } => {
@@ -297,36 +300,5 @@ impl Op {
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// The byte offset of character `index` in `text` (its length past the last character).
-/// Exports cut the tail of a long typed run, so this walks from the nearer end, and not at
-/// all for ASCII.
-fn char_to_byte(text: &str, index: usize) -> usize {
-    let chars = text.chars().count();
-    if chars == text.len() {
-        return index.min(text.len());
-    }
-    if index >= chars {
-        text.len()
-    } else if index <= chars / 2 {
-        text.char_indices().nth(index).map_or(text.len(), |(b, _)| b)
-    } else {
-        text.char_indices().rev().nth(chars - 1 - index).map_or(0, |(b, _)| b)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn char_offsets_from_either_end_agree_with_a_plain_walk() {
-        for text in ["", "ascii only", "héllo wörld", "日本語のテキスト", "a😀b😀c"] {
-            let chars = text.chars().count();
-            for index in 0..=chars + 1 {
-                let naive = text.char_indices().nth(index).map_or(text.len(), |(b, _)| b);
-                assert_eq!(super::char_to_byte(text, index), naive, "{text:?} at {index}");
-            }
-        }
     }
 }

@@ -247,9 +247,7 @@ impl<T: Serialize + DeserializeOwned + Send + Debug + 'static> ClientPlugin for 
         document: Option<&Arc<str>>,
         body: &[u8],
     ) -> Result<(), PluginError> {
-        let Some(name) = document else {
-            return Err(PluginError::Malformed("awareness message without a document".into()));
-        };
+        let name = super::document_of(document)?;
         match decode_message::<WireMessage>(body)? {
             WireMessage::States { full, entries } => self.apply_states(name, full, entries),
             _ => Err(PluginError::Refused("server-bound awareness message".into())),

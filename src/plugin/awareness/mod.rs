@@ -117,6 +117,12 @@ pub enum AwarenessEvent {
     },
 }
 
+/// Every awareness message concerns one document.
+fn document_of(document: Option<&Arc<str>>) -> Result<&Arc<str>, crate::plugin::PluginError> {
+    document
+        .ok_or_else(|| crate::plugin::PluginError::Malformed("awareness message without a document".into()))
+}
+
 /// The awareness plugin's messages (postcard, inside a `Plugin` message whose document slot
 /// names the document). Variants are only appended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

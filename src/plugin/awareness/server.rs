@@ -166,9 +166,7 @@ impl ServerPlugin for AwarenessServer {
         document: Option<&Arc<str>>,
         body: &[u8],
     ) -> Result<(), PluginError> {
-        let Some(name) = document else {
-            return Err(PluginError::Malformed("awareness message without a document".into()));
-        };
+        let name = super::document_of(document)?;
         match decode_message::<WireMessage>(body)? {
             WireMessage::Query => {
                 self.send_full(from, peer, name);

@@ -61,7 +61,7 @@ fn byte_offset(s: &str, chars: usize) -> usize {
 
 /// [`byte_offset`] in `s` known to hold `len` chars, scanning from the nearer end: edits
 /// mostly happen near the end of a long piece, and an all-ASCII piece needs no scan at all.
-fn byte_offset_counted(s: &str, chars: usize, len: usize) -> usize {
+pub(crate) fn byte_offset_counted(s: &str, chars: usize, len: usize) -> usize {
     if s.len() == len {
         chars.min(len)
     } else if chars >= len {

@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
-pub(crate) use content::SeqContent;
+pub(crate) use content::{SeqContent, byte_offset_counted};
 use peer_map::PeerMap;
 use tree::{Loc, Piece, Pieces};
 
