@@ -77,7 +77,7 @@ impl AwarenessServer {
                 None => WireEntry { peer: *peer, clock: 0, state: None },
             })
             .collect();
-        let everything = WireMessage::States { full: false, entries: entries.clone() };
+        // Built (copying the states) only if some subscriber changed nothing this interval.
         let mut shared = None;
         for (connection, subscriber) in &doc.subscribers {
             // Most subscribers did not change anything in this interval: one encoding for all.
@@ -89,7 +89,11 @@ impl AwarenessServer {
                 }
                 encode_message(&WireMessage::States { full: false, entries: theirs })
             } else {
-                shared.get_or_insert_with(|| encode_message(&everything)).clone()
+                shared
+                    .get_or_insert_with(|| {
+                        encode_message(&WireMessage::States { full: false, entries: entries.clone() })
+                    })
+                    .clone()
             };
             self.outbox.push_back(ServerPluginMessage::new(
                 Recipients::Connection(*connection),
