@@ -4,6 +4,9 @@
 //! cargo run --release --example trace -- ../shared/traces/automerge-paper.json.gz [--via local] [--out-dir DIR]
 //! cargo run --release --example trace -- TRACE --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]
 //! cargo run --release --features tokio --example trace -- TRACE --via tokio --clients N [--writers K] [--out-dir DIR]
+//! cargo run --release --features async-std --example trace -- TRACE --via async-std --clients N [--writers K]
+//! cargo run --release --features tungstenite --example trace -- TRACE --via blocking --clients N [--writers K]
+//! cargo run --release --features tokio --example trace -- TRACE --connect ws://HOST:PORT [--doc NAME] --clients N
 //! ```
 //!
 //! `--via local` (the default): sequential traces (`{startContent, endContent, txns:
@@ -25,9 +28,12 @@
 //! `bytes_per_op` is what clients sent per trace op, `fanout_bytes_per_op` what the server
 //! sent each receiving client per op; both count every frame, handshakes and resyncs included.
 //!
-//! `--via tokio` (built with `--features tokio`): the same writers and receivers, over real
-//! WebSocket connections to a `TokioServer` on a loopback port, as fast as they go; the JSON
-//! line reports wall time and what crossed the server's sockets.
+//! `--via tokio`, `--via async-std`, `--via blocking` (built with the runtime's feature: `tokio`,
+//! `async-std`, `tungstenite`): the same writers and receivers, over real WebSocket
+//! connections to a server of that runtime on a loopback port, as fast as they go; the JSON
+//! line reports wall time and what crossed the server's sockets. `--connect URL` replays into
+//! a running `crdt-sync serve` instead (clients on tokio unless `--via` names another
+//! runtime); its clients ride out server restarts.
 //!
 //! Every replica (the server's too) must end at `endContent`. Prints one JSON line; exits
 //! non-zero on a mismatch. `--out-dir` writes each replica's text there.
@@ -53,9 +59,13 @@ mod sim;
 #[path = "support/trace_sim.rs"]
 mod trace_sim;
 
-#[cfg(feature = "tokio")]
-#[path = "support/trace_tokio.rs"]
-mod trace_tokio;
+#[cfg(any(feature = "tokio", feature = "async-std", feature = "tungstenite"))]
+#[path = "support/net.rs"]
+mod net;
+
+#[cfg(any(feature = "tokio", feature = "async-std", feature = "tungstenite"))]
+#[path = "support/trace_net.rs"]
+mod trace_net;
 
 #[global_allocator]
 static ALLOC: counting::Counting = counting::Counting;
@@ -65,8 +75,9 @@ use trace_sim::{SimOptions, replay_through_sim};
 
 const USAGE: &str = "usage: trace FILE.json.gz [--via local] [--out-dir DIR]
        trace FILE.json.gz --via sim --clients N [--writers K] [--seed S] [--faults] [--out-dir DIR]
-       trace FILE.json.gz --via tokio --clients N [--writers K] [--out-dir DIR]   (built with --features tokio)
-       trace FILE.json.gz --connect ws://HOST:PORT [--doc NAME] --clients N [--writers K]   (the same)";
+       trace FILE.json.gz --via tokio|async-std|blocking --clients N [--writers K] [--out-dir DIR]
+             (built with --features tokio, async-std or tungstenite)
+       trace FILE.json.gz --connect ws://HOST:PORT [--doc NAME] [--via RUNTIME] --clients N [--writers K]";
 
 struct Args {
     file: PathBuf,
@@ -78,7 +89,10 @@ struct Args {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     connect: Option<String>,
     /// `--doc NAME`: the document to replay into (default: the trace's name).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "tokio", feature = "async-std", feature = "tungstenite")),
+        allow(dead_code)
+    )]
     doc: Option<String>,
 }
 
@@ -99,15 +113,15 @@ fn parse_args() -> Result<Args, String> {
             "--writers" => writers = Some(number("--writers", args.next())? as usize),
             "--seed" => seed = Some(number("--seed", args.next())?),
             "--faults" => faults = true,
-            "--connect" => {
-                connect = Some(args.next().ok_or("--connect needs a URL")?);
-                via = "tokio".into();
-            }
+            "--connect" => connect = Some(args.next().ok_or("--connect needs a URL")?),
             "--doc" => doc = Some(args.next().ok_or("--doc needs a name")?),
             "-h" | "--help" => return Err(String::new()),
             _ if file.is_none() && !arg.starts_with("--") => file = Some(PathBuf::from(arg)),
             _ => return Err(format!("unexpected argument {arg}")),
         }
+    }
+    if connect.is_some() && via == "local" {
+        via = "tokio".into();
     }
     let sim = match via.as_str() {
         "local" if clients.is_some() || writers.is_some() || seed.is_some() || faults => {
@@ -120,17 +134,22 @@ fn parse_args() -> Result<Args, String> {
             seed: seed.unwrap_or(0),
             faults,
         }),
-        "tokio" if seed.is_some() || faults => return Err("--seed and --faults go with --via sim".into()),
-        "tokio" => Some(SimOptions {
-            clients: clients.ok_or("--via tokio needs --clients N")?,
+        "tokio" | "async-std" | "blocking" if seed.is_some() || faults => {
+            return Err("--seed and --faults go with --via sim".into());
+        }
+        "tokio" | "async-std" | "blocking" => Some(SimOptions {
+            clients: clients.ok_or(format!("--via {via} needs --clients N"))?,
             writers,
             seed: 0,
             faults,
         }),
-        _ => return Err(format!("--via {via}: expected `local`, `sim` or `tokio`")),
+        _ => return Err(format!("--via {via}: expected `local`, `sim`, `tokio`, `async-std` or `blocking`")),
     };
     if doc.is_some() && connect.is_none() {
         return Err("--doc goes with --connect".into());
+    }
+    if connect.is_some() && matches!(via.as_str(), "local" | "sim") {
+        return Err("--connect goes with a socket runtime: --via tokio, async-std or blocking".into());
     }
     Ok(Args { file: file.ok_or("missing trace file")?, via, out_dir, sim, connect, doc })
 }
@@ -161,8 +180,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let name = args.file.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
     let name = name.trim_end_matches(".gz").trim_end_matches(".json");
     match &args.sim {
-        Some(options) if args.via == "tokio" => run_tokio(args, &trace, name, options),
-        Some(options) => run_sim(args, &trace, name, options),
+        Some(options) if args.via == "sim" => run_sim(args, &trace, name, options),
+        Some(options) => run_sockets(args, &trace, name, options),
         None => run_local(args, &trace, name),
     }
 }
@@ -290,18 +309,24 @@ fn run_sim(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Resu
     Ok(at_end_content == replicas.len())
 }
 
-#[cfg(not(feature = "tokio"))]
-fn run_tokio(_: &Args, _: &Trace, _: &str, _: &SimOptions) -> Result<bool, String> {
-    Err("--via tokio needs the tokio feature: cargo run --release --features tokio --example trace -- ..."
-        .into())
+#[cfg(not(any(feature = "tokio", feature = "async-std", feature = "tungstenite")))]
+fn run_sockets(args: &Args, _: &Trace, _: &str, _: &SimOptions) -> Result<bool, String> {
+    let feature = if args.via == "blocking" { "tungstenite" } else { args.via.as_str() };
+    Err(format!(
+        "--via {} needs its feature: cargo run --release --features {feature} --example trace -- ...",
+        args.via
+    ))
 }
 
 /// Real sockets: every client's replica and the server's must end at `endContent`.
-#[cfg(feature = "tokio")]
-fn run_tokio(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Result<bool, String> {
+#[cfg(any(feature = "tokio", feature = "async-std", feature = "tungstenite"))]
+fn run_sockets(args: &Args, trace: &Trace, name: &str, options: &SimOptions) -> Result<bool, String> {
     let ops = trace.op_count();
     let name = args.doc.as_deref().unwrap_or(name);
-    let run = trace_tokio::replay_through_tokio(
+    let runtime =
+        net::Runtime::parse(&args.via).ok_or(format!("--via {}: not a socket runtime", args.via))?;
+    let run = trace_net::replay_through_sockets(
+        runtime,
         trace,
         name,
         options.clients,

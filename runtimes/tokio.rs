@@ -23,14 +23,11 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use ::tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use ::tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -41,88 +38,32 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub use crate::runtime_common::Traffic;
+use crate::runtime_common::{
+    ClientCommand, ClientCore, ClientJob, EVENT_BUFFER, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, TrafficCounters, TransportRequest,
+    flush_server, handle_inbound, now, ws_config,
+};
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
     ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerConfig, ServerEvent,
     SyncDocument,
 };
 
-/// How many events a slow [`TokioServer::events`] / [`TokioClient::events`] receiver may fall
-/// behind before it misses some (it is told how many).
-const EVENT_BUFFER: usize = 1024;
-/// Frames a connection may have read and not yet handed to the server task: the socket is
-/// not read further until there is room, which pushes back on a flooding client.
-const INBOUND_FRAMES: usize = 64;
-/// How long a graceful shutdown waits for connections to send what is queued.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The runtime's clock: the only place this module reads time.
-fn now() -> Instant {
-    #[allow(clippy::disallowed_methods)] // runtimes feed the sans-IO core its time
-    Instant::now()
-}
-
-fn deadline(at: Option<Instant>) -> ::tokio::time::Instant {
+fn deadline(at: Option<std::time::Instant>) -> ::tokio::time::Instant {
     // No deadline: an hour away; the loop recomputes it after every step anyway.
-    ::tokio::time::Instant::from_std(at.unwrap_or_else(|| now() + Duration::from_secs(3600)))
+    ::tokio::time::Instant::from_std(at.unwrap_or_else(|| now() + std::time::Duration::from_secs(3600)))
 }
 
-/// WebSocket settings matching the session's frame limit, so that an oversized message is
-/// refused by the socket layer before it is buffered whole.
-fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
-    let max = max_frame_bytes.saturating_add(64);
-    WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max))
-}
+type OutboundTx = mpsc::UnboundedSender<Outbound>;
 
-// ---- server --------------------------------------------------------------------------------
-
-/// What crossed a [`TokioServer`]'s sockets since it started: protocol frames (WebSocket
-/// binary messages) and their payload bytes, both ways, all connections together.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Traffic {
-    /// Frames received from clients.
-    pub frames_in: u64,
-    /// Their bytes.
-    pub bytes_in: u64,
-    /// Frames sent to clients.
-    pub frames_out: u64,
-    /// Their bytes.
-    pub bytes_out: u64,
-}
-
-#[derive(Debug, Default)]
-struct TrafficCounters {
-    frames_in: AtomicU64,
-    bytes_in: AtomicU64,
-    frames_out: AtomicU64,
-    bytes_out: AtomicU64,
-}
-
-impl TrafficCounters {
-    fn count(frames: &AtomicU64, bytes: &AtomicU64, len: usize) {
-        frames.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(len as u64, Ordering::Relaxed);
+impl Outlet for OutboundTx {
+    fn send(&self, out: Outbound) {
+        let _ = mpsc::UnboundedSender::send(self, out);
     }
 }
 
-type ServerJob<S> = Box<dyn FnOnce(&mut Server<S>) + Send>;
-
-enum ServerCommand<S: DocumentStore> {
-    Run(ServerJob<S>),
-    Shutdown,
-}
-
-enum Inbound {
-    Frame(ConnectionId, Vec<u8>),
-    Closed(ConnectionId),
-}
-
-enum Outbound {
-    Frame(Vec<u8>),
-    /// The session closed the connection: send the close handshake and stop.
-    Close,
-}
+// ---- server --------------------------------------------------------------------------------
 
 /// A crdt-sync server on a TCP port, speaking WebSocket (one binary message per frame).
 ///
@@ -135,15 +76,6 @@ pub struct TokioServer<S: DocumentStore + Send + 'static = MemoryStore> {
     events: broadcast::Sender<ServerEvent>,
     traffic: Arc<TrafficCounters>,
     task: JoinHandle<Server<S>>,
-}
-
-impl<S: DocumentStore + Send + 'static> std::fmt::Debug for ServerCommand<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ServerCommand::Run(_) => "Run",
-            ServerCommand::Shutdown => "Shutdown",
-        })
-    }
 }
 
 impl TokioServer<MemoryStore> {
@@ -172,13 +104,7 @@ where
 
     /// Frames and bytes through the server's sockets so far.
     pub fn traffic(&self) -> Traffic {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        Traffic {
-            frames_in: load(&self.traffic.frames_in),
-            bytes_in: load(&self.traffic.bytes_in),
-            frames_out: load(&self.traffic.frames_out),
-            bytes_out: load(&self.traffic.bytes_out),
-        }
+        self.traffic.snapshot()
     }
 
     /// The address it listens on (with the port the system chose for port 0).
@@ -229,7 +155,7 @@ where
     S::Document: Send,
 {
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(INBOUND_FRAMES);
-    let mut connections: HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>> = HashMap::new();
+    let mut connections: Outlets<OutboundTx> = Outlets::new();
     let mut tasks = JoinSet::new();
     let ws = ws_config(server.config().limits.max_frame_bytes);
     loop {
@@ -254,55 +180,20 @@ where
             },
             _ = sleep_until(deadline(next)) => server.handle_timeout(now()),
         }
-        flush_server(&mut server, &mut connections, &events);
+        flush_server(&mut server, &mut connections, |event| drop(events.send(event)));
     }
     // What already arrived was sent before the shutdown: apply it (and ack it) first.
     while let Ok(input) = inbound.try_recv() {
         handle_inbound(&mut server, &mut connections, input);
     }
     server.shutdown();
-    flush_server(&mut server, &mut connections, &events);
+    flush_server(&mut server, &mut connections, |event| drop(events.send(event)));
     drop(listener);
     connections.clear();
     let _ =
         ::tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     server
-}
-
-fn handle_inbound<S: DocumentStore>(
-    server: &mut Server<S>,
-    connections: &mut HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>>,
-    input: Inbound,
-) {
-    match input {
-        Inbound::Frame(id, frame) => server.handle_input(now(), id, &frame),
-        Inbound::Closed(id) => {
-            connections.remove(&id);
-            server.handle_disconnected(now(), id);
-        }
-    }
-}
-
-fn flush_server<S: DocumentStore>(
-    server: &mut Server<S>,
-    connections: &mut HashMap<ConnectionId, mpsc::UnboundedSender<Outbound>>,
-    events: &broadcast::Sender<ServerEvent>,
-) {
-    while let Some(transmit) = server.poll_transmit() {
-        if let Some(tx) = connections.get(&transmit.connection) {
-            let _ = tx.send(Outbound::Frame(transmit.frame));
-        }
-    }
-    while let Some(event) = server.poll_event() {
-        if let ServerEvent::ConnectionClosed { connection, .. } = &event
-            && let Some(tx) = connections.remove(connection)
-        {
-            let _ = tx.send(Outbound::Close);
-        }
-        // Nobody listening is fine.
-        let _ = events.send(event);
-    }
 }
 
 /// One connection: the WebSocket handshake, then frames both ways until either side closes.
@@ -314,7 +205,8 @@ async fn serve_connection(
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
     traffic: Arc<TrafficCounters>,
 ) {
-    let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
+    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+    let Ok(Ok(ws)) = ::tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await else {
         let _ = inbound.send(Inbound::Closed(id)).await;
         return;
     };
@@ -323,7 +215,7 @@ async fn serve_connection(
         ::tokio::select! {
             message = source.next() => match message {
                 Some(Ok(WsMessage::Binary(frame))) => {
-                    TrafficCounters::count(&traffic.frames_in, &traffic.bytes_in, frame.len());
+                    traffic.received(frame.len());
                     if inbound.send(Inbound::Frame(id, frame.into())).await.is_err() {
                         break;
                     }
@@ -334,7 +226,7 @@ async fn serve_connection(
             },
             out = outbound.recv() => match out {
                 Some(Outbound::Frame(frame)) => {
-                    TrafficCounters::count(&traffic.frames_out, &traffic.bytes_out, frame.len());
+                    traffic.sent(frame.len());
                     if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
                         break;
                     }
@@ -354,15 +246,8 @@ async fn serve_connection(
 
 // ---- client --------------------------------------------------------------------------------
 
-type ClientJob<D> = Box<dyn FnOnce(&mut ClientSession<D>) + Send>;
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Socket, tokio_tungstenite::tungstenite::Error>> + Send>>;
-
-enum ClientCommand<D: SyncDocument> {
-    Run(ClientJob<D>),
-    WaitSaved(String, oneshot::Sender<()>),
-    Close,
-}
 
 /// A crdt-sync client over WebSocket: a [`ClientSession`] driven on its own task, connected
 /// to `url` (`ws://host:port`) and reconnecting by itself, with backoff, whenever the
@@ -373,16 +258,6 @@ pub struct TokioClient<D: SyncDocument + Send + 'static = Document> {
     events: broadcast::Sender<ClientEvent>,
     status: watch::Receiver<ConnectionStatus>,
     task: JoinHandle<ClientSession<D>>,
-}
-
-impl<D: SyncDocument> std::fmt::Debug for ClientCommand<D> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ClientCommand::Run(_) => "Run",
-            ClientCommand::WaitSaved(..) => "WaitSaved",
-            ClientCommand::Close => "Close",
-        })
-    }
 }
 
 impl<D: SyncDocument + Send + 'static> TokioClient<D> {
@@ -440,7 +315,10 @@ impl<D: SyncDocument + Send + 'static> TokioClient<D> {
     /// ("all changes saved"); returns at once if it has. Waits through reconnections.
     pub async fn wait_saved(&self, name: &str) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(ClientCommand::WaitSaved(name.to_owned(), tx)).is_ok() {
+        let waiter = Box::new(move || {
+            let _ = tx.send(());
+        });
+        if self.commands.send(ClientCommand::WaitSaved(name.to_owned(), waiter)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -475,22 +353,22 @@ impl<D: SyncDocument + Send + 'static> TokioClient<D> {
 
 async fn drive_client<D: SyncDocument + Send + 'static>(
     url: String,
-    mut session: ClientSession<D>,
+    session: ClientSession<D>,
     mut commands: mpsc::UnboundedReceiver<ClientCommand<D>>,
     events: broadcast::Sender<ClientEvent>,
     status: watch::Sender<ConnectionStatus>,
 ) -> ClientSession<D> {
     let config = ws_config(session.config().limits.max_frame_bytes);
+    let mut core = ClientCore::new(session);
     let mut socket: Option<Socket> = None;
     let mut connecting: Option<Connecting> = None;
-    let mut waiters: Vec<(String, oneshot::Sender<()>)> = Vec::new();
-    let mut closing = false;
-    session.connect(now());
+    core.session.connect(now());
     loop {
-        flush_client(&mut session, &mut socket, &mut connecting, &url, config, &events, &status).await;
-        if closing {
+        flush_client(&mut core, &mut socket, &mut connecting, &url, config, &events, &status).await;
+        if core.closing() {
             break;
         }
+        let session = &mut core.session;
         let next = session.poll_timeout();
         ::tokio::select! {
             result = async { connecting.as_mut().expect("guarded").await }, if connecting.is_some() => {
@@ -511,41 +389,20 @@ async fn drive_client<D: SyncDocument + Send + 'static>(
                     session.handle_disconnected(now());
                 }
             },
-            command = commands.recv() => match command {
-                Some(ClientCommand::Run(job)) => job(&mut session),
-                Some(ClientCommand::WaitSaved(name, tx)) => {
-                    if session.is_saved(&name) {
-                        let _ = tx.send(());
-                    } else {
-                        waiters.push((name, tx));
-                    }
-                }
-                Some(ClientCommand::Close) | None => {
-                    session.close(now());
-                    closing = true;
-                }
-            },
+            command = commands.recv() => core.command(command),
             _ = sleep_until(deadline(next)) => session.handle_timeout(now()),
         }
-        // Wake the waiters whose documents are saved now.
-        for (name, tx) in std::mem::take(&mut waiters) {
-            if session.is_saved(&name) {
-                let _ = tx.send(());
-            } else {
-                waiters.push((name, tx));
-            }
-        }
+        core.wake_saved();
     }
-    flush_client(&mut session, &mut socket, &mut connecting, &url, config, &events, &status).await;
     if let Some(mut ws) = socket.take() {
         let _ = ws.close(None).await;
     }
-    session
+    core.finish()
 }
 
 /// Send what the session has to send and act on its events, until it has nothing more.
 async fn flush_client<D: SyncDocument>(
-    session: &mut ClientSession<D>,
+    core: &mut ClientCore<D>,
     socket: &mut Option<Socket>,
     connecting: &mut Option<Connecting>,
     url: &str,
@@ -555,20 +412,26 @@ async fn flush_client<D: SyncDocument>(
 ) {
     loop {
         let mut busy = false;
-        while let Some(frame) = session.poll_transmit() {
+        while let Some(frame) = core.session.poll_transmit() {
             busy = true;
             // Frames polled without a socket belong to a connection already gone.
             if let Some(ws) = socket.as_mut()
                 && ws.send(WsMessage::Binary(frame.into())).await.is_err()
             {
                 *socket = None;
-                session.handle_disconnected(now());
+                core.session.handle_disconnected(now());
             }
         }
-        while let Some(event) = session.poll_event() {
+        let requests = core.drain_events(
+            |event| drop(events.send(event)),
+            |s| {
+                status.send_replace(s);
+            },
+        );
+        for request in requests {
             busy = true;
-            match event {
-                ClientEvent::OpenTransport => {
+            match request {
+                TransportRequest::Open => {
                     let request = url.to_owned();
                     *connecting = Some(Box::pin(async move {
                         tokio_tungstenite::connect_async_with_config(request, Some(config), true)
@@ -576,17 +439,11 @@ async fn flush_client<D: SyncDocument>(
                             .map(|(ws, _)| ws)
                     }));
                 }
-                ClientEvent::CloseTransport => {
+                TransportRequest::Close => {
                     if let Some(mut ws) = socket.take() {
                         let _ = ws.close(None).await;
                     }
                     *connecting = None;
-                }
-                other => {
-                    if let ClientEvent::StatusChanged(s) = &other {
-                        status.send_replace(*s);
-                    }
-                    let _ = events.send(other);
                 }
             }
         }

@@ -228,10 +228,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "async-io")]
+#[path = "../runtimes/async_io.rs"]
+pub mod async_io;
+#[cfg(feature = "tungstenite")]
+#[path = "../runtimes/blocking.rs"]
+pub mod blocking;
 mod bytes;
 mod doc;
 mod error;
 pub mod plugin;
+#[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]
+#[path = "../runtimes/common.rs"]
+mod runtime_common;
 mod session;
 mod store;
 #[cfg(feature = "tokio")]
@@ -259,6 +268,8 @@ pub use plugin::awareness::{Awareness, AwarenessConfig, AwarenessEvent, Awarenes
 pub use plugin::{
     ClientPlugin, ClientPluginMessage, PluginError, PluginId, Recipients, ServerPlugin, ServerPluginMessage,
 };
+#[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]
+pub use runtime_common::Traffic;
 pub use session::{
     ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server, ServerConfig,
     ServerEvent, SyncDocument, Transmit,

@@ -1,0 +1,605 @@
+//! WebSocket server and client on the runtime-neutral async layer (feature `async-io`):
+//! async-io's reactor and timers, async-net sockets, async-tungstenite. They run on any
+//! executor: **smol** (enable `async-io`, start them with [`AsyncServer::serve_on`] and
+//! [`AsyncClient::connect_on`], spawning with `smol::spawn(task).detach()`), or **async-std**
+//! (enable `async-std`, which adds [`AsyncServer::bind`], [`AsyncServer::serve`] and
+//! [`AsyncClient::connect`], spawning on async-std's executor). async-std is discontinued
+//! upstream; nothing here depends on it beyond that one spawn call.
+//!
+//! The loops are those of the tokio runtime: one task owns the state machine and waits on
+//! whatever comes first (a frame, a command, the session's `poll_timeout`), then drains the
+//! session's frames and events; every server connection has a task of its own.
+//!
+//! ```no_run
+//! # #[cfg(feature = "async-std")]
+//! # async fn example() -> std::io::Result<()> {
+//! use crdt_sync::async_io::{AsyncClient, AsyncServer};
+//! use crdt_sync::{ClientConfig, ClientSession, Document, PeerId, ServerConfig};
+//!
+//! let server = AsyncServer::bind("127.0.0.1:0", ServerConfig::default()).await?;
+//! let url = format!("ws://{}", server.local_addr());
+//! let client = AsyncClient::connect(url, ClientSession::new(PeerId::new(1), ClientConfig::default()));
+//! client.subscribe("notes", Document::new(PeerId::new(1))).await;
+//! client.edit("notes", |doc| doc.transact().text("body").insert(0, "hello").map(drop)).await;
+//! client.wait_saved("notes").await;
+//! let session = client.close().await;
+//! let server = server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::async_io::Timer;
+use async_channel::{Receiver, Sender};
+use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
+use async_tungstenite::WebSocketStream;
+use futures_lite::future::{or, race};
+use futures_util::StreamExt;
+use tungstenite::Message as WsMessage;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocketConfig;
+
+pub use crate::runtime_common::Traffic;
+use crate::runtime_common::{
+    ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, TrafficCounters, TransportRequest,
+    flush_server, handle_inbound, now, ws_config,
+};
+use crate::store::{DocumentStore, MemoryStore};
+use crate::{
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerEvent, SyncDocument,
+};
+
+/// A task for the executor: the server's and client's loops, and one per connection.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+/// Receives [`ServerEvent`]s or [`ClientEvent`]s (`recv().await`, or `recv_blocking()`
+/// outside async code). One that falls behind loses the oldest and is told how many.
+pub type EventReceiver<T> = async_broadcast::Receiver<T>;
+
+type Spawner = Arc<dyn Fn(Task) + Send + Sync>;
+
+#[cfg(feature = "async-std")]
+fn spawn_on_async_std(task: Task) {
+    // Detached: the task reports its end through a channel of its own.
+    drop(async_std::task::spawn(task));
+}
+
+/// A loop's timer, moved only when the session's deadline moves: a fresh timer per wait
+/// would register with the reactor (and wake its thread) on every step.
+struct Deadline {
+    timer: Timer,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Deadline { timer: Timer::never(), at: None }
+    }
+
+    /// Wait until `at`, or forever.
+    async fn wait_until(&mut self, at: Option<Instant>) {
+        if at != self.at {
+            self.at = at;
+            match at {
+                Some(at) => self.timer.set_at(at),
+                None => self.timer = Timer::never(),
+            }
+        }
+        (&mut self.timer).await;
+        // Fired: a one-shot timer stays pending from now on, so the next wait re-arms it.
+        self.at = None;
+    }
+}
+
+// ---- server --------------------------------------------------------------------------------
+
+type OutboundTx = Sender<Outbound>;
+
+impl Outlet for OutboundTx {
+    fn send(&self, out: Outbound) {
+        // Unbounded: never full; closed when the connection is gone, which is fine.
+        let _ = self.try_send(out);
+    }
+}
+
+/// A crdt-sync server on a TCP port, speaking WebSocket (one binary message per frame).
+///
+/// Dropping it shuts the server down as [`AsyncServer::shutdown`] does, in the
+/// background; `shutdown` also waits for it and gives the store back.
+#[derive(Debug)]
+pub struct AsyncServer<S: DocumentStore + Send + 'static = MemoryStore> {
+    addr: SocketAddr,
+    commands: Sender<ServerCommand<S>>,
+    events: Arc<EventHub<ServerEvent>>,
+    traffic: Arc<TrafficCounters>,
+    stopped: Receiver<Server<S>>,
+}
+
+#[cfg(feature = "async-std")]
+impl AsyncServer<MemoryStore> {
+    /// Listen on `addr` with documents kept in memory, on async-std's executor.
+    pub async fn bind(addr: impl AsyncToSocketAddrs, config: crate::ServerConfig) -> io::Result<Self> {
+        Self::serve(addr, Server::in_memory(config)).await
+    }
+}
+
+impl<S> AsyncServer<S>
+where
+    S: DocumentStore + Send + 'static,
+    S::Document: Send,
+{
+    /// Listen on `addr` and serve `server` (any store, plugins already added), on async-std's
+    /// executor.
+    #[cfg(feature = "async-std")]
+    pub async fn serve(addr: impl AsyncToSocketAddrs, server: Server<S>) -> io::Result<Self> {
+        Self::serve_on(addr, server, spawn_on_async_std).await
+    }
+
+    /// Listen on `addr` and serve `server`, running its tasks through `spawn` (for smol:
+    /// `|task| smol::spawn(task).detach()`).
+    pub async fn serve_on(
+        addr: impl AsyncToSocketAddrs,
+        server: Server<S>,
+        spawn: impl Fn(Task) + Send + Sync + 'static,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (commands, command_rx) = async_channel::unbounded();
+        let (stopped_tx, stopped) = async_channel::bounded(1);
+        let events = Arc::new(EventHub::new());
+        let traffic = Arc::new(TrafficCounters::default());
+        let spawn: Spawner = Arc::new(spawn);
+        let driver = ServerDriver {
+            listener,
+            command_rx,
+            events: events.clone(),
+            traffic: traffic.clone(),
+            spawn: spawn.clone(),
+        };
+        spawn(Box::pin(async move {
+            let _ = stopped_tx.send(driver.run(server).await).await;
+        }));
+        Ok(AsyncServer { addr, commands, events, traffic, stopped })
+    }
+
+    /// Frames and bytes through the server's sockets so far.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.snapshot()
+    }
+
+    /// The address it listens on (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every [`ServerEvent`] from now on.
+    pub fn events(&self) -> EventReceiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Run `job` on the server, between two inputs: read a document, add a plugin. `None` if
+    /// the server has stopped.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Server<S>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = async_channel::bounded(1);
+        let job: ServerJob<S> = Box::new(move |server| {
+            let _ = tx.try_send(job(server));
+        });
+        self.commands.send(ServerCommand::Run(job)).await.ok()?;
+        rx.recv().await.ok()
+    }
+
+    /// Stop: apply what already arrived, tell every client the server shuts down, send every
+    /// queued frame (waiting up to a few seconds for slow sockets), and give the server back
+    /// with its store.
+    pub async fn shutdown(self) -> Server<S> {
+        let _ = self.commands.send(ServerCommand::Shutdown).await;
+        self.stopped
+            .recv()
+            .await
+            .expect("the server's task ended without giving the server back (it panicked)")
+    }
+}
+
+struct ServerDriver<S: DocumentStore> {
+    listener: TcpListener,
+    command_rx: Receiver<ServerCommand<S>>,
+    events: Arc<EventHub<ServerEvent>>,
+    traffic: Arc<TrafficCounters>,
+    spawn: Spawner,
+}
+
+enum ServerStep<S: DocumentStore> {
+    Accepted(io::Result<TcpStream>),
+    Input(Inbound),
+    Command(Option<ServerCommand<S>>),
+    Timeout,
+}
+
+impl<S> ServerDriver<S>
+where
+    S: DocumentStore + Send + 'static,
+    S::Document: Send,
+{
+    async fn run(self, mut server: Server<S>) -> Server<S> {
+        let (inbound_tx, inbound) = async_channel::bounded::<Inbound>(INBOUND_FRAMES);
+        // Every connection task holds `stop`; closing it ends those still running after
+        // the shutdown grace, and `alive` closes once they all have ended.
+        let (stop_tx, stop) = async_channel::bounded::<()>(1);
+        let (alive, alive_rx) = async_channel::bounded::<()>(1);
+        let mut connections: Outlets<OutboundTx> = Outlets::new();
+        let ws = ws_config(server.config().limits.max_frame_bytes);
+        let mut deadline = Deadline::new();
+        loop {
+            let next = server.poll_timeout();
+            let step = race(
+                race(
+                    async { ServerStep::Accepted(self.listener.accept().await.map(|(stream, _)| stream)) },
+                    async { ServerStep::Command(self.command_rx.recv().await.ok()) },
+                ),
+                race(
+                    // Never closed: this loop holds a sender.
+                    async { inbound.recv().await.map_or(ServerStep::Timeout, ServerStep::Input) },
+                    async {
+                        deadline.wait_until(next).await;
+                        ServerStep::Timeout
+                    },
+                ),
+            )
+            .await;
+            match step {
+                // A failed accept (out of file descriptors, say) is the listener's problem,
+                // not a reason to stop serving the connections we have.
+                ServerStep::Accepted(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let id = server.accept(now());
+                    let (tx, rx) = async_channel::unbounded();
+                    connections.insert(id, tx);
+                    let connection =
+                        serve_connection(id, stream, ws, inbound_tx.clone(), rx, self.traffic.clone());
+                    let (stop, alive) = (stop.clone(), alive.clone());
+                    (self.spawn)(Box::pin(async move {
+                        or(connection, async {
+                            let _ = stop.recv().await;
+                        })
+                        .await;
+                        drop(alive);
+                    }));
+                }
+                ServerStep::Accepted(Err(_)) => {}
+                ServerStep::Input(input) => handle_inbound(&mut server, &mut connections, input),
+                ServerStep::Command(Some(ServerCommand::Run(job))) => job(&mut server),
+                // Shutdown, or every handle dropped.
+                ServerStep::Command(Some(ServerCommand::Shutdown) | None) => break,
+                ServerStep::Timeout => server.handle_timeout(now()),
+            }
+            flush_server(&mut server, &mut connections, |event| self.events.publish(event));
+        }
+        // What already arrived was sent before the shutdown: apply it (and ack it) first.
+        while let Ok(input) = inbound.try_recv() {
+            handle_inbound(&mut server, &mut connections, input);
+        }
+        server.shutdown();
+        flush_server(&mut server, &mut connections, |event| self.events.publish(event));
+        drop(self.listener);
+        connections.clear();
+        drop((alive, stop));
+        let all_ended = async {
+            let _ = alive_rx.recv().await;
+        };
+        let grace = async {
+            Timer::after(SHUTDOWN_GRACE).await;
+        };
+        or(all_ended, grace).await;
+        drop(stop_tx);
+        server
+    }
+}
+
+/// One connection: the WebSocket handshake, then frames both ways until either side closes.
+async fn serve_connection(
+    id: ConnectionId,
+    stream: TcpStream,
+    config: WebSocketConfig,
+    inbound: Sender<Inbound>,
+    outbound: Receiver<Outbound>,
+    traffic: Arc<TrafficCounters>,
+) {
+    let handshake = async { Some(async_tungstenite::accept_async_with_config(stream, Some(config)).await) };
+    let timeout = async {
+        Timer::after(HANDSHAKE_TIMEOUT).await;
+        None
+    };
+    let Some(Ok(ws)) = or(handshake, timeout).await else {
+        let _ = inbound.send(Inbound::Closed(id)).await;
+        return;
+    };
+    let (mut sink, mut source) = ws.split();
+    enum Io {
+        Received(Option<Result<WsMessage, tungstenite::Error>>),
+        ToSend(Option<Outbound>),
+    }
+    loop {
+        let io =
+            or(async { Io::Received(source.next().await) }, async { Io::ToSend(outbound.recv().await.ok()) })
+                .await;
+        match io {
+            Io::Received(Some(Ok(WsMessage::Binary(frame)))) => {
+                traffic.received(frame.len());
+                if inbound.send(Inbound::Frame(id, frame.into())).await.is_err() {
+                    break;
+                }
+            }
+            // Pings are answered by tungstenite; text is not part of the protocol.
+            Io::Received(Some(Ok(
+                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_),
+            ))) => {}
+            Io::Received(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) => break,
+            Io::ToSend(Some(Outbound::Frame(frame))) => {
+                traffic.sent(frame.len());
+                if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+            // Closed by the session (or the server stopped): finish the handshake, no need
+            // to tell the session, it already forgot the connection.
+            Io::ToSend(Some(Outbound::Close) | None) => {
+                let _ = sink.close(None).await;
+                return;
+            }
+        }
+    }
+    let _ = inbound.send(Inbound::Closed(id)).await;
+}
+
+// ---- client --------------------------------------------------------------------------------
+
+type Socket = WebSocketStream<TcpStream>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Socket, tungstenite::Error>> + Send>>;
+
+/// A crdt-sync client over WebSocket: a [`ClientSession`] driven on a task of its own,
+/// connected to `url` (`ws://host:port`) and reconnecting by itself, with backoff, whenever
+/// the connection is lost, for as long as it lives.
+#[derive(Debug)]
+pub struct AsyncClient<D: SyncDocument + Send + 'static = Document> {
+    commands: Sender<ClientCommand<D>>,
+    events: Arc<EventHub<ClientEvent>>,
+    status: Arc<StatusCell>,
+    stopped: Receiver<ClientSession<D>>,
+}
+
+impl<D: SyncDocument + Send + 'static> AsyncClient<D> {
+    /// Start `session` on async-std's executor and connect it to `url`.
+    #[cfg(feature = "async-std")]
+    pub fn connect(url: impl Into<String>, session: ClientSession<D>) -> Self {
+        Self::connect_on(url, session, spawn_on_async_std)
+    }
+
+    /// Start `session` on a task given to `spawn` (for smol: `|task|
+    /// smol::spawn(task).detach()`) and connect it to `url`.
+    pub fn connect_on(url: impl Into<String>, session: ClientSession<D>, spawn: impl Fn(Task)) -> Self {
+        let (commands, command_rx) = async_channel::unbounded();
+        let (stopped_tx, stopped) = async_channel::bounded(1);
+        let events = Arc::new(EventHub::new());
+        let status = Arc::new(StatusCell::new(session.status()));
+        let driver = drive_client(url.into(), session, command_rx, events.clone(), status.clone());
+        spawn(Box::pin(async move {
+            let _ = stopped_tx.send(driver.await).await;
+        }));
+        AsyncClient { commands, events, status, stopped }
+    }
+
+    /// Run `job` on the session between two inputs (any command or query). `None` if the
+    /// client has stopped.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut ClientSession<D>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = async_channel::bounded(1);
+        let job: ClientJob<D> = Box::new(move |session| {
+            let _ = tx.try_send(job(session));
+        });
+        self.commands.send(ClientCommand::Run(job)).await.ok()?;
+        rx.recv().await.ok()
+    }
+
+    /// Sync `doc` under `name` (see [`ClientSession::subscribe`]).
+    pub async fn subscribe(&self, name: impl Into<String>, doc: D) {
+        let name = name.into();
+        self.with(move |session| drop(session.subscribe(name, doc))).await;
+    }
+
+    /// Edit a synced document; what changed leaves at once. `None` if there is no such
+    /// document (or the client stopped).
+    pub async fn edit<R: Send + 'static>(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut D) -> R + Send + 'static,
+    ) -> Option<R> {
+        let name = name.to_owned();
+        self.with(move |session| session.document_mut(&name).map(edit)).await.flatten()
+    }
+
+    /// Read a synced document.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&D) -> R + Send + 'static,
+    ) -> Option<R> {
+        let name = name.to_owned();
+        self.with(move |session| session.document(&name).map(read)).await.flatten()
+    }
+
+    /// Wait until the server has acknowledged every local change of `name` made so far
+    /// ("all changes saved"); returns at once if it has. Waits through reconnections.
+    pub async fn wait_saved(&self, name: &str) {
+        let (tx, rx) = async_channel::bounded(1);
+        let waiter = Box::new(move || {
+            let _ = tx.try_send(());
+        });
+        if self.commands.send(ClientCommand::WaitSaved(name.to_owned(), waiter)).await.is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+
+    /// The connection status now.
+    pub fn status(&self) -> ConnectionStatus {
+        self.status.get()
+    }
+
+    /// Wait until the status is `status`.
+    pub async fn wait_status(&self, status: ConnectionStatus) {
+        self.status.wait_for(status).await;
+    }
+
+    /// Every [`ClientEvent`] from now on (transport requests, which the client handles
+    /// itself, are not included).
+    pub fn events(&self) -> EventReceiver<ClientEvent> {
+        self.events.subscribe()
+    }
+
+    /// Close the connection (telling the server), stop, and give the session back with its
+    /// documents, unsaved edits included.
+    pub async fn close(self) -> ClientSession<D> {
+        let _ = self.commands.send(ClientCommand::Close).await;
+        self.stopped
+            .recv()
+            .await
+            .expect("the client's task ended without giving the session back (it panicked)")
+    }
+}
+
+enum ClientStep<D: SyncDocument> {
+    Connected(Result<Box<Socket>, tungstenite::Error>),
+    Received(Option<Result<WsMessage, tungstenite::Error>>),
+    Command(Option<ClientCommand<D>>),
+    Timeout,
+}
+
+async fn drive_client<D: SyncDocument + Send + 'static>(
+    url: String,
+    session: ClientSession<D>,
+    commands: Receiver<ClientCommand<D>>,
+    events: Arc<EventHub<ClientEvent>>,
+    status: Arc<StatusCell>,
+) -> ClientSession<D> {
+    let config = ws_config(session.config().limits.max_frame_bytes);
+    let mut core = ClientCore::new(session);
+    let mut socket: Option<Socket> = None;
+    let mut connecting: Option<Connecting> = None;
+    let mut deadline = Deadline::new();
+    core.session.connect(now());
+    loop {
+        flush_client(&mut core, &mut socket, &mut connecting, &url, config, &events, &status).await;
+        if core.closing() {
+            break;
+        }
+        let next = core.session.poll_timeout();
+        let step = race(
+            race(
+                async {
+                    match connecting.as_mut() {
+                        Some(connecting) => ClientStep::Connected(connecting.await.map(Box::new)),
+                        None => std::future::pending().await,
+                    }
+                },
+                async {
+                    match socket.as_mut() {
+                        Some(socket) => ClientStep::Received(socket.next().await),
+                        None => std::future::pending().await,
+                    }
+                },
+            ),
+            race(async { ClientStep::Command(commands.recv().await.ok()) }, async {
+                deadline.wait_until(next).await;
+                ClientStep::Timeout
+            }),
+        )
+        .await;
+        let session = &mut core.session;
+        match step {
+            ClientStep::Connected(result) => {
+                connecting = None;
+                match result {
+                    Ok(ws) => {
+                        socket = Some(*ws);
+                        session.handle_connected(now());
+                    }
+                    Err(_) => session.handle_disconnected(now()),
+                }
+            }
+            ClientStep::Received(Some(Ok(WsMessage::Binary(frame)))) => session.handle_input(now(), &frame),
+            ClientStep::Received(Some(Ok(
+                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_),
+            ))) => {}
+            ClientStep::Received(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) => {
+                socket = None;
+                session.handle_disconnected(now());
+            }
+            ClientStep::Command(command) => core.command(command),
+            ClientStep::Timeout => session.handle_timeout(now()),
+        }
+        core.wake_saved();
+    }
+    if let Some(mut ws) = socket.take() {
+        let _ = ws.close(None).await;
+    }
+    core.finish()
+}
+
+/// Send what the session has to send and act on its events, until it has nothing more.
+async fn flush_client<D: SyncDocument>(
+    core: &mut ClientCore<D>,
+    socket: &mut Option<Socket>,
+    connecting: &mut Option<Connecting>,
+    url: &str,
+    config: WebSocketConfig,
+    events: &EventHub<ClientEvent>,
+    status: &StatusCell,
+) {
+    loop {
+        let mut busy = false;
+        while let Some(frame) = core.session.poll_transmit() {
+            busy = true;
+            // Frames polled without a socket belong to a connection already gone.
+            if let Some(ws) = socket.as_mut()
+                && futures_util::SinkExt::send(ws, WsMessage::Binary(frame.into())).await.is_err()
+            {
+                *socket = None;
+                core.session.handle_disconnected(now());
+            }
+        }
+        for request in core.drain_events(|event| events.publish(event), |s| status.set(s)) {
+            busy = true;
+            match request {
+                TransportRequest::Open => *connecting = Some(Box::pin(open(url.to_owned(), config))),
+                TransportRequest::Close => {
+                    if let Some(mut ws) = socket.take() {
+                        let _ = ws.close(None).await;
+                    }
+                    *connecting = None;
+                }
+            }
+        }
+        if !busy {
+            return;
+        }
+    }
+}
+
+/// Connect to `url` and open the WebSocket.
+async fn open(url: String, config: WebSocketConfig) -> Result<Socket, tungstenite::Error> {
+    let request = url.into_client_request()?;
+    let (host, port) = crate::runtime_common::host_and_port(&request)?;
+    let stream = TcpStream::connect((host.as_str(), port)).await?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(ws)
+}

@@ -1,0 +1,767 @@
+//! Blocking WebSocket server and client on std threads over tungstenite (feature
+//! `tungstenite`), for programs without an async runtime.
+//!
+//! The loops are those of the async runtimes, with threads for tasks. One thread owns the
+//! state machine and waits on a channel for a frame or a command, with the wait's timeout
+//! taken from the session's `poll_timeout`; then it drains the session's frames and events.
+//! Each connection has a thread that reads its socket, blocking, and hands frames to that
+//! channel; the server gives each connection a writer thread too, so that a slow socket
+//! never stalls the others. Reading happens off the session's thread so that a command or
+//! a frame from another connection never waits for a socket read to time out.
+//!
+//! ```no_run
+//! use crdt_sync::blocking::{BlockingClient, BlockingServer};
+//! use crdt_sync::{ClientConfig, ClientSession, Document, PeerId, ServerConfig};
+//!
+//! let server = BlockingServer::bind("127.0.0.1:0", ServerConfig::default())?;
+//! let url = format!("ws://{}", server.local_addr());
+//! let client = BlockingClient::connect(url, ClientSession::new(PeerId::new(1), ClientConfig::default()));
+//! client.subscribe("notes", Document::new(PeerId::new(1)));
+//! client.edit("notes", |doc| doc.transact().text("body").insert(0, "hello").map(drop));
+//! client.wait_saved("notes");
+//! let session = client.close();
+//! let server = server.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message as WsMessage, WebSocket};
+
+pub use crate::runtime_common::Traffic;
+use crate::runtime_common::{
+    ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, TrafficCounters, TransportRequest,
+    flush_server, handle_inbound, host_and_port, now, ws_config,
+};
+use crate::store::{DocumentStore, MemoryStore};
+use crate::{
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerConfig, ServerEvent,
+    SyncDocument,
+};
+
+/// Receives [`ServerEvent`]s or [`ClientEvent`]s (`recv_blocking()`). One that falls behind
+/// loses the oldest and is told how many.
+pub type EventReceiver<T> = async_broadcast::Receiver<T>;
+
+/// How long a write may block before the connection counts as lost: the peer stopped
+/// reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One TCP connection shared by a reading and a writing WebSocket. Every write puts a whole
+/// buffer on the wire under a lock, and tungstenite only ever writes whole frames, so the
+/// writer's frames and the reader's automatic replies (pong, close) never interleave.
+#[derive(Clone, Debug)]
+struct SharedStream {
+    tcp: Arc<TcpStream>,
+    write_lock: Arc<Mutex<()>>,
+}
+
+impl SharedStream {
+    fn new(tcp: TcpStream) -> Self {
+        SharedStream { tcp: Arc::new(tcp), write_lock: Arc::new(Mutex::new(())) }
+    }
+}
+
+impl Read for SharedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.tcp).read(buf)
+    }
+}
+
+impl Write for SharedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _whole = self.write_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (&*self.tcp).write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Wait on `inputs` until the next input or until `deadline`.
+fn recv_until<T>(inputs: &Receiver<T>, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
+    match deadline {
+        Some(at) => inputs.recv_timeout(at.saturating_duration_since(now())),
+        None => inputs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+    }
+}
+
+fn spawn_named<T: Send + 'static>(name: String, body: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    thread::Builder::new().name(name).spawn(body).expect("the system refused a new thread")
+}
+
+// ---- server --------------------------------------------------------------------------------
+
+enum ServerInput<S: DocumentStore> {
+    Accepted(TcpStream),
+    Connection(Inbound),
+    Command(ServerCommand<S>),
+}
+
+struct ConnectionOutlet {
+    frames: Sender<Outbound>,
+    tcp: Arc<TcpStream>,
+}
+
+impl Outlet for ConnectionOutlet {
+    fn send(&self, out: Outbound) {
+        let _ = self.frames.send(out);
+    }
+}
+
+/// A crdt-sync server on a TCP port, speaking WebSocket (one binary message per frame),
+/// with a thread per connection.
+///
+/// Dropping it shuts the server down as [`BlockingServer::shutdown`] does, in the
+/// background; `shutdown` also waits for it and gives the store back.
+#[derive(Debug)]
+pub struct BlockingServer<S: DocumentStore + Send + 'static = MemoryStore> {
+    addr: SocketAddr,
+    inputs: SyncSender<ServerInput<S>>,
+    events: Arc<EventHub<ServerEvent>>,
+    traffic: Arc<TrafficCounters>,
+    thread: Option<JoinHandle<Server<S>>>,
+}
+
+impl<S: DocumentStore> std::fmt::Debug for ServerInput<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerInput::Accepted(_) => "Accepted",
+            ServerInput::Connection(_) => "Connection",
+            ServerInput::Command(_) => "Command",
+        })
+    }
+}
+
+impl BlockingServer<MemoryStore> {
+    /// Listen on `addr` with documents kept in memory.
+    pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Self> {
+        Self::serve(addr, Server::in_memory(config))
+    }
+}
+
+impl<S> BlockingServer<S>
+where
+    S: DocumentStore + Send + 'static,
+    S::Document: Send,
+{
+    /// Listen on `addr` and serve `server` (any store, plugins already added).
+    pub fn serve(addr: impl ToSocketAddrs, server: Server<S>) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let (inputs, input_rx) = mpsc::sync_channel(INBOUND_FRAMES);
+        let events = Arc::new(EventHub::new());
+        let traffic = Arc::new(TrafficCounters::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (inputs, stopping) = (inputs.clone(), stopping.clone());
+            spawn_named(format!("crdt-sync accept {addr}"), move || accept_loop(listener, inputs, &stopping))
+        };
+        let driver = ServerDriver {
+            addr,
+            inputs: inputs.clone(),
+            events: events.clone(),
+            traffic: traffic.clone(),
+            stopping,
+            acceptor: Some(acceptor),
+        };
+        let thread = spawn_named(format!("crdt-sync server {addr}"), move || driver.run(server, input_rx));
+        Ok(BlockingServer { addr, inputs, events, traffic, thread: Some(thread) })
+    }
+
+    /// Frames and bytes through the server's sockets so far.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.snapshot()
+    }
+
+    /// The address it listens on (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every [`ServerEvent`] from now on.
+    pub fn events(&self) -> EventReceiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Run `job` on the server, between two inputs: read a document, add a plugin. `None` if
+    /// the server has stopped.
+    pub fn with<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Server<S>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: ServerJob<S> = Box::new(move |server| {
+            let _ = tx.send(job(server));
+        });
+        self.inputs.send(ServerInput::Command(ServerCommand::Run(job))).ok()?;
+        rx.recv().ok()
+    }
+
+    /// Stop: apply what already arrived, tell every client the server shuts down, send every
+    /// queued frame (waiting up to a few seconds for slow sockets), and give the server back
+    /// with its store.
+    pub fn shutdown(mut self) -> Server<S> {
+        let _ = self.inputs.send(ServerInput::Command(ServerCommand::Shutdown));
+        let thread = self.thread.take().expect("only shutdown and drop take the thread");
+        match thread.join() {
+            Ok(server) => server,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl<S: DocumentStore + Send + 'static> Drop for BlockingServer<S> {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.inputs.send(ServerInput::Command(ServerCommand::Shutdown));
+        }
+    }
+}
+
+fn accept_loop<S: DocumentStore>(
+    listener: TcpListener,
+    inputs: SyncSender<ServerInput<S>>,
+    stopping: &AtomicBool,
+) {
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::Acquire) {
+            return;
+        }
+        // A failed accept (out of file descriptors, say) is the listener's problem, not a
+        // reason to stop serving the connections we have.
+        let Ok(stream) = stream else { continue };
+        // Not a blocking send: a full channel must not keep the acceptor from seeing the
+        // shutdown (which joins it).
+        let mut input = ServerInput::Accepted(stream);
+        loop {
+            match inputs.try_send(input) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(back)) if !stopping.load(Ordering::Acquire) => {
+                    input = back;
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+struct ServerDriver<S: DocumentStore> {
+    addr: SocketAddr,
+    inputs: SyncSender<ServerInput<S>>,
+    events: Arc<EventHub<ServerEvent>>,
+    traffic: Arc<TrafficCounters>,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl<S> ServerDriver<S>
+where
+    S: DocumentStore + Send + 'static,
+    S::Document: Send,
+{
+    fn run(mut self, mut server: Server<S>, input_rx: Receiver<ServerInput<S>>) -> Server<S> {
+        let mut connections: Outlets<ConnectionOutlet> = Outlets::new();
+        // Every writer thread holds a sender; the channel disconnects once they all ended.
+        let (alive, alive_rx) = mpsc::channel::<()>();
+        let ws = ws_config(server.config().limits.max_frame_bytes);
+        loop {
+            match recv_until(&input_rx, server.poll_timeout()) {
+                Ok(ServerInput::Accepted(tcp)) => {
+                    let id = server.accept(now());
+                    let (frames, frame_rx) = mpsc::channel();
+                    let tcp = Arc::new(tcp);
+                    connections.insert(id, ConnectionOutlet { frames, tcp: tcp.clone() });
+                    let connection = Connection {
+                        id,
+                        tcp,
+                        config: ws,
+                        inputs: self.inputs.clone(),
+                        traffic: self.traffic.clone(),
+                        alive: alive.clone(),
+                    };
+                    spawn_named(format!("crdt-sync connection {}", id.0), move || connection.serve(frame_rx));
+                }
+                Ok(ServerInput::Connection(input)) => handle_inbound(&mut server, &mut connections, input),
+                Ok(ServerInput::Command(ServerCommand::Run(job))) => job(&mut server),
+                Ok(ServerInput::Command(ServerCommand::Shutdown)) | Err(RecvTimeoutError::Disconnected) => {
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => server.handle_timeout(now()),
+            }
+            flush_server(&mut server, &mut connections, |event| self.events.publish(event));
+        }
+        self.stop_accepting();
+        // What already arrived was sent before the shutdown: apply it (and ack it) first.
+        while let Ok(input) = input_rx.try_recv() {
+            match input {
+                ServerInput::Connection(input) => handle_inbound(&mut server, &mut connections, input),
+                // Accepted after the shutdown: never served.
+                ServerInput::Accepted(tcp) => drop(tcp.shutdown(Shutdown::Both)),
+                ServerInput::Command(ServerCommand::Run(job)) => job(&mut server),
+                ServerInput::Command(ServerCommand::Shutdown) => {}
+            }
+        }
+        server.shutdown();
+        flush_server(&mut server, &mut connections, |event| self.events.publish(event));
+        // Closing the frame channels tells every writer to close its connection.
+        let sockets: Vec<Arc<TcpStream>> = connections.drain().map(|(_, outlet)| outlet.tcp).collect();
+        drop(alive);
+        let deadline = now() + SHUTDOWN_GRACE;
+        while alive_rx.recv_timeout(deadline.saturating_duration_since(now())).is_ok() {}
+        // Past the grace, sockets still writing are cut.
+        for tcp in sockets {
+            let _ = tcp.shutdown(Shutdown::Both);
+        }
+        drop(input_rx);
+        server
+    }
+
+    fn stop_accepting(&mut self) {
+        self.stopping.store(true, Ordering::Release);
+        // Wake the acceptor out of `accept` with a connection of our own.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        // The acceptor sees the flag on that connection and drops the listener: the port is
+        // free once the shutdown returns.
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok()
+            && let Some(acceptor) = self.acceptor.take()
+        {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// One server connection's threads: this one reads, a second one writes.
+struct Connection<S: DocumentStore> {
+    id: ConnectionId,
+    tcp: Arc<TcpStream>,
+    config: WebSocketConfig,
+    inputs: SyncSender<ServerInput<S>>,
+    traffic: Arc<TrafficCounters>,
+    alive: Sender<()>,
+}
+
+impl<S: DocumentStore> Connection<S> {
+    fn serve(self, frames: Receiver<Outbound>) {
+        let Connection { id, tcp, config, inputs, traffic, alive } = self;
+        let closed = || drop(inputs.send(ServerInput::Connection(Inbound::Closed(id))));
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
+        let stream = SharedStream { tcp: tcp.clone(), write_lock: Arc::new(Mutex::new(())) };
+        let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let Ok(mut reader) = tungstenite::accept_with_config(stream.clone(), Some(config)) else {
+            closed();
+            return;
+        };
+        let _ = tcp.set_read_timeout(None);
+        let writer = WebSocket::from_raw_socket(stream, Role::Server, Some(config));
+        {
+            let (tcp, traffic) = (tcp.clone(), traffic.clone());
+            spawn_named(format!("crdt-sync connection {} writer", id.0), move || {
+                write_frames(writer, frames, &tcp, &traffic);
+                drop(alive);
+            });
+        }
+        loop {
+            match reader.read() {
+                Ok(WsMessage::Binary(frame)) => {
+                    traffic.received(frame.len());
+                    if inputs.send(ServerInput::Connection(Inbound::Frame(id, frame.into()))).is_err() {
+                        return;
+                    }
+                }
+                // Pings are answered by tungstenite; text is not part of the protocol.
+                Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_)) => {}
+                Ok(WsMessage::Close(_)) | Err(_) => break,
+            }
+        }
+        closed();
+    }
+}
+
+/// A server connection's writer: every queued frame, one flush per burst, until the session
+/// closes the connection (or the server stops).
+fn write_frames(
+    mut ws: WebSocket<SharedStream>,
+    frames: Receiver<Outbound>,
+    tcp: &TcpStream,
+    traffic: &TrafficCounters,
+) {
+    let mut next = frames.recv();
+    while let Ok(Outbound::Frame(frame)) = next {
+        traffic.sent(frame.len());
+        if ws.write(WsMessage::Binary(frame.into())).is_err() {
+            let _ = tcp.shutdown(Shutdown::Both);
+            return;
+        }
+        next = frames.try_recv().map_err(|_| mpsc::RecvError);
+        if next.is_err() {
+            if ws.flush().is_err() {
+                let _ = tcp.shutdown(Shutdown::Both);
+                return;
+            }
+            next = frames.recv();
+        }
+    }
+    // Closed by the session (or the server stopped): send the close handshake; the reader
+    // ends when the client answers (or the read times out).
+    let _ = ws.close(None);
+    let _ = ws.flush();
+    let _ = tcp.set_read_timeout(Some(SHUTDOWN_GRACE));
+    let _ = tcp.shutdown(Shutdown::Write);
+}
+
+// ---- client --------------------------------------------------------------------------------
+
+enum ClientInput<D: SyncDocument> {
+    Command(ClientCommand<D>),
+    /// Connection attempt `attempt` finished.
+    Opened(u64, Result<Box<WebSocket<SharedStream>>, tungstenite::Error>),
+    Frame(u64, Vec<u8>),
+    Lost(u64),
+}
+
+/// A crdt-sync client over WebSocket: a [`ClientSession`] driven on a thread of its own,
+/// connected to `url` (`ws://host:port`) and reconnecting by itself, with backoff, whenever
+/// the connection is lost, for as long as it lives.
+#[derive(Debug)]
+pub struct BlockingClient<D: SyncDocument + Send + 'static = Document> {
+    inputs: Sender<ClientInput<D>>,
+    events: Arc<EventHub<ClientEvent>>,
+    status: Arc<StatusCell>,
+    thread: Option<JoinHandle<ClientSession<D>>>,
+}
+
+impl<D: SyncDocument> std::fmt::Debug for ClientInput<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientInput::Command(command) => command.fmt(f),
+            ClientInput::Opened(attempt, result) => write!(f, "Opened({attempt}, ok: {})", result.is_ok()),
+            ClientInput::Frame(attempt, frame) => write!(f, "Frame({attempt}, {} bytes)", frame.len()),
+            ClientInput::Lost(attempt) => write!(f, "Lost({attempt})"),
+        }
+    }
+}
+
+impl<D: SyncDocument + Send + 'static> BlockingClient<D> {
+    /// Start `session` on a thread of its own and connect it to `url`.
+    pub fn connect(url: impl Into<String>, session: ClientSession<D>) -> Self {
+        let (inputs, input_rx) = mpsc::channel();
+        let events = Arc::new(EventHub::new());
+        let status = Arc::new(StatusCell::new(session.status()));
+        let driver = ClientDriver {
+            url: url.into(),
+            config: ws_config(session.config().limits.max_frame_bytes),
+            inputs: inputs.clone(),
+            events: events.clone(),
+            status: status.clone(),
+            attempt: 0,
+            socket: None,
+        };
+        let thread = spawn_named("crdt-sync client".into(), move || driver.run(session, input_rx));
+        BlockingClient { inputs, events, status, thread: Some(thread) }
+    }
+
+    /// Run `job` on the session between two inputs (any command or query). `None` if the
+    /// client has stopped.
+    pub fn with<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut ClientSession<D>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: ClientJob<D> = Box::new(move |session| {
+            let _ = tx.send(job(session));
+        });
+        self.inputs.send(ClientInput::Command(ClientCommand::Run(job))).ok()?;
+        rx.recv().ok()
+    }
+
+    /// Sync `doc` under `name` (see [`ClientSession::subscribe`]).
+    pub fn subscribe(&self, name: impl Into<String>, doc: D) {
+        let name = name.into();
+        self.with(move |session| drop(session.subscribe(name, doc)));
+    }
+
+    /// Edit a synced document; what changed leaves at once. `None` if there is no such
+    /// document (or the client stopped).
+    pub fn edit<R: Send + 'static>(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut D) -> R + Send + 'static,
+    ) -> Option<R> {
+        let name = name.to_owned();
+        self.with(move |session| session.document_mut(&name).map(edit)).flatten()
+    }
+
+    /// Read a synced document.
+    pub fn read<R: Send + 'static>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&D) -> R + Send + 'static,
+    ) -> Option<R> {
+        let name = name.to_owned();
+        self.with(move |session| session.document(&name).map(read)).flatten()
+    }
+
+    /// Wait until the server has acknowledged every local change of `name` made so far
+    /// ("all changes saved"); returns at once if it has. Waits through reconnections.
+    pub fn wait_saved(&self, name: &str) {
+        self.wait_saved_timeout(name, Duration::MAX);
+    }
+
+    /// [`wait_saved`](Self::wait_saved) for at most `timeout`: whether it is saved.
+    pub fn wait_saved_timeout(&self, name: &str, timeout: Duration) -> bool {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let waiter = Box::new(move || {
+            let _ = tx.send(());
+        });
+        if self.inputs.send(ClientInput::Command(ClientCommand::WaitSaved(name.to_owned(), waiter))).is_err()
+        {
+            return false;
+        }
+        match now().checked_add(timeout) {
+            Some(deadline) => rx.recv_timeout(deadline.saturating_duration_since(now())).is_ok(),
+            None => rx.recv().is_ok(),
+        }
+    }
+
+    /// The connection status now.
+    pub fn status(&self) -> ConnectionStatus {
+        self.status.get()
+    }
+
+    /// Wait until the status is `status`.
+    pub fn wait_status(&self, status: ConnectionStatus) {
+        self.status.wait_for_blocking(status, None);
+    }
+
+    /// [`wait_status`](Self::wait_status) for at most `timeout`: whether it is `status`.
+    pub fn wait_status_timeout(&self, status: ConnectionStatus, timeout: Duration) -> bool {
+        self.status.wait_for_blocking(status, now().checked_add(timeout))
+    }
+
+    /// Every [`ClientEvent`] from now on (transport requests, which the client handles
+    /// itself, are not included).
+    pub fn events(&self) -> EventReceiver<ClientEvent> {
+        self.events.subscribe()
+    }
+
+    /// Close the connection (telling the server), stop, and give the session back with its
+    /// documents, unsaved edits included.
+    pub fn close(mut self) -> ClientSession<D> {
+        let _ = self.inputs.send(ClientInput::Command(ClientCommand::Close));
+        let thread = self.thread.take().expect("only close and drop take the thread");
+        match thread.join() {
+            Ok(session) => session,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl<D: SyncDocument + Send + 'static> Drop for BlockingClient<D> {
+    fn drop(&mut self) {
+        // The connection threads hold senders too: dropping ours does not end the loop.
+        if self.thread.is_some() {
+            let _ = self.inputs.send(ClientInput::Command(ClientCommand::Close));
+        }
+    }
+}
+
+struct ClientDriver<D: SyncDocument> {
+    url: String,
+    config: WebSocketConfig,
+    inputs: Sender<ClientInput<D>>,
+    events: Arc<EventHub<ClientEvent>>,
+    status: Arc<StatusCell>,
+    /// The current connection attempt; inputs from older ones are stale.
+    attempt: u64,
+    socket: Option<WebSocket<SharedStream>>,
+}
+
+impl<D: SyncDocument + Send + 'static> ClientDriver<D> {
+    fn run(mut self, session: ClientSession<D>, input_rx: Receiver<ClientInput<D>>) -> ClientSession<D> {
+        let mut core = ClientCore::new(session);
+        core.session.connect(now());
+        loop {
+            self.flush(&mut core);
+            if core.closing() {
+                break;
+            }
+            let session = &mut core.session;
+            match recv_until(&input_rx, session.poll_timeout()) {
+                Ok(ClientInput::Command(command)) => core.command(Some(command)),
+                Ok(ClientInput::Opened(attempt, result)) if attempt == self.attempt => match result {
+                    Ok(ws) => {
+                        self.socket = Some(*ws);
+                        session.handle_connected(now());
+                    }
+                    Err(_) => session.handle_disconnected(now()),
+                },
+                // A socket nobody waits for any more: close it.
+                Ok(ClientInput::Opened(_, Ok(ws))) => close_socket(*ws),
+                Ok(ClientInput::Frame(attempt, frame)) if attempt == self.attempt => {
+                    session.handle_input(now(), &frame)
+                }
+                Ok(ClientInput::Lost(attempt)) if attempt == self.attempt && self.socket.is_some() => {
+                    self.socket = None;
+                    session.handle_disconnected(now());
+                }
+                Ok(ClientInput::Opened(..) | ClientInput::Frame(..) | ClientInput::Lost(_)) => {}
+                Err(RecvTimeoutError::Timeout) => session.handle_timeout(now()),
+                // Cannot happen (this loop holds a sender); stop as if closed.
+                Err(RecvTimeoutError::Disconnected) => core.command(None),
+            }
+            core.wake_saved();
+        }
+        if let Some(ws) = self.socket.take() {
+            close_socket(ws);
+        }
+        core.finish()
+    }
+
+    /// Send what the session has to send and act on its events, until it has nothing more.
+    fn flush(&mut self, core: &mut ClientCore<D>) {
+        loop {
+            let mut busy = false;
+            let mut sent = false;
+            while let Some(frame) = core.session.poll_transmit() {
+                busy = true;
+                // Frames polled without a socket belong to a connection already gone.
+                if let Some(ws) = self.socket.as_mut() {
+                    sent = true;
+                    if ws.write(WsMessage::Binary(frame.into())).is_err() {
+                        self.lose_socket(core);
+                    }
+                }
+            }
+            if sent
+                && let Some(ws) = self.socket.as_mut()
+                && ws.flush().is_err()
+            {
+                self.lose_socket(core);
+            }
+            let (events, status) = (&self.events, &self.status);
+            for request in core.drain_events(|event| events.publish(event), |s| status.set(s)) {
+                busy = true;
+                // Whatever was in flight is stale from here on.
+                self.attempt += 1;
+                if let Some(ws) = self.socket.take() {
+                    close_socket(ws);
+                }
+                if let TransportRequest::Open = request {
+                    let (url, config, inputs, attempt) =
+                        (self.url.clone(), self.config, self.inputs.clone(), self.attempt);
+                    spawn_named("crdt-sync client connection".into(), move || {
+                        open_and_read(&url, config, &inputs, attempt)
+                    });
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn lose_socket(&mut self, core: &mut ClientCore<D>) {
+        if let Some(ws) = self.socket.take() {
+            close_socket(ws);
+        }
+        core.session.handle_disconnected(now());
+    }
+}
+
+/// Close a client socket: the close frame if it can go, then the TCP connection (which ends
+/// its reader thread).
+fn close_socket(mut ws: WebSocket<SharedStream>) {
+    let _ = ws.close(None);
+    let _ = ws.flush();
+    let _ = ws.get_ref().tcp.shutdown(Shutdown::Both);
+}
+
+/// A client connection's thread: connect, open the WebSocket, hand its writing half to the
+/// session's thread, then read frames until the connection ends.
+fn open_and_read<D: SyncDocument>(
+    url: &str,
+    config: WebSocketConfig,
+    inputs: &Sender<ClientInput<D>>,
+    attempt: u64,
+) {
+    let mut reader = match open(url, config) {
+        Ok((reader, writer)) => {
+            if inputs.send(ClientInput::Opened(attempt, Ok(Box::new(writer)))).is_err() {
+                return;
+            }
+            reader
+        }
+        Err(e) => {
+            let _ = inputs.send(ClientInput::Opened(attempt, Err(e)));
+            return;
+        }
+    };
+    loop {
+        match reader.read() {
+            Ok(WsMessage::Binary(frame)) => {
+                if inputs.send(ClientInput::Frame(attempt, frame.into())).is_err() {
+                    return;
+                }
+            }
+            Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_)) => {}
+            Ok(WsMessage::Close(_)) | Err(_) => break,
+        }
+    }
+    let _ = inputs.send(ClientInput::Lost(attempt));
+}
+
+/// Connect to `url` and open the WebSocket: its reading and its writing half.
+fn open(
+    url: &str,
+    config: WebSocketConfig,
+) -> Result<(WebSocket<SharedStream>, WebSocket<SharedStream>), tungstenite::Error> {
+    let request = url.into_client_request()?;
+    let (host, port) = host_and_port(&request)?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+    let mut tcp = None;
+    for addr in (host.as_str(), port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
+            Ok(stream) => {
+                tcp = Some(stream);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let tcp = tcp.ok_or(last)?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let stream = SharedStream::new(tcp);
+    let (reader, _) = tungstenite::client::client_with_config(request, stream.clone(), Some(config))
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(e) => e,
+            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "WebSocket handshake timed out",
+            )),
+        })?;
+    stream.tcp.set_read_timeout(None)?;
+    let writer = WebSocket::from_raw_socket(stream, Role::Client, Some(config));
+    Ok((reader, writer))
+}

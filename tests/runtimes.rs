@@ -1,0 +1,210 @@
+//! The socket runtimes over real loopback sockets, each one the same way: three clients
+//! converge, a client rides out a lost server and pushes its offline edits, a graceful
+//! shutdown keeps everything it acknowledged; and the runtimes interoperate (a blocking and
+//! a tokio client through an async-std server).
+#![cfg(all(feature = "tokio", feature = "async-std", feature = "tungstenite"))]
+
+#[path = "../examples/support/net.rs"]
+mod net;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crdt_sync::{ClientConfig, ClientSession, ConnectionStatus, Document, PeerId, Server, ServerConfig};
+use net::{NetClient, NetServer, Runtime};
+
+const DOC: &str = "shared";
+/// Generous: CI machines are slow and shared; a passing run takes milliseconds.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn serve(runtime: Runtime) -> NetServer {
+    NetServer::serve(runtime, loopback(), Server::in_memory(ServerConfig::default())).unwrap()
+}
+
+fn url(server: &NetServer) -> String {
+    format!("ws://{}", server.local_addr())
+}
+
+/// A client of `runtime` syncing [`DOC`], reconnecting quickly.
+fn client(runtime: Runtime, url: &str, peer: u64) -> NetClient {
+    let config = ClientConfig::default().with_rng_seed(peer).with_reconnect(
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+        None,
+    );
+    let client = NetClient::connect(runtime, url, ClientSession::new(PeerId::new(peer), config)).unwrap();
+    client.with(move |session| drop(session.subscribe(DOC, Document::new(PeerId::new(peer)))));
+    client
+}
+
+fn text(client: &NetClient) -> String {
+    client.read(DOC, |doc| doc.text("text").to_string()).unwrap_or_default()
+}
+
+fn type_text(client: &NetClient, at: usize, s: &str) {
+    let s = s.to_owned();
+    client.edit(DOC, move |doc| doc.transact().text("text").insert(at, &s).map(drop).unwrap()).unwrap();
+}
+
+fn saved(client: &NetClient) {
+    assert!(client.wait_saved(DOC, PATIENCE), "not saved within {PATIENCE:?}");
+}
+
+/// Wait until every client holds `expected` (or fail after [`PATIENCE`]).
+#[allow(clippy::disallowed_methods)] // real sockets, real time
+fn converge(clients: &[&NetClient], expected: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let texts: Vec<String> = clients.iter().map(|c| text(c)).collect();
+        if texts.iter().all(|t| t == expected) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no convergence on {expected:?}: {texts:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn three_clients_converge_on_one_document(runtime: Runtime) {
+    let server = serve(runtime);
+    let url = url(&server);
+    let clients: Vec<NetClient> = (1..=3).map(|peer| client(runtime, &url, peer)).collect();
+    for c in &clients {
+        assert!(c.wait_status(ConnectionStatus::Connected, PATIENCE));
+    }
+    // Everyone types at the start at once; the merge is the same everywhere.
+    for round in 0..20 {
+        for (i, c) in clients.iter().enumerate() {
+            type_text(c, 0, &format!("{i}:{round} "));
+        }
+    }
+    clients.iter().for_each(saved);
+    let expected = text(&clients[0]);
+    // "i:r " for rounds 0-9, "i:rr " for 10-19.
+    assert_eq!(expected.len(), 3 * (10 * 4 + 10 * 5), "every keystroke is there: {expected:?}");
+    converge(&clients.iter().collect::<Vec<_>>(), &expected);
+    assert_eq!(server.text(DOC), expected);
+    for c in clients {
+        c.close();
+    }
+    server.shutdown();
+}
+
+fn a_client_that_loses_the_server_pushes_its_offline_edits_when_it_returns(runtime: Runtime) {
+    let server = serve(runtime);
+    let addr = server.local_addr();
+    let url = url(&server);
+    let (a, b) = (client(runtime, &url, 1), client(runtime, &url, 2));
+    type_text(&a, 0, "online. ");
+    saved(&a);
+    converge(&[&a, &b], "online. ");
+
+    // The server goes away; both clients keep editing offline.
+    let store = server.shutdown().into_store();
+    assert!(a.wait_status(ConnectionStatus::Reconnecting, PATIENCE));
+    type_text(&a, 8, "offline a. ");
+    type_text(&b, 0, "offline b. ");
+    assert!(!a.with(|s| s.is_saved(DOC)).unwrap(), "nothing can be saved without a server");
+
+    // It comes back on the same address with the same documents: both push what they made.
+    let server = NetServer::serve(runtime, addr, Server::new(ServerConfig::default(), store)).unwrap();
+    saved(&a);
+    saved(&b);
+    let expected = "offline b. online. offline a. ";
+    converge(&[&a, &b], expected);
+    assert_eq!(server.text(DOC), expected);
+    a.close();
+    b.close();
+    server.shutdown();
+}
+
+fn a_graceful_shutdown_keeps_everything_it_acknowledged(runtime: Runtime) {
+    let server = serve(runtime);
+    let url = url(&server);
+    let writers: Vec<NetClient> = (1..=3).map(|peer| client(runtime, &url, peer)).collect();
+    // Each writer first types 10 keystrokes and sees them saved, so that every writer has
+    // something acknowledged; then it types 190 more as fast as it can, noting how many the
+    // server has acknowledged (all of them whenever "saved" comes back). The server stops
+    // while they type.
+    for (i, w) in writers.iter().enumerate() {
+        let letter = ((b'a' + i as u8) as char).to_string();
+        for _ in 0..10 {
+            type_text(w, 0, &letter);
+        }
+        saved(w);
+    }
+    let typing: Vec<_> = writers
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| {
+            std::thread::spawn(move || {
+                let letter = ((b'a' + i as u8) as char).to_string();
+                let mut acknowledged = 10;
+                for k in 10..200 {
+                    type_text(&w, 0, &letter);
+                    if k % 20 == 19 && w.wait_saved(DOC, Duration::from_millis(200)) {
+                        acknowledged = k + 1;
+                    }
+                }
+                (w, acknowledged)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let server = server.shutdown();
+    let stored = server.document(DOC).map(|d| d.text("text").to_string()).unwrap_or_default();
+    for (i, t) in typing.into_iter().enumerate() {
+        let (w, acknowledged) = t.join().unwrap();
+        let letter = (b'a' + i as u8) as char;
+        let stored_count = stored.chars().filter(|c| *c == letter).count();
+        assert!(
+            stored_count >= acknowledged,
+            "writer {i}: {acknowledged} keystrokes acknowledged, {stored_count} stored"
+        );
+        let session = w.close();
+        assert!(session.document(DOC).unwrap().text("text").len() >= 200, "offline edits are kept");
+    }
+}
+
+macro_rules! on_each_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        mod tokio {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Tokio) })*
+        }
+        mod async_std {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::AsyncStd) })*
+        }
+        mod blocking {
+            $(#[test] fn $scenario() { super::$scenario(super::Runtime::Blocking) })*
+        }
+    };
+}
+
+on_each_runtime!(
+    three_clients_converge_on_one_document,
+    a_client_that_loses_the_server_pushes_its_offline_edits_when_it_returns,
+    a_graceful_shutdown_keeps_everything_it_acknowledged,
+);
+
+#[test]
+fn a_blocking_and_a_tokio_client_edit_one_document_through_an_async_std_server() {
+    let server = serve(Runtime::AsyncStd);
+    let url = url(&server);
+    let blocking = client(Runtime::Blocking, &url, 1);
+    let tokio = client(Runtime::Tokio, &url, 2);
+    type_text(&blocking, 0, "blocking ");
+    saved(&blocking);
+    converge(&[&blocking, &tokio], "blocking ");
+    type_text(&tokio, 9, "and tokio");
+    type_text(&blocking, 0, "[");
+    saved(&tokio);
+    saved(&blocking);
+    converge(&[&blocking, &tokio], "[blocking and tokio");
+    assert_eq!(server.text(DOC), "[blocking and tokio");
+    blocking.close();
+    tokio.close();
+    server.shutdown();
+}
