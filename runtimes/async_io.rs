@@ -39,6 +39,8 @@ use async_channel::{Receiver, Sender};
 use async_net::{AsyncToSocketAddrs, TcpListener, TcpStream};
 use async_tungstenite::WebSocketStream;
 use futures_lite::future::{or, race};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_rustls::{TlsAcceptor, TlsConnector};
 use futures_util::StreamExt;
 use tungstenite::Message as WsMessage;
 use tungstenite::client::IntoClientRequest;
@@ -47,13 +49,18 @@ use tungstenite::protocol::WebSocketConfig;
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, TrafficCounters, TransportRequest,
-    flush_server, handle_inbound, now, ws_config,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, Target, TrafficCounters,
+    TransportRequest, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
-    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerEvent, SyncDocument,
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerEvent, ServerTls,
+    ServerUrl, SyncDocument,
 };
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A task for the executor: the server's and client's loops, and one per connection.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -140,6 +147,26 @@ where
         Self::serve_on(addr, server, spawn_on_async_std).await
     }
 
+    /// [`serve`](Self::serve) over TLS: clients connect to `wss://`.
+    #[cfg(feature = "async-std")]
+    pub async fn serve_tls(
+        addr: impl AsyncToSocketAddrs,
+        server: Server<S>,
+        tls: ServerTls,
+    ) -> io::Result<Self> {
+        Self::serve_tls_on(addr, server, tls, spawn_on_async_std).await
+    }
+
+    /// [`serve_on`](Self::serve_on) over TLS: clients connect to `wss://`.
+    pub async fn serve_tls_on(
+        addr: impl AsyncToSocketAddrs,
+        server: Server<S>,
+        tls: ServerTls,
+        spawn: impl Fn(Task) + Send + Sync + 'static,
+    ) -> io::Result<Self> {
+        Self::start(addr, server, Some(TlsAcceptor::from(tls.config().clone())), Arc::new(spawn)).await
+    }
+
     /// Listen on `addr` and serve `server`, running its tasks through `spawn` (for smol:
     /// `|task| smol::spawn(task).detach()`).
     pub async fn serve_on(
@@ -147,15 +174,24 @@ where
         server: Server<S>,
         spawn: impl Fn(Task) + Send + Sync + 'static,
     ) -> io::Result<Self> {
+        Self::start(addr, server, None, Arc::new(spawn)).await
+    }
+
+    async fn start(
+        addr: impl AsyncToSocketAddrs,
+        server: Server<S>,
+        tls: Option<TlsAcceptor>,
+        spawn: Spawner,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (commands, command_rx) = async_channel::unbounded();
         let (stopped_tx, stopped) = async_channel::bounded(1);
         let events = Arc::new(EventHub::new());
         let traffic = Arc::new(TrafficCounters::default());
-        let spawn: Spawner = Arc::new(spawn);
         let driver = ServerDriver {
             listener,
+            tls,
             command_rx,
             events: events.clone(),
             traffic: traffic.clone(),
@@ -210,6 +246,7 @@ where
 
 struct ServerDriver<S: DocumentStore> {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     command_rx: Receiver<ServerCommand<S>>,
     events: Arc<EventHub<ServerEvent>>,
     traffic: Arc<TrafficCounters>,
@@ -262,8 +299,15 @@ where
                     let id = server.accept(now());
                     let (tx, rx) = async_channel::unbounded();
                     connections.insert(id, tx);
-                    let connection =
-                        serve_connection(id, stream, ws, inbound_tx.clone(), rx, self.traffic.clone());
+                    let connection = serve_connection(
+                        id,
+                        stream,
+                        self.tls.clone(),
+                        ws,
+                        inbound_tx.clone(),
+                        rx,
+                        self.traffic.clone(),
+                    );
                     let (stop, alive) = (stop.clone(), alive.clone());
                     (self.spawn)(Box::pin(async move {
                         or(connection, async {
@@ -307,12 +351,19 @@ where
 async fn serve_connection(
     id: ConnectionId,
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     config: WebSocketConfig,
     inbound: Sender<Inbound>,
     outbound: Receiver<Outbound>,
     traffic: Arc<TrafficCounters>,
 ) {
-    let handshake = async { Some(async_tungstenite::accept_async_with_config(stream, Some(config)).await) };
+    let handshake = async {
+        let stream: Box<dyn Io> = match tls {
+            Some(tls) => Box::new(tls.accept(stream).await.ok()?),
+            None => Box::new(stream),
+        };
+        Some(async_tungstenite::accept_async_with_config(stream, Some(config)).await)
+    };
     let timeout = async {
         Timer::after(HANDSHAKE_TIMEOUT).await;
         None
@@ -322,27 +373,28 @@ async fn serve_connection(
         return;
     };
     let (mut sink, mut source) = ws.split();
-    enum Io {
+    enum Step {
         Received(Option<Result<WsMessage, tungstenite::Error>>),
         ToSend(Option<Outbound>),
     }
     loop {
-        let io =
-            or(async { Io::Received(source.next().await) }, async { Io::ToSend(outbound.recv().await.ok()) })
-                .await;
+        let io = or(async { Step::Received(source.next().await) }, async {
+            Step::ToSend(outbound.recv().await.ok())
+        })
+        .await;
         match io {
-            Io::Received(Some(Ok(WsMessage::Binary(frame)))) => {
+            Step::Received(Some(Ok(WsMessage::Binary(frame)))) => {
                 traffic.received(frame.len());
                 if inbound.send(Inbound::Frame(id, frame.into())).await.is_err() {
                     break;
                 }
             }
             // Pings are answered by tungstenite; text is not part of the protocol.
-            Io::Received(Some(Ok(
+            Step::Received(Some(Ok(
                 WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_),
             ))) => {}
-            Io::Received(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) => break,
-            Io::ToSend(Some(Outbound::Frame(frame))) => {
+            Step::Received(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) => break,
+            Step::ToSend(Some(Outbound::Frame(frame))) => {
                 traffic.sent(frame.len());
                 if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
                     break;
@@ -350,7 +402,7 @@ async fn serve_connection(
             }
             // Closed by the session (or the server stopped): finish the handshake, no need
             // to tell the session, it already forgot the connection.
-            Io::ToSend(Some(Outbound::Close) | None) => {
+            Step::ToSend(Some(Outbound::Close) | None) => {
                 let _ = sink.close(None).await;
                 return;
             }
@@ -361,11 +413,11 @@ async fn serve_connection(
 
 // ---- client --------------------------------------------------------------------------------
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<Box<dyn Io>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Socket, tungstenite::Error>> + Send>>;
 
 /// A crdt-sync client over WebSocket: a [`ClientSession`] driven on a task of its own,
-/// connected to `url` (`ws://host:port`) and reconnecting by itself, with backoff, whenever
+/// connected to `url` (`ws://host:port` or `wss://host:port`) and reconnecting by itself, with backoff, whenever
 /// the connection is lost, for as long as it lives.
 #[derive(Debug)]
 pub struct AsyncClient<D: SyncDocument + Send + 'static = Document> {
@@ -378,13 +430,13 @@ pub struct AsyncClient<D: SyncDocument + Send + 'static = Document> {
 impl<D: SyncDocument + Send + 'static> AsyncClient<D> {
     /// Start `session` on async-std's executor and connect it to `url`.
     #[cfg(feature = "async-std")]
-    pub fn connect(url: impl Into<String>, session: ClientSession<D>) -> Self {
+    pub fn connect(url: impl Into<ServerUrl>, session: ClientSession<D>) -> Self {
         Self::connect_on(url, session, spawn_on_async_std)
     }
 
     /// Start `session` on a task given to `spawn` (for smol: `|task|
     /// smol::spawn(task).detach()`) and connect it to `url`.
-    pub fn connect_on(url: impl Into<String>, session: ClientSession<D>, spawn: impl Fn(Task)) -> Self {
+    pub fn connect_on(url: impl Into<ServerUrl>, session: ClientSession<D>, spawn: impl Fn(Task)) -> Self {
         let (commands, command_rx) = async_channel::unbounded();
         let (stopped_tx, stopped) = async_channel::bounded(1);
         let events = Arc::new(EventHub::new());
@@ -484,7 +536,7 @@ enum ClientStep<D: SyncDocument> {
 }
 
 async fn drive_client<D: SyncDocument + Send + 'static>(
-    url: String,
+    url: ServerUrl,
     session: ClientSession<D>,
     commands: Receiver<ClientCommand<D>>,
     events: Arc<EventHub<ClientEvent>>,
@@ -559,7 +611,7 @@ async fn flush_client<D: SyncDocument>(
     core: &mut ClientCore<D>,
     socket: &mut Option<Socket>,
     connecting: &mut Option<Connecting>,
-    url: &str,
+    url: &ServerUrl,
     config: WebSocketConfig,
     events: &EventHub<ClientEvent>,
     status: &StatusCell,
@@ -579,7 +631,7 @@ async fn flush_client<D: SyncDocument>(
         for request in core.drain_events(|event| events.publish(event), |s| status.set(s)) {
             busy = true;
             match request {
-                TransportRequest::Open => *connecting = Some(Box::pin(open(url.to_owned(), config))),
+                TransportRequest::Open => *connecting = Some(Box::pin(open(url.clone(), config))),
                 TransportRequest::Close => {
                     if let Some(mut ws) = socket.take() {
                         let _ = ws.close(None).await;
@@ -594,12 +646,18 @@ async fn flush_client<D: SyncDocument>(
     }
 }
 
-/// Connect to `url` and open the WebSocket.
-async fn open(url: String, config: WebSocketConfig) -> Result<Socket, tungstenite::Error> {
-    let request = url.into_client_request()?;
-    let (host, port) = crate::runtime_common::host_and_port(&request)?;
-    let stream = TcpStream::connect((host.as_str(), port)).await?;
-    let _ = stream.set_nodelay(true);
+/// Connect to `url` and open the WebSocket (over TLS for `wss://`).
+async fn open(url: ServerUrl, config: WebSocketConfig) -> Result<Socket, tungstenite::Error> {
+    let request = url.as_str().into_client_request()?;
+    let target = Target::of(&request)?;
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if target.tls {
+        let connector = TlsConnector::from(url.tls().config().clone());
+        Box::new(connector.connect(target.server_name()?, tcp).await?)
+    } else {
+        Box::new(tcp)
+    };
     let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
     Ok(ws)
 }

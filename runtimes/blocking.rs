@@ -39,13 +39,13 @@ use tungstenite::{Message as WsMessage, WebSocket};
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, TrafficCounters, TransportRequest,
-    flush_server, handle_inbound, host_and_port, now, ws_config,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, Target, TrafficCounters,
+    TransportRequest, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
     ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerConfig, ServerEvent,
-    SyncDocument,
+    ServerTls, ServerUrl, SyncDocument,
 };
 
 /// Receives [`ServerEvent`]s or [`ClientEvent`]s (`recv_blocking()`). One that falls behind
@@ -56,36 +56,118 @@ pub type EventReceiver<T> = async_broadcast::Receiver<T>;
 /// reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One TCP connection shared by a reading and a writing WebSocket. Every write puts a whole
+/// One connection shared by a reading and a writing WebSocket. Every write puts a whole
 /// buffer on the wire under a lock, and tungstenite only ever writes whole frames, so the
 /// writer's frames and the reader's automatic replies (pong, close) never interleave.
 #[derive(Clone, Debug)]
-struct SharedStream {
+enum SharedStream {
+    Plain { tcp: Arc<TcpStream>, write_lock: Arc<Mutex<()>> },
+    Tls(Arc<TlsStream>),
+}
+
+/// TLS over TCP for two threads. The reader waits for bytes without holding the TLS state,
+/// so that the writer is never blocked behind a read; the state is locked only to feed it
+/// what arrived and to take plaintext out, or to seal what goes.
+#[derive(Debug)]
+struct TlsStream {
     tcp: Arc<TcpStream>,
-    write_lock: Arc<Mutex<()>>,
+    tls: Mutex<rustls::Connection>,
 }
 
 impl SharedStream {
-    fn new(tcp: TcpStream) -> Self {
-        SharedStream { tcp: Arc::new(tcp), write_lock: Arc::new(Mutex::new(())) }
+    fn plain(tcp: Arc<TcpStream>) -> Self {
+        SharedStream::Plain { tcp, write_lock: Arc::new(Mutex::new(())) }
     }
+
+    /// Finish the TLS handshake on `tcp` (within its read timeout), then share it.
+    fn tls(tcp: Arc<TcpStream>, tls: impl Into<rustls::Connection>) -> io::Result<Self> {
+        let mut tls = tls.into();
+        while tls.is_handshaking() {
+            tls.complete_io(&mut &*tcp)?;
+        }
+        Ok(SharedStream::Tls(Arc::new(TlsStream { tcp, tls: Mutex::new(tls) })))
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            SharedStream::Plain { tcp, .. } => tcp,
+            SharedStream::Tls(tls) => &tls.tcp,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Read for SharedStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.tcp).read(buf)
+        match self {
+            SharedStream::Plain { tcp, .. } => (&**tcp).read(buf),
+            SharedStream::Tls(stream) => stream.read(buf),
+        }
     }
 }
 
 impl Write for SharedStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let _whole = self.write_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        (&*self.tcp).write_all(buf)?;
+        match self {
+            SharedStream::Plain { tcp, write_lock } => {
+                let _whole = lock(write_lock);
+                (&**tcp).write_all(buf)?;
+            }
+            SharedStream::Tls(stream) => {
+                let mut tls = lock(&stream.tls);
+                tls.writer().write_all(buf)?;
+                send_sealed(&mut tls, &stream.tcp)?;
+            }
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Put on the wire everything the TLS state has sealed.
+fn send_sealed(tls: &mut rustls::Connection, mut tcp: &TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        tls.write_tls(&mut tcp)?;
+    }
+    Ok(())
+}
+
+impl TlsStream {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut raw = [0u8; 16 * 1024];
+        loop {
+            match lock(&self.tls).reader().read(buf) {
+                // Plaintext, or 0 after the peer's close_notify.
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            let n = (&*self.tcp).read(&mut raw)?;
+            let mut tls = lock(&self.tls);
+            let mut arrived = &raw[..n];
+            // `read_tls` of nothing tells rustls the TCP stream ended.
+            loop {
+                tls.read_tls(&mut arrived)?;
+                if arrived.is_empty() {
+                    break;
+                }
+            }
+            tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            // TLS may answer by itself (a key update, a close).
+            send_sealed(&mut tls, &self.tcp)?;
+            if n == 0 {
+                return match tls.reader().read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    other => other,
+                };
+            }
+        }
     }
 }
 
@@ -158,6 +240,15 @@ where
 {
     /// Listen on `addr` and serve `server` (any store, plugins already added).
     pub fn serve(addr: impl ToSocketAddrs, server: Server<S>) -> io::Result<Self> {
+        Self::start(addr, server, None)
+    }
+
+    /// [`serve`](Self::serve) over TLS: clients connect to `wss://`.
+    pub fn serve_tls(addr: impl ToSocketAddrs, server: Server<S>, tls: ServerTls) -> io::Result<Self> {
+        Self::start(addr, server, Some(tls))
+    }
+
+    fn start(addr: impl ToSocketAddrs, server: Server<S>, tls: Option<ServerTls>) -> io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let (inputs, input_rx) = mpsc::sync_channel(INBOUND_FRAMES);
@@ -170,6 +261,7 @@ where
         };
         let driver = ServerDriver {
             addr,
+            tls,
             inputs: inputs.clone(),
             events: events.clone(),
             traffic: traffic.clone(),
@@ -260,6 +352,7 @@ fn accept_loop<S: DocumentStore>(
 
 struct ServerDriver<S: DocumentStore> {
     addr: SocketAddr,
+    tls: Option<ServerTls>,
     inputs: SyncSender<ServerInput<S>>,
     events: Arc<EventHub<ServerEvent>>,
     traffic: Arc<TrafficCounters>,
@@ -287,6 +380,7 @@ where
                     let connection = Connection {
                         id,
                         tcp,
+                        tls: self.tls.clone(),
                         config: ws,
                         inputs: self.inputs.clone(),
                         traffic: self.traffic.clone(),
@@ -353,6 +447,7 @@ where
 struct Connection<S: DocumentStore> {
     id: ConnectionId,
     tcp: Arc<TcpStream>,
+    tls: Option<ServerTls>,
     config: WebSocketConfig,
     inputs: SyncSender<ServerInput<S>>,
     traffic: Arc<TrafficCounters>,
@@ -361,16 +456,25 @@ struct Connection<S: DocumentStore> {
 
 impl<S: DocumentStore> Connection<S> {
     fn serve(self, frames: Receiver<Outbound>) {
-        let Connection { id, tcp, config, inputs, traffic, alive } = self;
+        let Connection { id, tcp, tls, config, inputs, traffic, alive } = self;
         let closed = || drop(inputs.send(ServerInput::Connection(Inbound::Closed(id))));
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_write_timeout(Some(WRITE_TIMEOUT));
-        let stream = SharedStream { tcp: tcp.clone(), write_lock: Arc::new(Mutex::new(())) };
         let _ = tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-        let Ok(mut reader) = tungstenite::accept_with_config(stream.clone(), Some(config)) else {
+        let stream = match tls {
+            None => Ok(SharedStream::plain(tcp.clone())),
+            Some(tls) => rustls::ServerConnection::new(tls.config().clone())
+                .map_err(io::Error::other)
+                .and_then(|connection| SharedStream::tls(tcp.clone(), connection)),
+        };
+        let Ok(mut reader) = stream.and_then(|stream| {
+            tungstenite::accept_with_config(stream, Some(config))
+                .map_err(|_| io::ErrorKind::InvalidData.into())
+        }) else {
             closed();
             return;
         };
+        let stream = reader.get_ref().clone();
         let _ = tcp.set_read_timeout(None);
         let writer = WebSocket::from_raw_socket(stream, Role::Server, Some(config));
         {
@@ -440,7 +544,7 @@ enum ClientInput<D: SyncDocument> {
 }
 
 /// A crdt-sync client over WebSocket: a [`ClientSession`] driven on a thread of its own,
-/// connected to `url` (`ws://host:port`) and reconnecting by itself, with backoff, whenever
+/// connected to `url` (`ws://host:port` or `wss://host:port`) and reconnecting by itself, with backoff, whenever
 /// the connection is lost, for as long as it lives.
 #[derive(Debug)]
 pub struct BlockingClient<D: SyncDocument + Send + 'static = Document> {
@@ -463,7 +567,7 @@ impl<D: SyncDocument> std::fmt::Debug for ClientInput<D> {
 
 impl<D: SyncDocument + Send + 'static> BlockingClient<D> {
     /// Start `session` on a thread of its own and connect it to `url`.
-    pub fn connect(url: impl Into<String>, session: ClientSession<D>) -> Self {
+    pub fn connect(url: impl Into<ServerUrl>, session: ClientSession<D>) -> Self {
         let (inputs, input_rx) = mpsc::channel();
         let events = Arc::new(EventHub::new());
         let status = Arc::new(StatusCell::new(session.status()));
@@ -586,7 +690,7 @@ impl<D: SyncDocument + Send + 'static> Drop for BlockingClient<D> {
 }
 
 struct ClientDriver<D: SyncDocument> {
-    url: String,
+    url: ServerUrl,
     config: WebSocketConfig,
     inputs: Sender<ClientInput<D>>,
     events: Arc<EventHub<ClientEvent>>,
@@ -693,13 +797,13 @@ impl<D: SyncDocument + Send + 'static> ClientDriver<D> {
 fn close_socket(mut ws: WebSocket<SharedStream>) {
     let _ = ws.close(None);
     let _ = ws.flush();
-    let _ = ws.get_ref().tcp.shutdown(Shutdown::Both);
+    let _ = ws.get_ref().tcp().shutdown(Shutdown::Both);
 }
 
 /// A client connection's thread: connect, open the WebSocket, hand its writing half to the
 /// session's thread, then read frames until the connection ends.
 fn open_and_read<D: SyncDocument>(
-    url: &str,
+    url: &ServerUrl,
     config: WebSocketConfig,
     inputs: &Sender<ClientInput<D>>,
     attempt: u64,
@@ -730,16 +834,17 @@ fn open_and_read<D: SyncDocument>(
     let _ = inputs.send(ClientInput::Lost(attempt));
 }
 
-/// Connect to `url` and open the WebSocket: its reading and its writing half.
+/// Connect to `url` and open the WebSocket (over TLS for `wss://`): its reading and its
+/// writing half.
 fn open(
-    url: &str,
+    url: &ServerUrl,
     config: WebSocketConfig,
 ) -> Result<(WebSocket<SharedStream>, WebSocket<SharedStream>), tungstenite::Error> {
-    let request = url.into_client_request()?;
-    let (host, port) = host_and_port(&request)?;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+    let request = url.as_str().into_client_request()?;
+    let target = Target::of(&request)?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{}: no address", target.host));
     let mut tcp = None;
-    for addr in (host.as_str(), port).to_socket_addrs()? {
+    for addr in (target.host.as_str(), target.port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT) {
             Ok(stream) => {
                 tcp = Some(stream);
@@ -748,11 +853,17 @@ fn open(
             Err(e) => last = e,
         }
     }
-    let tcp = tcp.ok_or(last)?;
+    let tcp = Arc::new(tcp.ok_or(last)?);
     let _ = tcp.set_nodelay(true);
     tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
     tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let stream = SharedStream::new(tcp);
+    let stream = if target.tls {
+        let connection = rustls::ClientConnection::new(url.tls().config().clone(), target.server_name()?)
+            .map_err(io::Error::other)?;
+        SharedStream::tls(tcp.clone(), connection)?
+    } else {
+        SharedStream::plain(tcp.clone())
+    };
     let (reader, _) = tungstenite::client::client_with_config(request, stream.clone(), Some(config))
         .map_err(|e| match e {
             tungstenite::HandshakeError::Failure(e) => e,
@@ -761,7 +872,7 @@ fn open(
                 "WebSocket handshake timed out",
             )),
         })?;
-    stream.tcp.set_read_timeout(None)?;
+    tcp.set_read_timeout(None)?;
     let writer = WebSocket::from_raw_socket(stream, Role::Client, Some(config));
     Ok((reader, writer))
 }

@@ -2,8 +2,8 @@
 //! documents (feature `cli`).
 //!
 //! ```text
-//! crdt-sync serve [--listen ADDR] [--data DIR] [--flush-ms MS]
-//! crdt-sync cat URL DOC [--container NAME]
+//! crdt-sync serve [--listen ADDR] [--data DIR] [--flush-ms MS] [--tls-cert PEM --tls-key PEM]
+//! crdt-sync cat URL DOC [--container NAME] [--ca PEM]
 //! crdt-sync export --data DIR DOC [--container NAME]
 //! ```
 
@@ -18,8 +18,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use crdt_sync::tokio::{TokioClient, TokioServer};
 use crdt_sync::{
-    ClientConfig, ClientSession, Document, DocumentStore, MemoryStore, PeerId, Server, ServerConfig,
-    ServerEvent, VersionVector,
+    ClientConfig, ClientSession, ClientTls, ConnectionStatus, Document, DocumentStore, MemoryStore, PeerId,
+    Server, ServerConfig, ServerEvent, ServerTls, ServerUrl, VersionVector,
 };
 use data_dir::DataDir;
 use tracing::{error, info, warn};
@@ -44,17 +44,27 @@ enum Command {
         /// How often changed documents are written to the data folder, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         flush_ms: u64,
+        /// Serve `wss://` with this certificate chain (PEM, leaf first); needs `--tls-key`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of `--tls-cert` (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Print a document as a running server has it: the text of one container, or JSON of
     /// the whole document.
     Cat {
-        /// The server, for example `ws://127.0.0.1:8787`.
+        /// The server, for example `ws://127.0.0.1:8787` or `wss://sync.example.com`.
         url: String,
         /// The document's name.
         doc: String,
         /// Print only this root text container, raw.
         #[arg(long)]
         container: Option<String>,
+        /// For `wss://`: trust the certificate authorities in this PEM file instead of the
+        /// web's.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// Print a document from a data folder, without a server (also while one runs on it).
     Export {
@@ -88,10 +98,26 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen, data, flush_ms } => {
-                serve(&listen, &data, Duration::from_millis(flush_ms)).await
+            Command::Serve { listen, data, flush_ms, tls_cert, tls_key } => {
+                let tls = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => match ServerTls::from_pem_files(&cert, &key) {
+                        Ok(tls) => Some(tls),
+                        Err(e) => return Err(format!("TLS identity: {e}")),
+                    },
+                    _ => None,
+                };
+                serve(&listen, &data, Duration::from_millis(flush_ms), tls).await
             }
-            Command::Cat { url, doc, container } => cat(&url, &doc, container.as_deref()).await,
+            Command::Cat { url, doc, container, ca } => {
+                let url = match ca {
+                    Some(ca) => match ClientTls::with_root_certificates(&ca) {
+                        Ok(tls) => ServerUrl::new(url).with_tls(tls),
+                        Err(e) => return Err(format!("--ca: {e}")),
+                    },
+                    None => ServerUrl::new(url),
+                };
+                cat(url, &doc, container.as_deref()).await
+            }
             Command::Export { data, doc, container } => export(&data, &doc, container.as_deref()),
         }
     });
@@ -107,7 +133,12 @@ fn main() -> ExitCode {
 /// The server's own replica id (it never edits documents, so any fixed id works).
 const SERVER_PEER: PeerId = PeerId::new(0);
 
-async fn serve(listen: &str, data: &Path, flush_every: Duration) -> Result<(), String> {
+async fn serve(
+    listen: &str,
+    data: &Path,
+    flush_every: Duration,
+    tls: Option<ServerTls>,
+) -> Result<(), String> {
     let dir = DataDir::create(data).map_err(|e| format!("data folder {}: {e}", data.display()))?;
     let config = ServerConfig::default();
     let mut store = MemoryStore::new(SERVER_PEER, config.document.clone());
@@ -117,10 +148,13 @@ async fn serve(listen: &str, data: &Path, flush_every: Duration) -> Result<(), S
         store.insert(&name, doc);
     }
     let loaded = saved.len();
-    let server = TokioServer::serve(listen, Server::new(config, store))
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    info!(address = %format!("ws://{}", server.local_addr()), data = %data.display(), documents = loaded, "serving");
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let server = match tls {
+        Some(tls) => TokioServer::serve_tls(listen, Server::new(config, store), tls).await,
+        None => TokioServer::serve(listen, Server::new(config, store)).await,
+    }
+    .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    info!(address = %format!("{scheme}://{}", server.local_addr()), data = %data.display(), documents = loaded, "serving");
     tokio::spawn(log_events(server.events()));
 
     let mut flush = tokio::time::interval(flush_every);
@@ -223,19 +257,27 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn cat(url: &str, name: &str, container: Option<&str>) -> Result<(), String> {
+async fn cat(url: ServerUrl, name: &str, container: Option<&str>) -> Result<(), String> {
     let peer = one_off_peer();
     let config = ClientConfig::default().with_client_name("crdt-sync cat").with_reconnect(
         Duration::from_millis(200),
         Duration::from_secs(2),
         Some(3),
     );
+    let shown = url.as_str().to_owned();
     let client = TokioClient::connect(url, ClientSession::new(peer, config));
     client.subscribe(name, Document::new(peer)).await;
-    // Nothing local to save: "saved" means the server's copy arrived.
-    tokio::time::timeout(Duration::from_secs(10), client.wait_saved(name))
-        .await
-        .map_err(|_| format!("no answer from {url} within 10 s"))?;
+    // Nothing local to save: "saved" means the server's copy arrived. The client gives up
+    // after a few failed attempts (a refused certificate, say): no need to wait longer.
+    tokio::select! {
+        _ = client.wait_saved(name) => {}
+        _ = client.wait_status(ConnectionStatus::Disconnected) => {
+            return Err(format!("cannot reach {shown}: gave up after 3 failed connection attempts"));
+        }
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            return Err(format!("no answer from {shown} within 10 s"));
+        }
+    }
     let container = container.map(str::to_owned);
     let output = client.read(name, move |doc| render(doc, container.as_deref())).await;
     client.close().await;

@@ -43,22 +43,40 @@ pub(crate) fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
         .read_buffer_size(16 * 1024)
 }
 
-/// The host and port a WebSocket request goes to.
-#[cfg(any(feature = "async-io", feature = "tungstenite"))]
-pub(crate) fn host_and_port(
-    request: &tungstenite::handshake::client::Request,
-) -> Result<(String, u16), tungstenite::Error> {
-    use tungstenite::error::UrlError;
-    let uri = request.uri();
-    let port = match uri.scheme_str() {
-        Some("ws") => 80,
-        Some("wss") => return Err(tungstenite::Error::Url(UrlError::TlsFeatureNotEnabled)),
-        _ => return Err(tungstenite::Error::Url(UrlError::UnsupportedUrlScheme)),
-    };
-    let host = uri.host().ok_or(tungstenite::Error::Url(UrlError::NoHostName))?;
-    // An IPv6 literal comes in brackets.
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_owned(), uri.port_u16().unwrap_or(port)))
+/// Where a WebSocket request goes.
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// `wss://`.
+    pub(crate) tls: bool,
+}
+
+impl Target {
+    pub(crate) fn of(
+        request: &tungstenite::handshake::client::Request,
+    ) -> Result<Target, tungstenite::Error> {
+        use tungstenite::error::UrlError;
+        let uri = request.uri();
+        let (tls, port) = match uri.scheme_str() {
+            Some("ws") => (false, 80),
+            Some("wss") => (true, 443),
+            _ => return Err(tungstenite::Error::Url(UrlError::UnsupportedUrlScheme)),
+        };
+        let host = uri.host().ok_or(tungstenite::Error::Url(UrlError::NoHostName))?;
+        // An IPv6 literal comes in brackets.
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        Ok(Target { host, port: uri.port_u16().unwrap_or(port), tls })
+    }
+
+    /// The name the server's certificate must carry (a DNS name or an IP address).
+    pub(crate) fn server_name(&self) -> Result<rustls_pki_types::ServerName<'static>, tungstenite::Error> {
+        rustls_pki_types::ServerName::try_from(self.host.clone()).map_err(|e| {
+            tungstenite::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: {e}", self.host),
+            ))
+        })
+    }
 }
 
 // ---- traffic -------------------------------------------------------------------------------

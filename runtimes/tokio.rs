@@ -29,26 +29,33 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ::tokio::io::{AsyncRead, AsyncWrite};
 use ::tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use ::tokio::sync::{broadcast, mpsc, oneshot, watch};
 use ::tokio::task::{JoinHandle, JoinSet};
 use ::tokio::time::sleep_until;
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message as WsMessage;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocketConfig;
 
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EVENT_BUFFER, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, TrafficCounters, TransportRequest,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, Target, TrafficCounters, TransportRequest,
     flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
     ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerConfig, ServerEvent,
-    SyncDocument,
+    ServerTls, ServerUrl, SyncDocument,
 };
+
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 fn deadline(at: Option<std::time::Instant>) -> ::tokio::time::Instant {
     // No deadline: an hour away; the loop recomputes it after every step anyway.
@@ -92,13 +99,26 @@ where
 {
     /// Listen on `addr` and serve `server` (any store, plugins already added).
     pub async fn serve(addr: impl ToSocketAddrs, server: Server<S>) -> io::Result<Self> {
+        Self::start(addr, server, None).await
+    }
+
+    /// [`serve`](Self::serve) over TLS: clients connect to `wss://`.
+    pub async fn serve_tls(addr: impl ToSocketAddrs, server: Server<S>, tls: ServerTls) -> io::Result<Self> {
+        Self::start(addr, server, Some(TlsAcceptor::from(tls.config().clone()))).await
+    }
+
+    async fn start(
+        addr: impl ToSocketAddrs,
+        server: Server<S>,
+        tls: Option<TlsAcceptor>,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let traffic = Arc::new(TrafficCounters::default());
         let task =
-            ::tokio::spawn(drive_server(listener, server, command_rx, events.clone(), traffic.clone()));
+            ::tokio::spawn(drive_server(listener, tls, server, command_rx, events.clone(), traffic.clone()));
         Ok(TokioServer { addr, commands, events, traffic, task })
     }
 
@@ -145,6 +165,7 @@ where
 
 async fn drive_server<S>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut server: Server<S>,
     mut commands: mpsc::UnboundedReceiver<ServerCommand<S>>,
     events: broadcast::Sender<ServerEvent>,
@@ -169,7 +190,7 @@ where
                     let id = server.accept(now());
                     let (tx, rx) = mpsc::unbounded_channel();
                     connections.insert(id, tx);
-                    tasks.spawn(serve_connection(id, stream, ws, inbound_tx.clone(), rx, traffic.clone()));
+                    tasks.spawn(serve_connection(id, stream, tls.clone(), ws, inbound_tx.clone(), rx, traffic.clone()));
                 }
             }
             Some(input) = inbound.recv() => handle_inbound(&mut server, &mut connections, input),
@@ -200,12 +221,19 @@ where
 async fn serve_connection(
     id: ConnectionId,
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     config: WebSocketConfig,
     inbound: mpsc::Sender<Inbound>,
     mut outbound: mpsc::UnboundedReceiver<Outbound>,
     traffic: Arc<TrafficCounters>,
 ) {
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+    let handshake = async {
+        let stream: Box<dyn Io> = match tls {
+            Some(tls) => Box::new(tls.accept(stream).await?),
+            None => Box::new(stream),
+        };
+        tokio_tungstenite::accept_async_with_config(stream, Some(config)).await.map_err(io::Error::other)
+    };
     let Ok(Ok(ws)) = ::tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await else {
         let _ = inbound.send(Inbound::Closed(id)).await;
         return;
@@ -246,11 +274,11 @@ async fn serve_connection(
 
 // ---- client --------------------------------------------------------------------------------
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Connecting = Pin<Box<dyn Future<Output = Result<Socket, tokio_tungstenite::tungstenite::Error>> + Send>>;
+type Socket = WebSocketStream<Box<dyn Io>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Socket, tungstenite::Error>> + Send>>;
 
 /// A crdt-sync client over WebSocket: a [`ClientSession`] driven on its own task, connected
-/// to `url` (`ws://host:port`) and reconnecting by itself, with backoff, whenever the
+/// to `url` (`ws://host:port` or `wss://host:port`) and reconnecting by itself, with backoff, whenever the
 /// connection is lost, for as long as it lives.
 #[derive(Debug)]
 pub struct TokioClient<D: SyncDocument + Send + 'static = Document> {
@@ -262,7 +290,7 @@ pub struct TokioClient<D: SyncDocument + Send + 'static = Document> {
 
 impl<D: SyncDocument + Send + 'static> TokioClient<D> {
     /// Start `session` on a task of the current tokio runtime and connect it to `url`.
-    pub fn connect(url: impl Into<String>, session: ClientSession<D>) -> Self {
+    pub fn connect(url: impl Into<ServerUrl>, session: ClientSession<D>) -> Self {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (status_tx, status) = watch::channel(session.status());
@@ -352,7 +380,7 @@ impl<D: SyncDocument + Send + 'static> TokioClient<D> {
 }
 
 async fn drive_client<D: SyncDocument + Send + 'static>(
-    url: String,
+    url: ServerUrl,
     session: ClientSession<D>,
     mut commands: mpsc::UnboundedReceiver<ClientCommand<D>>,
     events: broadcast::Sender<ClientEvent>,
@@ -405,7 +433,7 @@ async fn flush_client<D: SyncDocument>(
     core: &mut ClientCore<D>,
     socket: &mut Option<Socket>,
     connecting: &mut Option<Connecting>,
-    url: &str,
+    url: &ServerUrl,
     config: WebSocketConfig,
     events: &broadcast::Sender<ClientEvent>,
     status: &watch::Sender<ConnectionStatus>,
@@ -431,14 +459,7 @@ async fn flush_client<D: SyncDocument>(
         for request in requests {
             busy = true;
             match request {
-                TransportRequest::Open => {
-                    let request = url.to_owned();
-                    *connecting = Some(Box::pin(async move {
-                        tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-                            .await
-                            .map(|(ws, _)| ws)
-                    }));
-                }
+                TransportRequest::Open => *connecting = Some(Box::pin(open(url.clone(), config))),
                 TransportRequest::Close => {
                     if let Some(mut ws) = socket.take() {
                         let _ = ws.close(None).await;
@@ -451,4 +472,20 @@ async fn flush_client<D: SyncDocument>(
             return;
         }
     }
+}
+
+/// Connect to `url` and open the WebSocket (over TLS for `wss://`).
+async fn open(url: ServerUrl, config: WebSocketConfig) -> Result<Socket, tungstenite::Error> {
+    let request = url.as_str().into_client_request()?;
+    let target = Target::of(&request)?;
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if target.tls {
+        let connector = TlsConnector::from(url.tls().config().clone());
+        Box::new(connector.connect(target.server_name()?, tcp).await?)
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(ws)
 }

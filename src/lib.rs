@@ -243,6 +243,9 @@ pub mod plugin;
 mod runtime_common;
 mod session;
 mod store;
+#[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]
+#[path = "../runtimes/tls.rs"]
+mod tls;
 #[cfg(feature = "tokio")]
 #[path = "../runtimes/tokio.rs"]
 pub mod tokio;
@@ -275,6 +278,8 @@ pub use session::{
     ServerEvent, SyncDocument, Transmit,
 };
 pub use store::{DocumentStore, MemoryStore};
+#[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]
+pub use tls::{ClientTls, ServerTls, ServerUrl};
 
 /// The README's examples are compiled and run as doc tests, so it cannot drift from the API.
 #[cfg(doctest)]

@@ -17,16 +17,23 @@ fn serve(data: &std::path::Path) -> (Child, String) {
 }
 
 fn serve_on(data: &std::path::Path, listen: &str) -> (Child, String) {
+    serve_with(data, listen, &[])
+}
+
+/// Start `crdt-sync serve` with `extra` arguments; returns the child and the address it
+/// logs (`ws://` or `wss://`).
+fn serve_with(data: &std::path::Path, listen: &str, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", listen, "--data"])
         .arg(data)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let address = loop {
         let line = lines.next().expect("it logs where it listens").unwrap();
-        if let Some(at) = line.find("ws://") {
+        if let Some(at) = line.find("wss://").or_else(|| line.find("ws://")) {
             break line[at..].split_whitespace().next().unwrap().to_owned();
         }
     };
@@ -130,6 +137,45 @@ fn a_client_rides_out_a_killed_server() {
     let (ok, text) = run(&["cat", &url, "notes", "--container", "text"]);
     assert!(ok);
     assert_eq!(text, expected);
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `serve --tls-cert --tls-key` speaks wss:// only; `cat --ca` reads through it.
+#[test]
+fn serve_over_tls_and_cat_with_a_private_authority() {
+    let data = std::env::temp_dir().join(format!("crdt-sync-cli-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let (cert, key, ca) = (fixture("cert.pem"), fixture("key.pem"), fixture("ca.pem"));
+    let (mut server, address) = serve_with(&data, "127.0.0.1:0", &["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(address.starts_with("wss://"), "{address}");
+    let port = address.rsplit(':').next().unwrap();
+    let url = format!("wss://localhost:{port}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let trust = crdt_sync::ClientTls::with_root_certificates(&ca).unwrap();
+        let session = ClientSession::new(PeerId::new(7), ClientConfig::default());
+        let client = TokioClient::connect(crdt_sync::ServerUrl::new(&url).with_tls(trust), session);
+        client.subscribe("notes", Document::new(PeerId::new(7))).await;
+        client.edit("notes", |d| d.transact().text("text").insert(0, "sealed").map(drop).unwrap()).await;
+        tokio::time::timeout(Duration::from_secs(20), client.wait_saved("notes")).await.expect("saved");
+        client.close().await;
+    });
+    let (ok, text) = run(&["cat", &url, "notes", "--container", "text", "--ca", &ca]);
+    assert!(ok);
+    assert_eq!(text, "sealed");
+    // Without the private authority, cat trusts the web's and gets nothing.
+    let (ok, _) = run(&["cat", &url, "notes", "--container", "text"]);
+    assert!(!ok, "an untrusted certificate is refused");
+    // Half an identity is a usage error.
+    let half = Command::new(BIN).args(["serve", "--tls-cert", &cert]).output().unwrap();
+    assert!(!half.status.success());
     server.kill().unwrap();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&data);

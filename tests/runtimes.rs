@@ -1,7 +1,7 @@
 //! The socket runtimes over real loopback sockets, each one the same way: three clients
 //! converge, a client rides out a lost server and pushes its offline edits, a graceful
-//! shutdown keeps everything it acknowledged; and the runtimes interoperate (a blocking and
-//! a tokio client through an async-std server).
+//! shutdown keeps everything it acknowledged; the runtimes interoperate (a blocking and a
+//! tokio client through an async-std server); and every server and client speaks `wss://`.
 #![cfg(all(feature = "tokio", feature = "async-std", feature = "tungstenite"))]
 
 #[path = "../examples/support/net.rs"]
@@ -10,7 +10,10 @@ mod net;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crdt_sync::{ClientConfig, ClientSession, ConnectionStatus, Document, PeerId, Server, ServerConfig};
+use crdt_sync::{
+    ClientConfig, ClientSession, ClientTls, ConnectionStatus, Document, PeerId, Server, ServerConfig,
+    ServerTls, ServerUrl,
+};
 use net::{NetClient, NetServer, Runtime};
 
 const DOC: &str = "shared";
@@ -30,7 +33,7 @@ fn url(server: &NetServer) -> String {
 }
 
 /// A client of `runtime` syncing [`DOC`], reconnecting quickly.
-fn client(runtime: Runtime, url: &str, peer: u64) -> NetClient {
+fn client(runtime: Runtime, url: impl Into<ServerUrl>, peer: u64) -> NetClient {
     let config = ClientConfig::default().with_rng_seed(peer).with_reconnect(
         Duration::from_millis(20),
         Duration::from_millis(200),
@@ -207,4 +210,83 @@ fn a_blocking_and_a_tokio_client_edit_one_document_through_an_async_std_server()
     blocking.close();
     tokio.close();
     server.shutdown();
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_runtime_serves_and_connects_over_wss() {
+    let identity = ServerTls::from_pem_files(fixture("cert.pem"), fixture("key.pem")).unwrap();
+    let trust = ClientTls::with_root_certificates(fixture("ca.pem")).unwrap();
+    let runtimes = [Runtime::Tokio, Runtime::AsyncStd, Runtime::Blocking];
+    for server_runtime in runtimes {
+        let server = NetServer::serve_maybe_tls(
+            server_runtime,
+            loopback(),
+            Server::in_memory(ServerConfig::default()),
+            Some(identity.clone()),
+        )
+        .unwrap();
+        let url = format!("wss://localhost:{}", server.local_addr().port());
+        // One client of each runtime, each typing its name.
+        let clients: Vec<NetClient> = runtimes
+            .iter()
+            .enumerate()
+            .map(|(i, &runtime)| client(runtime, ServerUrl::new(&url).with_tls(trust.clone()), i as u64 + 1))
+            .collect();
+        for (c, runtime) in clients.iter().zip(runtimes) {
+            type_text(c, 0, &format!("[{}]", runtime.name()));
+            saved(c);
+        }
+        let expected = server.text(DOC);
+        for runtime in runtimes {
+            assert!(
+                expected.contains(&format!("[{}]", runtime.name())),
+                "{server_runtime:?} server: {expected:?}"
+            );
+        }
+        converge(&clients.iter().collect::<Vec<_>>(), &expected);
+        // A plain ws:// client gets no WebSocket out of a TLS port.
+        let plain = client(Runtime::Blocking, format!("ws://{}", server.local_addr()), 9);
+        assert!(!plain.wait_status(ConnectionStatus::Connected, Duration::from_millis(300)));
+        plain.close();
+        clients.into_iter().for_each(|c| drop(c.close()));
+        server.shutdown();
+    }
+}
+
+#[test]
+fn a_client_refuses_a_server_certificate_it_does_not_trust() {
+    let identity = ServerTls::from_pem_files(fixture("cert.pem"), fixture("key.pem")).unwrap();
+    let server = NetServer::serve_maybe_tls(
+        Runtime::Tokio,
+        loopback(),
+        Server::in_memory(ServerConfig::default()),
+        Some(identity),
+    )
+    .unwrap();
+    let url = format!("wss://localhost:{}", server.local_addr().port());
+    for runtime in [Runtime::Tokio, Runtime::AsyncStd, Runtime::Blocking] {
+        // The web's authorities (the default) never signed the test certificate.
+        let c = client(runtime, url.as_str(), 1);
+        type_text(&c, 0, "secret");
+        assert!(!c.wait_status(ConnectionStatus::Connected, Duration::from_millis(500)), "{runtime:?}");
+        let session = c.close();
+        assert_eq!(session.document(DOC).unwrap().text("text").to_string(), "secret", "kept locally");
+    }
+    assert_eq!(server.text(DOC), "", "nothing reached the server");
+    server.shutdown();
+}
+
+#[test]
+fn tls_identities_that_cannot_load_are_clear_errors() {
+    let missing = ServerTls::from_pem_files(fixture("nope.pem"), fixture("key.pem")).unwrap_err();
+    assert!(missing.to_string().contains("nope.pem"), "{missing}");
+    // A key where the certificate belongs: no certificate in it.
+    let swapped = ServerTls::from_pem_files(fixture("key.pem"), fixture("key.pem")).unwrap_err();
+    assert!(swapped.to_string().contains("no PEM certificate"), "{swapped}");
+    let no_roots = ClientTls::with_root_certificates(fixture("key.pem")).unwrap_err();
+    assert!(no_roots.to_string().contains("no PEM certificate"), "{no_roots}");
 }

@@ -7,7 +7,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crdt_sync::{ClientSession, ConnectionStatus, Document, MemoryStore, Server, Traffic};
+use crdt_sync::{
+    ClientSession, ConnectionStatus, Document, MemoryStore, Server, ServerTls, ServerUrl, Traffic,
+};
 
 /// Which runtime serves or connects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,21 +82,52 @@ pub enum NetServer {
 impl NetServer {
     /// Serve `server` on `addr` with `runtime`.
     pub fn serve(runtime: Runtime, addr: SocketAddr, server: Server<MemoryStore>) -> io::Result<NetServer> {
+        Self::serve_maybe_tls(runtime, addr, server, None)
+    }
+
+    /// Serve `server` on `addr` with `runtime`, over TLS (`wss://`) when `tls` is given.
+    pub fn serve_maybe_tls(
+        runtime: Runtime,
+        addr: SocketAddr,
+        server: Server<MemoryStore>,
+        tls: Option<ServerTls>,
+    ) -> io::Result<NetServer> {
         match runtime {
             #[cfg(feature = "tokio")]
-            Runtime::Tokio => tokio_runtime()
-                .block_on(crdt_sync::tokio::TokioServer::serve(addr, server))
-                .map(NetServer::Tokio),
+            Runtime::Tokio => {
+                use crdt_sync::tokio::TokioServer;
+                tokio_runtime()
+                    .block_on(async {
+                        match tls {
+                            Some(tls) => TokioServer::serve_tls(addr, server, tls).await,
+                            None => TokioServer::serve(addr, server).await,
+                        }
+                    })
+                    .map(NetServer::Tokio)
+            }
             #[cfg(feature = "async-std")]
-            Runtime::AsyncStd => async_io::block_on(crdt_sync::async_io::AsyncServer::serve(addr, server))
-                .map(NetServer::AsyncStd),
+            Runtime::AsyncStd => {
+                use crdt_sync::async_io::AsyncServer;
+                async_io::block_on(async {
+                    match tls {
+                        Some(tls) => AsyncServer::serve_tls(addr, server, tls).await,
+                        None => AsyncServer::serve(addr, server).await,
+                    }
+                })
+                .map(NetServer::AsyncStd)
+            }
             #[cfg(feature = "tungstenite")]
             Runtime::Blocking => {
-                crdt_sync::blocking::BlockingServer::serve(addr, server).map(NetServer::Blocking)
+                use crdt_sync::blocking::BlockingServer;
+                match tls {
+                    Some(tls) => BlockingServer::serve_tls(addr, server, tls),
+                    None => BlockingServer::serve(addr, server),
+                }
+                .map(NetServer::Blocking)
             }
             #[allow(unreachable_patterns)]
             other => {
-                drop(server);
+                drop((server, tls));
                 Err(other.missing())
             }
         }
@@ -167,7 +200,12 @@ pub enum NetClient {
 
 impl NetClient {
     /// Start `session` on `runtime`, connecting to `url`.
-    pub fn connect(runtime: Runtime, url: &str, session: ClientSession) -> io::Result<NetClient> {
+    pub fn connect(
+        runtime: Runtime,
+        url: impl Into<ServerUrl>,
+        session: ClientSession,
+    ) -> io::Result<NetClient> {
+        let url = url.into();
         match runtime {
             #[cfg(feature = "tokio")]
             Runtime::Tokio => {
