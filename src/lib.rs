@@ -213,6 +213,16 @@
 //! veto changes. [`Awareness`] / [`AwarenessServer`] are the built-in presence plugin:
 //! throttled, coalesced, expiring per-document states such as names and [`Cursor`]s.
 //!
+//! ## Runtimes
+//!
+//! If you would rather not write the loop, a cargo feature gives you WebSocket servers and
+//! clients built on it, with the same handles everywhere (connect, subscribe, edit, wait until
+//! saved, watch status and events, close), reconnection, and `ws://` or `wss://` (rustls):
+//! `tokio` (`tokio::TokioServer`, `tokio::TokioClient`), `async-io` for smol or any executor
+//! and `async-std` (`async_io::AsyncServer`, `async_io::AsyncClient`), and `tungstenite` for
+//! plain threads (`blocking::BlockingServer`, `blocking::BlockingClient`). They live in
+//! `runtimes/`, outside the sans-IO core; `cli` builds the `crdt-sync` server binary.
+//!
 //! ## Policies
 //!
 //! * No panic on any input: bytes from a peer are decoded with checked lengths, a checksum
