@@ -398,8 +398,12 @@ where
             flush_server(&mut server, &mut connections, |event| self.events.publish(event));
         }
         self.stop_accepting();
-        // What already arrived was sent before the shutdown: apply it (and ack it) first.
-        while let Ok(input) = input_rx.try_recv() {
+        // What already arrived was sent before the shutdown: apply it (and ack it) first, for
+        // a bounded time (a client flooding on would hold the shutdown up forever).
+        let until = now() + SHUTDOWN_GRACE;
+        while now() < until
+            && let Ok(input) = input_rx.try_recv()
+        {
             match input {
                 ServerInput::Connection(input) => handle_inbound(&mut server, &mut connections, input),
                 // Accepted after the shutdown: never served.

@@ -203,8 +203,12 @@ where
         }
         flush_server(&mut server, &mut connections, |event| drop(events.send(event)));
     }
-    // What already arrived was sent before the shutdown: apply it (and ack it) first.
-    while let Ok(input) = inbound.try_recv() {
+    // What already arrived was sent before the shutdown: apply it (and ack it) first, for
+    // a bounded time (a client flooding on would hold the shutdown up forever).
+    let until = now() + SHUTDOWN_GRACE;
+    while now() < until
+        && let Ok(input) = inbound.try_recv()
+    {
         handle_inbound(&mut server, &mut connections, input);
     }
     server.shutdown();
