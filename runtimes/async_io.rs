@@ -588,16 +588,20 @@ async fn drive_client<D: SyncDocument + Send + 'static>(
                         socket = Some(*ws);
                         session.handle_connected(now());
                     }
-                    Err(_) => session.handle_disconnected(now()),
+                    Err(e) => session.handle_transport_error(now(), e.to_string()),
                 }
             }
             ClientStep::Received(Some(Ok(WsMessage::Binary(frame)))) => session.handle_input(now(), &frame),
             ClientStep::Received(Some(Ok(
                 WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_),
             ))) => {}
-            ClientStep::Received(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) => {
+            ClientStep::Received(Some(Ok(WsMessage::Close(_))) | None) => {
                 socket = None;
                 session.handle_disconnected(now());
+            }
+            ClientStep::Received(Some(Err(e))) => {
+                socket = None;
+                session.handle_transport_error(now(), e.to_string());
             }
             ClientStep::Command(command) => core.command(command),
             ClientStep::Timeout => session.handle_timeout(now()),
@@ -626,10 +630,10 @@ async fn flush_client<D: SyncDocument>(
             busy = true;
             // Frames polled without a socket belong to a connection already gone.
             if let Some(ws) = socket.as_mut()
-                && futures_util::SinkExt::send(ws, WsMessage::Binary(frame.into())).await.is_err()
+                && let Err(e) = futures_util::SinkExt::send(ws, WsMessage::Binary(frame.into())).await
             {
                 *socket = None;
-                core.session.handle_disconnected(now());
+                core.session.handle_transport_error(now(), e.to_string());
             }
         }
         for request in core.drain_events(|event| events.publish(event), |s| status.set(s)) {

@@ -544,7 +544,8 @@ enum ClientInput<D: SyncDocument> {
     /// Connection attempt `attempt` finished.
     Opened(u64, Result<Box<WebSocket<SharedStream>>, tungstenite::Error>),
     Frame(u64, Vec<u8>),
-    Lost(u64),
+    /// The connection of attempt `attempt` ended, with the error if it broke.
+    Lost(u64, Option<String>),
 }
 
 /// A crdt-sync client over WebSocket: a [`ClientSession`] driven on a thread of its own,
@@ -564,7 +565,7 @@ impl<D: SyncDocument> std::fmt::Debug for ClientInput<D> {
             ClientInput::Command(command) => command.fmt(f),
             ClientInput::Opened(attempt, result) => write!(f, "Opened({attempt}, ok: {})", result.is_ok()),
             ClientInput::Frame(attempt, frame) => write!(f, "Frame({attempt}, {} bytes)", frame.len()),
-            ClientInput::Lost(attempt) => write!(f, "Lost({attempt})"),
+            ClientInput::Lost(attempt, error) => write!(f, "Lost({attempt}, {error:?})"),
         }
     }
 }
@@ -721,18 +722,21 @@ impl<D: SyncDocument + Send + 'static> ClientDriver<D> {
                         self.socket = Some(*ws);
                         session.handle_connected(now());
                     }
-                    Err(_) => session.handle_disconnected(now()),
+                    Err(e) => session.handle_transport_error(now(), e.to_string()),
                 },
                 // A socket nobody waits for any more: close it.
                 Ok(ClientInput::Opened(_, Ok(ws))) => close_socket(*ws),
                 Ok(ClientInput::Frame(attempt, frame)) if attempt == self.attempt => {
                     session.handle_input(now(), &frame)
                 }
-                Ok(ClientInput::Lost(attempt)) if attempt == self.attempt && self.socket.is_some() => {
+                Ok(ClientInput::Lost(attempt, error)) if attempt == self.attempt && self.socket.is_some() => {
                     self.socket = None;
-                    session.handle_disconnected(now());
+                    match error {
+                        Some(detail) => session.handle_transport_error(now(), detail),
+                        None => session.handle_disconnected(now()),
+                    }
                 }
-                Ok(ClientInput::Opened(..) | ClientInput::Frame(..) | ClientInput::Lost(_)) => {}
+                Ok(ClientInput::Opened(..) | ClientInput::Frame(..) | ClientInput::Lost(..)) => {}
                 Err(RecvTimeoutError::Timeout) => session.handle_timeout(now()),
                 // Cannot happen (this loop holds a sender); stop as if closed.
                 Err(RecvTimeoutError::Disconnected) => core.command(None),
@@ -755,16 +759,16 @@ impl<D: SyncDocument + Send + 'static> ClientDriver<D> {
                 // Frames polled without a socket belong to a connection already gone.
                 if let Some(ws) = self.socket.as_mut() {
                     sent = true;
-                    if ws.write(WsMessage::Binary(frame.into())).is_err() {
-                        self.lose_socket(core);
+                    if let Err(e) = ws.write(WsMessage::Binary(frame.into())) {
+                        self.lose_socket(core, e);
                     }
                 }
             }
             if sent
                 && let Some(ws) = self.socket.as_mut()
-                && ws.flush().is_err()
+                && let Err(e) = ws.flush()
             {
-                self.lose_socket(core);
+                self.lose_socket(core, e);
             }
             let (events, status) = (&self.events, &self.status);
             for request in core.drain_events(|event| events.publish(event), |s| status.set(s)) {
@@ -788,11 +792,11 @@ impl<D: SyncDocument + Send + 'static> ClientDriver<D> {
         }
     }
 
-    fn lose_socket(&mut self, core: &mut ClientCore<D>) {
+    fn lose_socket(&mut self, core: &mut ClientCore<D>, error: tungstenite::Error) {
         if let Some(ws) = self.socket.take() {
             close_socket(ws);
         }
-        core.session.handle_disconnected(now());
+        core.session.handle_transport_error(now(), error.to_string());
     }
 }
 
@@ -824,7 +828,7 @@ fn open_and_read<D: SyncDocument>(
             return;
         }
     };
-    loop {
+    let error = loop {
         match reader.read() {
             Ok(WsMessage::Binary(frame)) => {
                 if inputs.send(ClientInput::Frame(attempt, frame.into())).is_err() {
@@ -832,10 +836,11 @@ fn open_and_read<D: SyncDocument>(
                 }
             }
             Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_)) => {}
-            Ok(WsMessage::Close(_)) | Err(_) => break,
+            Ok(WsMessage::Close(_)) => break None,
+            Err(e) => break Some(e.to_string()),
         }
-    }
-    let _ = inputs.send(ClientInput::Lost(attempt));
+    };
+    let _ = inputs.send(ClientInput::Lost(attempt, error));
 }
 
 /// Connect to `url` and open the WebSocket (over TLS for `wss://`): its reading and its

@@ -18,8 +18,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use crdt_sync::tokio::{TokioClient, TokioServer};
 use crdt_sync::{
-    ClientConfig, ClientSession, ClientTls, ConnectionStatus, Document, DocumentStore, MemoryStore, PeerId,
-    Server, ServerConfig, ServerEvent, ServerTls, ServerUrl, VersionVector,
+    ClientConfig, ClientEvent, ClientSession, ClientTls, ConnectionStatus, Document, DocumentStore,
+    MemoryStore, PeerId, Server, ServerConfig, ServerEvent, ServerTls, ServerUrl, VersionVector,
 };
 use data_dir::DataDir;
 use tracing::{error, info, warn};
@@ -266,13 +266,30 @@ async fn cat(url: ServerUrl, name: &str, container: Option<&str>) -> Result<(), 
     );
     let shown = url.as_str().to_owned();
     let client = TokioClient::connect(url, ClientSession::new(peer, config));
+    // Keep the last transport failure, to say why if the client gives up.
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let mut events = client.events();
+    let last = failure.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ClientEvent::TransportFailed { detail }) => {
+                    *last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(detail);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
     client.subscribe(name, Document::new(peer)).await;
     // Nothing local to save: "saved" means the server's copy arrived. The client gives up
     // after a few failed attempts (a refused certificate, say): no need to wait longer.
     tokio::select! {
         _ = client.wait_saved(name) => {}
         _ = client.wait_status(ConnectionStatus::Disconnected) => {
-            return Err(format!("cannot reach {shown}: gave up after 3 failed connection attempts"));
+            let why = failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            let why = why.unwrap_or_else(|| "gave up after 3 attempts".into());
+            return Err(format!("cannot reach {shown}: {why}"));
         }
         _ = tokio::time::sleep(Duration::from_secs(10)) => {
             return Err(format!("no answer from {shown} within 10 s"));

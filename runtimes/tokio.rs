@@ -410,15 +410,19 @@ async fn drive_client<D: SyncDocument + Send + 'static>(
                         socket = Some(ws);
                         session.handle_connected(now());
                     }
-                    Err(_) => session.handle_disconnected(now()),
+                    Err(e) => session.handle_transport_error(now(), e.to_string()),
                 }
             }
             message = async { socket.as_mut().expect("guarded").next().await }, if socket.is_some() => match message {
                 Some(Ok(WsMessage::Binary(frame))) => session.handle_input(now(), &frame),
                 Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Text(_) | WsMessage::Frame(_))) => {}
-                Some(Ok(WsMessage::Close(_)) | Err(_)) | None => {
+                Some(Ok(WsMessage::Close(_))) | None => {
                     socket = None;
                     session.handle_disconnected(now());
+                }
+                Some(Err(e)) => {
+                    socket = None;
+                    session.handle_transport_error(now(), e.to_string());
                 }
             },
             command = commands.recv() => core.command(command),
@@ -448,10 +452,10 @@ async fn flush_client<D: SyncDocument>(
             busy = true;
             // Frames polled without a socket belong to a connection already gone.
             if let Some(ws) = socket.as_mut()
-                && ws.send(WsMessage::Binary(frame.into())).await.is_err()
+                && let Err(e) = ws.send(WsMessage::Binary(frame.into())).await
             {
                 *socket = None;
-                core.session.handle_disconnected(now());
+                core.session.handle_transport_error(now(), e.to_string());
             }
         }
         let requests = core.drain_events(

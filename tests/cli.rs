@@ -171,8 +171,10 @@ fn serve_over_tls_and_cat_with_a_private_authority() {
     assert!(ok);
     assert_eq!(text, "sealed");
     // Without the private authority, cat trusts the web's and gets nothing.
-    let (ok, _) = run(&["cat", &url, "notes", "--container", "text"]);
-    assert!(!ok, "an untrusted certificate is refused");
+    let refused = Command::new(BIN).args(["cat", &url, "notes", "--container", "text"]).output().unwrap();
+    assert!(!refused.status.success(), "an untrusted certificate is refused");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("certificate"), "it says why: {said}");
     // Half an identity is a usage error.
     let half = Command::new(BIN).args(["serve", "--tls-cert", &cert]).output().unwrap();
     assert!(!half.status.success());

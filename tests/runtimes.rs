@@ -272,7 +272,10 @@ fn a_client_refuses_a_server_certificate_it_does_not_trust() {
         // The web's authorities (the default) never signed the test certificate.
         let c = client(runtime, url.as_str(), 1);
         type_text(&c, 0, "secret");
-        assert!(!c.wait_status(ConnectionStatus::Connected, Duration::from_millis(500)), "{runtime:?}");
+        // The application learns why it cannot connect (it keeps retrying).
+        let why = c.next_transport_failure(PATIENCE).expect("a transport failure event");
+        assert!(why.to_lowercase().contains("certificate"), "{runtime:?}: {why}");
+        assert!(!c.wait_status(ConnectionStatus::Connected, Duration::from_millis(300)), "{runtime:?}");
         let session = c.close();
         assert_eq!(session.document(DOC).unwrap().text("text").to_string(), "secret", "kept locally");
     }

@@ -112,3 +112,27 @@ fn a_capped_client_gives_up_and_says_so() {
     assert_eq!(opens, 4, "the first attempt and three retries");
     assert_eq!(client.status(), ConnectionStatus::Disconnected);
 }
+
+#[test]
+fn a_transport_error_is_reported_and_retried_like_a_lost_connection() {
+    #[allow(clippy::disallowed_methods)] // the test's epoch
+    let start = Instant::now();
+    let config =
+        ClientConfig::default().with_reconnect(Duration::from_millis(100), Duration::from_secs(1), None);
+    let mut client = ClientSession::new(PeerId::new(1), config);
+    client.connect(start);
+    while client.poll_event().is_some() {}
+    client.handle_transport_error(start, "invalid peer certificate: UnknownIssuer");
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert_eq!(
+        events.first(),
+        Some(&ClientEvent::TransportFailed { detail: "invalid peer certificate: UnknownIssuer".into() }),
+        "{events:?}"
+    );
+    assert_eq!(client.status(), ConnectionStatus::Reconnecting, "still trying: {events:?}");
+    // The next attempt comes on the backoff schedule, as after any lost connection.
+    let next = client.poll_timeout().expect("a retry is scheduled");
+    assert!(next - start <= Duration::from_millis(100));
+    client.handle_timeout(next);
+    assert!(std::iter::from_fn(|| client.poll_event()).any(|e| e == ClientEvent::OpenTransport));
+}

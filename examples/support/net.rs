@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crdt_sync::{
-    ClientSession, ConnectionStatus, Document, MemoryStore, Server, ServerTls, ServerUrl, Traffic,
+    ClientEvent, ClientSession, ConnectionStatus, Document, MemoryStore, Server, ServerTls, ServerUrl,
+    Traffic,
 };
 
 /// Which runtime serves or connects.
@@ -288,6 +289,71 @@ impl NetClient {
             NetClient::AsyncStd(c) => async_within(timeout, c.wait_status(status)).is_some(),
             #[cfg(feature = "tungstenite")]
             NetClient::Blocking(c) => c.wait_status_timeout(status, timeout),
+        }
+    }
+
+    /// The detail of the next [`ClientEvent::TransportFailed`] within `timeout`.
+    pub fn next_transport_failure(&self, timeout: Duration) -> Option<String> {
+        let failure = |event: ClientEvent| match event {
+            ClientEvent::TransportFailed { detail } => Some(detail),
+            _ => None,
+        };
+        match self {
+            #[cfg(feature = "tokio")]
+            NetClient::Tokio(c) => {
+                let mut events = c.events();
+                tokio_runtime()
+                    .block_on(async {
+                        tokio::time::timeout(timeout, async {
+                            loop {
+                                match events.recv().await {
+                                    Ok(event) => {
+                                        if let Some(detail) = failure(event) {
+                                            return Some(detail);
+                                        }
+                                    }
+                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                    Err(_) => return None,
+                                }
+                            }
+                        })
+                        .await
+                    })
+                    .ok()
+                    .flatten()
+            }
+            #[cfg(feature = "async-std")]
+            NetClient::AsyncStd(c) => {
+                let mut events = c.events();
+                async_within(timeout, async {
+                    while let Ok(event) = events.recv().await {
+                        if let Some(detail) = failure(event) {
+                            return Some(detail);
+                        }
+                    }
+                    None
+                })
+                .flatten()
+            }
+            #[cfg(feature = "tungstenite")]
+            NetClient::Blocking(c) => {
+                let mut events = c.events();
+                #[allow(clippy::disallowed_methods)] // real sockets, real time
+                let deadline = std::time::Instant::now() + timeout;
+                #[allow(clippy::disallowed_methods)]
+                while std::time::Instant::now() < deadline {
+                    match events.try_recv() {
+                        Ok(event) => {
+                            if let Some(detail) = failure(event) {
+                                return Some(detail);
+                            }
+                        }
+                        Err(async_broadcast::TryRecvError::Closed) => return None,
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+                None
+            }
         }
     }
 

@@ -326,6 +326,15 @@ impl<D: SyncDocument> ClientSession<D> {
         self.schedule_reconnect(now);
     }
 
+    /// The transport failed with an error, or could not be opened: as
+    /// [`handle_disconnected`](Self::handle_disconnected), and the session reports
+    /// [`ClientEvent::TransportFailed`] with `detail` so that the application can say why
+    /// it is reconnecting.
+    pub fn handle_transport_error(&mut self, now: Instant, detail: impl Into<String>) {
+        self.events.push_back(ClientEvent::TransportFailed { detail: detail.into() });
+        self.handle_disconnected(now);
+    }
+
     /// A frame arrived from the server.
     pub fn handle_input(&mut self, now: Instant, frame: &[u8]) {
         self.last_now = Some(now);

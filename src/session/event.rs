@@ -90,6 +90,13 @@ pub enum ClientEvent {
         /// The plugin's reason.
         reason: String,
     },
+    /// The transport failed: the connection could not be opened (refused, unreachable, a
+    /// TLS certificate not trusted, a WebSocket handshake refused) or broke with an error.
+    /// The session reconnects as usual; this says why it has to.
+    TransportFailed {
+        /// What the runtime reported, for logs and users.
+        detail: String,
+    },
     /// Something went wrong; the session carries on (or reconnects) unless the status says
     /// otherwise.
     Error(ProtocolError),
