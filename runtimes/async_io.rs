@@ -440,7 +440,11 @@ impl<D: SyncDocument + Send + 'static> AsyncClient<D> {
 
     /// Start `session` on a task given to `spawn` (for smol: `|task|
     /// smol::spawn(task).detach()`) and connect it to `url`.
-    pub fn connect_on(url: impl Into<ServerUrl>, session: ClientSession<D>, spawn: impl Fn(Task)) -> Self {
+    pub fn connect_on(
+        url: impl Into<ServerUrl>,
+        session: ClientSession<D>,
+        spawn: impl FnOnce(Task),
+    ) -> Self {
         let (commands, command_rx) = async_channel::unbounded();
         let (stopped_tx, stopped) = async_channel::bounded(1);
         let events = Arc::new(EventHub::new());

@@ -293,3 +293,34 @@ fn tls_identities_that_cannot_load_are_clear_errors() {
     let no_roots = ClientTls::with_root_certificates(fixture("key.pem")).unwrap_err();
     assert!(no_roots.to_string().contains("no PEM certificate"), "{no_roots}");
 }
+
+/// The async-io runtime needs no particular executor: here each task runs on a thread of
+/// its own under `async_io::block_on`, the way smol's or any other executor would run it.
+#[test]
+fn the_async_io_runtime_runs_on_any_executor() {
+    use crdt_sync::async_io::{AsyncClient, AsyncServer, Task};
+    fn spawn(task: Task) {
+        std::thread::spawn(move || async_io::block_on(task));
+    }
+    let run = async {
+        let server = AsyncServer::serve_on("127.0.0.1:0", Server::in_memory(ServerConfig::default()), spawn)
+            .await
+            .unwrap();
+        let url = format!("ws://{}", server.local_addr());
+        let session = ClientSession::new(PeerId::new(1), ClientConfig::default());
+        let client = AsyncClient::connect_on(url, session, spawn);
+        client.subscribe(DOC, Document::new(PeerId::new(1))).await;
+        client.edit(DOC, |d| d.transact().text("text").insert(0, "anywhere").map(drop).unwrap()).await;
+        client.wait_saved(DOC).await;
+        let text = server.with(|s| s.document(DOC).unwrap().text("text").to_string()).await;
+        assert_eq!(text.as_deref(), Some("anywhere"));
+        client.close().await;
+        server.shutdown().await;
+        true
+    };
+    let give_up = async {
+        async_io::Timer::after(PATIENCE).await;
+        false
+    };
+    assert!(async_io::block_on(futures_lite::future::or(run, give_up)), "stuck for {PATIENCE:?}");
+}
