@@ -5,6 +5,7 @@
 //! crdt-sync serve [--listen ADDR] [--data DIR] [--flush-ms MS] [--tls-cert PEM --tls-key PEM]
 //! crdt-sync cat URL DOC [--container NAME] [--ca PEM]
 //! crdt-sync export --data DIR DOC [--container NAME]
+//! crdt-sync ls --data DIR
 //! ```
 
 #[path = "data_dir.rs"]
@@ -77,6 +78,13 @@ enum Command {
         #[arg(long)]
         container: Option<String>,
     },
+    /// List the documents of a data folder with their sizes on disk, one `NAME<TAB>BYTES`
+    /// line each (also while a server runs on it).
+    Ls {
+        /// The data folder.
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +127,7 @@ fn main() -> ExitCode {
                 cat(url, &doc, container.as_deref()).await
             }
             Command::Export { data, doc, container } => export(&data, &doc, container.as_deref()),
+            Command::Ls { data } => list(&data),
         }
     });
     match result {
@@ -309,6 +318,14 @@ fn export(data: &Path, name: &str, container: Option<&str>) -> Result<(), String
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no document {name:?} in {}", data.display()))?;
     print!("{}", render(&doc, container));
+    Ok(())
+}
+
+fn list(data: &Path) -> Result<(), String> {
+    let dir = DataDir::existing(data).map_err(|e| e.to_string())?;
+    for (name, bytes) in dir.list().map_err(|e| format!("{}: {e}", data.display()))? {
+        println!("{name}\t{bytes}");
+    }
     Ok(())
 }
 

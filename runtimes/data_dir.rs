@@ -44,6 +44,23 @@ impl DataDir {
     /// would let an empty document overwrite it later.
     pub fn load_all(&self, peer: PeerId) -> io::Result<Vec<(String, Document)>> {
         let mut out = Vec::new();
+        for (name, path) in self.files()? {
+            let bytes = fs::read(&path)?;
+            let doc = Document::load(&bytes, peer).map_err(|e| invalid(&path, e))?;
+            out.push((name, doc));
+        }
+        Ok(out)
+    }
+
+    /// The stored documents' names and sizes on disk in bytes, sorted by name, without
+    /// decoding them.
+    pub fn list(&self) -> io::Result<Vec<(String, u64)>> {
+        self.files()?.into_iter().map(|(name, path)| Ok((name, fs::metadata(&path)?.len()))).collect()
+    }
+
+    /// Each document file with its document's name, sorted by name.
+    fn files(&self) -> io::Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
         for entry in fs::read_dir(&self.documents)? {
             let path = entry?.path();
             if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
@@ -52,11 +69,9 @@ impl DataDir {
             let Some(name) = path.file_stem().and_then(|s| s.to_str()).and_then(decode_name) else {
                 continue;
             };
-            let bytes = fs::read(&path)?;
-            let doc = Document::load(&bytes, peer).map_err(|e| invalid(&path, e))?;
-            out.push((name, doc));
+            out.push((name, path));
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort();
         Ok(out)
     }
 

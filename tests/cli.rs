@@ -83,6 +83,23 @@ fn serve_cat_terminate_export() {
     assert_eq!(text, "héllo, wörld");
     let (ok, _) = run(&["export", "--data", data_arg, "missing"]);
     assert!(!ok, "a missing document is an error");
+    // `ls` names every stored document with its size on disk.
+    let (ok, listing) = run(&["ls", "--data", data_arg]);
+    assert!(ok);
+    let rows: Vec<(&str, u64)> = listing
+        .lines()
+        .map(|line| {
+            let (name, bytes) = line.split_once('\t').expect("NAME<TAB>BYTES");
+            (name, bytes.parse().expect("a size"))
+        })
+        .collect();
+    assert_eq!(rows.len(), 1, "{listing}");
+    assert_eq!(rows[0].0, "notes");
+    let on_disk =
+        std::fs::read_dir(data.join("documents")).unwrap().next().unwrap().unwrap().metadata().unwrap().len();
+    assert_eq!(rows[0].1, on_disk);
+    let (ok, _) = run(&["ls", "--data", "/nonexistent/crdt-sync"]);
+    assert!(!ok, "a folder that is not a data folder is an error");
 
     // And a restarted server serves it from the folder.
     let (mut server, url) = serve(&data);
