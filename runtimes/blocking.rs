@@ -65,13 +65,19 @@ enum SharedStream {
     Tls(Arc<TlsStream>),
 }
 
-/// TLS over TCP for two threads. The reader waits for bytes without holding the TLS state,
-/// so that the writer is never blocked behind a read; the state is locked only to feed it
-/// what arrived and to take plaintext out, or to seal what goes.
+/// TLS over TCP for two threads. Neither thread holds the TLS state while it waits on the
+/// socket: the reader waits for bytes and then locks the state to feed it what arrived and
+/// take plaintext out; the writer locks it to seal, then sends without it. So a write
+/// blocked on a full socket never stops the reader from draining the other direction
+/// (two peers writing large frames at each other would otherwise deadlock).
 #[derive(Debug)]
 struct TlsStream {
     tcp: Arc<TcpStream>,
     tls: Mutex<rustls::Connection>,
+    /// Taken before the TLS lock is released and held while sending, so that records reach
+    /// the wire in the order they were sealed (TLS numbers them).
+    send: Mutex<()>,
+    incoming: Mutex<Incoming>,
 }
 
 impl SharedStream {
@@ -85,7 +91,13 @@ impl SharedStream {
         while tls.is_handshaking() {
             tls.complete_io(&mut &*tcp)?;
         }
-        Ok(SharedStream::Tls(Arc::new(TlsStream { tcp, tls: Mutex::new(tls) })))
+        let incoming = Incoming { bytes: vec![0; 16 * 1024].into_boxed_slice(), start: 0, end: 0 };
+        Ok(SharedStream::Tls(Arc::new(TlsStream {
+            tcp,
+            tls: Mutex::new(tls),
+            send: Mutex::new(()),
+            incoming: Mutex::new(incoming),
+        })))
     }
 
     fn tcp(&self) -> &TcpStream {
@@ -116,11 +128,7 @@ impl Write for SharedStream {
                 let _whole = lock(write_lock);
                 (&**tcp).write_all(buf)?;
             }
-            SharedStream::Tls(stream) => {
-                let mut tls = lock(&stream.tls);
-                tls.writer().write_all(buf)?;
-                send_sealed(&mut tls, &stream.tcp)?;
-            }
+            SharedStream::Tls(stream) => stream.write(buf)?,
         }
         Ok(buf.len())
     }
@@ -130,45 +138,90 @@ impl Write for SharedStream {
     }
 }
 
-/// Put on the wire everything the TLS state has sealed.
-fn send_sealed(tls: &mut rustls::Connection, mut tcp: &TcpStream) -> io::Result<()> {
-    while tls.wants_write() {
-        tls.write_tls(&mut tcp)?;
-    }
-    Ok(())
-}
-
 impl TlsStream {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut raw = [0u8; 16 * 1024];
+    /// Seal all of `buf` and send it. rustls takes plaintext only up to its buffer limit,
+    /// so a large frame goes in several rounds, each sent before the next is sealed.
+    fn write(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let mut tls = lock(&self.tls);
+            let taken = tls.writer().write(buf)?;
+            buf = &buf[taken..];
+            let sent_something = tls.wants_write();
+            self.send_sealed(tls)?;
+            if taken == 0 && !sent_something {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "TLS accepted no more plaintext"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Send what the TLS state has sealed, releasing the state before the socket write.
+    fn send_sealed(&self, mut tls: std::sync::MutexGuard<'_, rustls::Connection>) -> io::Result<()> {
+        let mut sealed = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut sealed)?;
+        }
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        let _in_order = lock(&self.send);
+        drop(tls);
+        (&*self.tcp).write_all(&sealed)
+    }
+
+    fn read(&self, out: &mut [u8]) -> io::Result<usize> {
+        // Only the reader thread reads: this lock is never contended.
+        let mut incoming = lock(&self.incoming);
+        let mut ended = false;
         loop {
-            match lock(&self.tls).reader().read(buf) {
+            let mut tls = lock(&self.tls);
+            match tls.reader().read(out) {
                 // Plaintext, or 0 after the peer's close_notify.
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            let n = (&*self.tcp).read(&mut raw)?;
-            let mut tls = lock(&self.tls);
-            let mut arrived = &raw[..n];
-            // `read_tls` of nothing tells rustls the TCP stream ended.
-            loop {
-                tls.read_tls(&mut arrived)?;
-                if arrived.is_empty() {
-                    break;
-                }
+            if ended {
+                return Ok(0);
             }
-            tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            // TLS may answer by itself (a key update, a close).
-            send_sealed(&mut tls, &self.tcp)?;
+            if incoming.start < incoming.end {
+                // Fed only as much as rustls takes: it refuses more while it holds
+                // plaintext nobody read, which is why leftovers wait here.
+                let mut pending = &incoming.bytes[incoming.start..incoming.end];
+                let before = pending.len();
+                tls.read_tls(&mut pending)?;
+                let taken = before - pending.len();
+                incoming.start += taken;
+                let state =
+                    tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if taken == 0 && state.plaintext_bytes_to_read() == 0 {
+                    return Err(io::Error::other("TLS took no bytes and gave no plaintext"));
+                }
+                // TLS may answer by itself (a key update, an alert).
+                self.send_sealed(tls)?;
+                continue;
+            }
+            drop(tls);
+            let Incoming { bytes, start, end } = &mut *incoming;
+            let n = (&*self.tcp).read(bytes)?;
+            (*start, *end) = (0, n);
             if n == 0 {
-                return match tls.reader().read(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                    other => other,
-                };
+                // `read_tls` of nothing tells rustls the TCP stream ended.
+                let mut tls = lock(&self.tls);
+                tls.read_tls(&mut &[][..])?;
+                tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                ended = true;
             }
         }
     }
+}
+
+/// Ciphertext read from the socket and not yet taken by rustls.
+#[derive(Debug)]
+struct Incoming {
+    bytes: Box<[u8]>,
+    start: usize,
+    end: usize,
 }
 
 /// Wait on `inputs` until the next input or until `deadline`.
