@@ -325,32 +325,32 @@ fn the_async_io_runtime_runs_on_any_executor() {
     assert!(async_io::block_on(futures_lite::future::or(run, give_up)), "stuck for {PATIENCE:?}");
 }
 
-/// Frames far larger than TLS's record and buffer sizes cross `wss://` both ways on every
-/// runtime: a client types a large text in one edit, another subscribes and receives it whole.
+/// Frames far larger than TLS's record and buffer sizes and the sockets' buffers cross
+/// `ws://` and `wss://` both ways on every runtime: a client types a large text in one edit,
+/// another subscribes and receives it whole.
 #[test]
-fn large_frames_cross_wss_both_ways() {
+fn large_frames_cross_both_ways() {
     let identity = ServerTls::from_pem_files(fixture("cert.pem"), fixture("key.pem")).unwrap();
     let trust = ClientTls::with_root_certificates(fixture("ca.pem")).unwrap();
     // ~600 KB of text, not compressible to nothing: the frames stay hundreds of KB.
     let big: String = (0..60_000u32).map(|i| format!("{:09}\n", i.wrapping_mul(2_654_435_761))).collect();
-    for runtime in [Runtime::Tokio, Runtime::AsyncStd, Runtime::Blocking] {
-        let server = NetServer::serve_maybe_tls(
-            runtime,
-            loopback(),
-            Server::in_memory(ServerConfig::default()),
-            Some(identity.clone()),
-        )
-        .unwrap();
-        let url =
-            ServerUrl::new(format!("wss://localhost:{}", server.local_addr().port())).with_tls(trust.clone());
+    let runtimes = [Runtime::Tokio, Runtime::AsyncStd, Runtime::Blocking];
+    for (runtime, secure) in runtimes.into_iter().flat_map(|r| [(r, false), (r, true)]) {
+        let tls = secure.then(|| identity.clone());
+        let server =
+            NetServer::serve_maybe_tls(runtime, loopback(), Server::in_memory(ServerConfig::default()), tls)
+                .unwrap();
+        let scheme = if secure { "wss" } else { "ws" };
+        let url = ServerUrl::new(format!("{scheme}://localhost:{}", server.local_addr().port()))
+            .with_tls(trust.clone());
         let writer = client(runtime, url.clone(), 1);
         type_text(&writer, 0, &big);
         assert!(
             writer.wait_saved(DOC, PATIENCE),
-            "{runtime:?}: not saved: {:?}",
+            "{runtime:?} {scheme}: not saved: {:?}",
             writer.next_transport_failure(Duration::from_secs(2))
         );
-        assert_eq!(server.text(DOC).len(), big.len(), "{runtime:?}: the server has it all");
+        assert_eq!(server.text(DOC).len(), big.len(), "{runtime:?} {scheme}: the server has it all");
         let reader = client(runtime, url, 2);
         converge(&[&reader], &big);
         writer.close();
