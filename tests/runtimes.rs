@@ -1,6 +1,7 @@
 //! The socket runtimes over real loopback sockets, each one the same way: three clients
 //! converge, a client rides out a lost server and pushes its offline edits, a graceful
-//! shutdown keeps everything it acknowledged; the runtimes interoperate (a blocking and a
+//! shutdown keeps everything it acknowledged, a client started before its server connects
+//! once it is up; the runtimes interoperate (a blocking and a
 //! tokio client through an async-std server); and every server and client speaks `wss://`.
 #![cfg(all(feature = "tokio", feature = "async-std", feature = "tungstenite"))]
 
@@ -172,6 +173,19 @@ fn a_graceful_shutdown_keeps_everything_it_acknowledged(runtime: Runtime) {
     }
 }
 
+fn a_client_started_before_its_server_connects_once_it_is_up(runtime: Runtime) {
+    // A free port, with nothing listening on it yet.
+    let addr = std::net::TcpListener::bind(loopback()).unwrap().local_addr().unwrap();
+    let early = client(runtime, format!("ws://{addr}"), 1);
+    type_text(&early, 0, "typed before the server existed");
+    assert!(!early.wait_status(ConnectionStatus::Connected, Duration::from_millis(100)));
+    let server = NetServer::serve(runtime, addr, Server::in_memory(ServerConfig::default())).unwrap();
+    saved(&early);
+    assert_eq!(server.text(DOC), "typed before the server existed");
+    early.close();
+    server.shutdown();
+}
+
 macro_rules! on_each_runtime {
     ($($scenario:ident),* $(,)?) => {
         mod tokio {
@@ -190,6 +204,7 @@ on_each_runtime!(
     three_clients_converge_on_one_document,
     a_client_that_loses_the_server_pushes_its_offline_edits_when_it_returns,
     a_graceful_shutdown_keeps_everything_it_acknowledged,
+    a_client_started_before_its_server_connects_once_it_is_up,
 );
 
 #[test]
