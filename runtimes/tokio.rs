@@ -194,6 +194,9 @@ where
                 }
             }
             Some(input) = inbound.recv() => handle_inbound(&mut server, &mut connections, input),
+            // Reap finished connection tasks: a JoinSet keeps each one's result until it is
+            // joined, which over a long-running server's reconnects would only grow.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             command = commands.recv() => match command {
                 Some(ServerCommand::Run(job)) => job(&mut server),
                 // Shutdown, or every handle dropped.

@@ -584,7 +584,6 @@ impl Document {
         Ok(status)
     }
 
-    /// Apply a validated, ready change and record it; collects what an event reports.
     /// [`Document::apply_changes`] for changes the caller keeps (a server forwards them
     /// after applying): the usual single next change is applied without copying it whole,
     /// only what the history stores of it; anything else goes the general way, on a copy.
@@ -626,6 +625,7 @@ impl Document {
         Ok(ImportStatus { applied: 1, ..ImportStatus::default() })
     }
 
+    /// Apply a validated, ready change and record it; collects what an event reports.
     fn apply_valid(
         &mut self,
         change: Cow<'_, Change>,
