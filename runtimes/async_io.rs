@@ -49,13 +49,13 @@ use tungstenite::protocol::WebSocketConfig;
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, Target, TrafficCounters,
-    TransportRequest, flush_server, handle_inbound, now, ws_config,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, StorageThread, Target,
+    TrafficCounters, TransportRequest, check_storage, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
-    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerEvent, ServerTls,
-    ServerUrl, SyncDocument,
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, DurableStorage, Server,
+    ServerEvent, ServerTls, ServerUrl, StorageOutcome, SyncDocument,
 };
 
 /// A connection's byte stream: TCP, or TLS over TCP.
@@ -164,25 +164,63 @@ where
         tls: ServerTls,
         spawn: impl Fn(Task) + Send + Sync + 'static,
     ) -> io::Result<Self> {
-        Self::start(addr, server, Some(TlsAcceptor::from(tls.config().clone())), Arc::new(spawn)).await
+        Self::start(addr, server, Some(TlsAcceptor::from(tls.config().clone())), None, Arc::new(spawn)).await
     }
 
     /// Listen on `addr` and serve `server`, running its tasks through `spawn` (for smol:
-    /// `|task| smol::spawn(task).detach()`).
+    /// `|task| smol::spawn(task).detach()`). A durable server needs
+    /// [`serve_durable_on`](Self::serve_durable_on).
     pub async fn serve_on(
         addr: impl AsyncToSocketAddrs,
         server: Server<S>,
         spawn: impl Fn(Task) + Send + Sync + 'static,
     ) -> io::Result<Self> {
-        Self::start(addr, server, None, Arc::new(spawn)).await
+        Self::start(addr, server, None, None, Arc::new(spawn)).await
+    }
+
+    /// Serve a durable `server` ([`crate::ServerConfig::durable`]) on `addr` (over TLS if
+    /// `tls` is given), its documents in `storage` (`crdt_sync::sqlite::SqliteStorage`,
+    /// say), which runs on a thread of its own; tasks run through `spawn`. A client's
+    /// changes are acknowledged once committed there, and [`shutdown`](Self::shutdown)
+    /// commits everything applied before it says goodbye.
+    pub async fn serve_durable_on<T>(
+        addr: impl AsyncToSocketAddrs,
+        server: Server<S>,
+        storage: T,
+        tls: Option<ServerTls>,
+        spawn: impl Fn(Task) + Send + Sync + 'static,
+    ) -> io::Result<Self>
+    where
+        T: DurableStorage<Document = S::Document> + Send + 'static,
+    {
+        let (answers, outcomes) = async_channel::unbounded();
+        let thread = StorageThread::spawn(storage, move |outcome| drop(answers.try_send(outcome)))?;
+        let tls = tls.map(|tls| TlsAcceptor::from(tls.config().clone()));
+        Self::start(addr, server, tls, Some((thread, outcomes)), Arc::new(spawn)).await
+    }
+
+    /// [`serve_durable_on`](Self::serve_durable_on) on async-std's executor.
+    #[cfg(feature = "async-std")]
+    pub async fn serve_durable<T>(
+        addr: impl AsyncToSocketAddrs,
+        server: Server<S>,
+        storage: T,
+        tls: Option<ServerTls>,
+    ) -> io::Result<Self>
+    where
+        T: DurableStorage<Document = S::Document> + Send + 'static,
+    {
+        Self::serve_durable_on(addr, server, storage, tls, spawn_on_async_std).await
     }
 
     async fn start(
         addr: impl AsyncToSocketAddrs,
         server: Server<S>,
         tls: Option<TlsAcceptor>,
+        storage: Option<Storage<S::Document>>,
         spawn: Spawner,
     ) -> io::Result<Self> {
+        check_storage(&server, storage.is_some())?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (commands, command_rx) = async_channel::unbounded();
@@ -196,6 +234,7 @@ where
             events: events.clone(),
             traffic: traffic.clone(),
             spawn: spawn.clone(),
+            storage,
         };
         spawn(Box::pin(async move {
             let _ = stopped_tx.send(driver.run(server).await).await;
@@ -251,13 +290,29 @@ struct ServerDriver<S: DocumentStore> {
     events: Arc<EventHub<ServerEvent>>,
     traffic: Arc<TrafficCounters>,
     spawn: Spawner,
+    storage: Option<Storage<S::Document>>,
 }
+
+/// A durable server's storage thread and the channel its answers come back on.
+type Storage<D> = (StorageThread, Receiver<StorageOutcome<D>>);
 
 enum ServerStep<S: DocumentStore> {
     Accepted(io::Result<TcpStream>),
     Input(Inbound),
     Command(Option<ServerCommand<S>>),
+    Storage(StorageOutcome<S::Document>),
     Timeout,
+}
+
+/// The next storage answer; never, without storage (or once its thread is gone).
+async fn next_outcome<D>(storage: &Option<Storage<D>>) -> StorageOutcome<D> {
+    match storage {
+        Some((_, outcomes)) => match outcomes.recv().await {
+            Ok(outcome) => outcome,
+            Err(_) => futures_lite::future::pending().await,
+        },
+        None => futures_lite::future::pending().await,
+    }
 }
 
 impl<S> ServerDriver<S>
@@ -265,7 +320,7 @@ where
     S: DocumentStore + Send + 'static,
     S::Document: Send,
 {
-    async fn run(self, mut server: Server<S>) -> Server<S> {
+    async fn run(mut self, mut server: Server<S>) -> Server<S> {
         let (inbound_tx, inbound) = async_channel::bounded::<Inbound>(INBOUND_FRAMES);
         // Every connection task holds `stop`; closing it ends those still running after
         // the shutdown grace, and `alive` closes once they all have ended.
@@ -284,10 +339,10 @@ where
                 race(
                     // Never closed: this loop holds a sender.
                     async { inbound.recv().await.map_or(ServerStep::Timeout, ServerStep::Input) },
-                    async {
+                    race(async { ServerStep::Storage(next_outcome(&self.storage).await) }, async {
                         deadline.wait_until(next).await;
                         ServerStep::Timeout
-                    },
+                    }),
                 ),
             )
             .await;
@@ -322,9 +377,13 @@ where
                 ServerStep::Command(Some(ServerCommand::Run(job))) => job(&mut server),
                 // Shutdown, or every handle dropped.
                 ServerStep::Command(Some(ServerCommand::Shutdown) | None) => break,
+                ServerStep::Storage(outcome) => server.handle_storage(now(), outcome),
                 ServerStep::Timeout => server.handle_timeout(now()),
             }
             flush_server(&mut server, &mut connections, |event| self.events.publish(event));
+            if let Some((thread, _)) = &self.storage {
+                thread.submit_from(&mut server);
+            }
         }
         // What already arrived was sent before the shutdown: apply it (and ack it) first, for
         // a bounded time (a client flooding on would hold the shutdown up forever).
@@ -333,6 +392,25 @@ where
             && let Ok(input) = inbound.try_recv()
         {
             handle_inbound(&mut server, &mut connections, input);
+        }
+        // Commit everything applied, so that the goodbye carries its acknowledgements.
+        if let Some((thread, outcomes)) = &self.storage {
+            let until = now() + SHUTDOWN_GRACE;
+            loop {
+                thread.submit_from(&mut server);
+                if server.storage_settled() {
+                    break;
+                }
+                let answer = async { outcomes.recv().await.ok() };
+                let late = async {
+                    Timer::at(until).await;
+                    None
+                };
+                match or(answer, late).await {
+                    Some(outcome) => server.handle_storage(now(), outcome),
+                    None => break,
+                }
+            }
         }
         server.shutdown();
         flush_server(&mut server, &mut connections, |event| self.events.publish(event));
@@ -347,6 +425,15 @@ where
         };
         or(all_ended, grace).await;
         drop(stop_tx);
+        if let Some(storage) = self.storage.take() {
+            // Joining the storage thread waits for its last request: off the executor.
+            let (done, finished) = async_channel::bounded::<()>(1);
+            std::thread::spawn(move || {
+                drop(storage);
+                drop(done);
+            });
+            let _ = finished.recv().await;
+        }
         server
     }
 }

@@ -39,13 +39,13 @@ use tungstenite::{Message as WsMessage, WebSocket};
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, Target, TrafficCounters,
-    TransportRequest, flush_server, handle_inbound, now, ws_config,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, StorageThread, Target,
+    TrafficCounters, TransportRequest, check_storage, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
-    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerConfig, ServerEvent,
-    ServerTls, ServerUrl, SyncDocument,
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, DurableStorage, Server,
+    ServerConfig, ServerEvent, ServerTls, ServerUrl, StorageOutcome, SyncDocument,
 };
 
 /// Receives [`ServerEvent`]s or [`ClientEvent`]s (`recv_blocking()`). One that falls behind
@@ -242,6 +242,7 @@ enum ServerInput<S: DocumentStore> {
     Accepted(TcpStream),
     Connection(Inbound),
     Command(ServerCommand<S>),
+    Storage(StorageOutcome<S::Document>),
 }
 
 struct ConnectionOutlet {
@@ -275,6 +276,7 @@ impl<S: DocumentStore> std::fmt::Debug for ServerInput<S> {
             ServerInput::Accepted(_) => "Accepted",
             ServerInput::Connection(_) => "Connection",
             ServerInput::Command(_) => "Command",
+            ServerInput::Storage(_) => "Storage",
         })
     }
 }
@@ -291,20 +293,52 @@ where
     S: DocumentStore + Send + 'static,
     S::Document: Send,
 {
-    /// Listen on `addr` and serve `server` (any store, plugins already added).
+    /// Listen on `addr` and serve `server` (any store, plugins already added). A durable
+    /// server needs [`serve_durable`](Self::serve_durable).
     pub fn serve(addr: impl ToSocketAddrs, server: Server<S>) -> io::Result<Self> {
-        Self::start(addr, server, None)
+        check_storage(&server, false)?;
+        let (inputs, input_rx) = mpsc::sync_channel(INBOUND_FRAMES);
+        Self::start(addr, server, None, None, inputs, input_rx)
     }
 
     /// [`serve`](Self::serve) over TLS: clients connect to `wss://`.
     pub fn serve_tls(addr: impl ToSocketAddrs, server: Server<S>, tls: ServerTls) -> io::Result<Self> {
-        Self::start(addr, server, Some(tls))
+        check_storage(&server, false)?;
+        let (inputs, input_rx) = mpsc::sync_channel(INBOUND_FRAMES);
+        Self::start(addr, server, Some(tls), None, inputs, input_rx)
     }
 
-    fn start(addr: impl ToSocketAddrs, server: Server<S>, tls: Option<ServerTls>) -> io::Result<Self> {
+    /// Serve a durable `server` ([`ServerConfig::durable`]) on `addr` (over TLS if `tls` is
+    /// given), its documents in `storage` (`crdt_sync::sqlite::SqliteStorage`, say), which
+    /// runs on a thread of its own. A client's changes are acknowledged once committed
+    /// there, and [`shutdown`](Self::shutdown) commits everything applied before it says
+    /// goodbye.
+    pub fn serve_durable<T>(
+        addr: impl ToSocketAddrs,
+        server: Server<S>,
+        storage: T,
+        tls: Option<ServerTls>,
+    ) -> io::Result<Self>
+    where
+        T: DurableStorage<Document = S::Document> + Send + 'static,
+    {
+        let (inputs, input_rx) = mpsc::sync_channel(INBOUND_FRAMES);
+        let answers = inputs.clone();
+        let thread =
+            StorageThread::spawn(storage, move |outcome| drop(answers.send(ServerInput::Storage(outcome))))?;
+        Self::start(addr, server, tls, Some(thread), inputs, input_rx)
+    }
+
+    fn start(
+        addr: impl ToSocketAddrs,
+        server: Server<S>,
+        tls: Option<ServerTls>,
+        storage: Option<StorageThread>,
+        inputs: SyncSender<ServerInput<S>>,
+        input_rx: Receiver<ServerInput<S>>,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
-        let (inputs, input_rx) = mpsc::sync_channel(INBOUND_FRAMES);
         let events = Arc::new(EventHub::new());
         let traffic = Arc::new(TrafficCounters::default());
         let stopping = Arc::new(AtomicBool::new(false));
@@ -320,6 +354,7 @@ where
             traffic: traffic.clone(),
             stopping,
             acceptor: Some(acceptor),
+            storage,
         };
         let thread = spawn_named(format!("crdt-sync server {addr}"), move || driver.run(server, input_rx));
         Ok(BlockingServer { addr, inputs, events, traffic, thread: Some(thread) })
@@ -411,6 +446,8 @@ struct ServerDriver<S: DocumentStore> {
     traffic: Arc<TrafficCounters>,
     stopping: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
+    /// A durable server's storage; its answers arrive as [`ServerInput::Storage`].
+    storage: Option<StorageThread>,
 }
 
 impl<S> ServerDriver<S>
@@ -446,9 +483,13 @@ where
                 Ok(ServerInput::Command(ServerCommand::Shutdown)) | Err(RecvTimeoutError::Disconnected) => {
                     break;
                 }
+                Ok(ServerInput::Storage(outcome)) => server.handle_storage(now(), outcome),
                 Err(RecvTimeoutError::Timeout) => server.handle_timeout(now()),
             }
             flush_server(&mut server, &mut connections, |event| self.events.publish(event));
+            if let Some(storage) = &self.storage {
+                storage.submit_from(&mut server);
+            }
         }
         self.stop_accepting();
         // What already arrived was sent before the shutdown: apply it (and ack it) first, for
@@ -463,6 +504,23 @@ where
                 ServerInput::Accepted(tcp) => drop(tcp.shutdown(Shutdown::Both)),
                 ServerInput::Command(ServerCommand::Run(job)) => job(&mut server),
                 ServerInput::Command(ServerCommand::Shutdown) => {}
+                ServerInput::Storage(outcome) => server.handle_storage(now(), outcome),
+            }
+        }
+        // Commit everything applied, so that the goodbye carries its acknowledgements.
+        if let Some(storage) = &self.storage {
+            let until = now() + SHUTDOWN_GRACE;
+            loop {
+                storage.submit_from(&mut server);
+                if server.storage_settled() {
+                    break;
+                }
+                match input_rx.recv_timeout(until.saturating_duration_since(now())) {
+                    Ok(ServerInput::Storage(outcome)) => server.handle_storage(now(), outcome),
+                    Ok(ServerInput::Accepted(tcp)) => drop(tcp.shutdown(Shutdown::Both)),
+                    Ok(_) => {} // late frames and commands: the server is stopping
+                    Err(_) => break,
+                }
             }
         }
         server.shutdown();
@@ -477,6 +535,8 @@ where
             let _ = tcp.shutdown(Shutdown::Both);
         }
         drop(input_rx);
+        // Joining the storage thread waits for its last request.
+        drop(self.storage.take());
         server
     }
 

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::store::DocumentStore;
-use crate::{ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server, ServerEvent, SyncDocument};
+use crate::{
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, DurableStorage, Server, ServerEvent,
+    StorageOutcome, StorageRequest, SyncDocument, perform_storage,
+};
 
 /// How many events a slow `events()` receiver may fall behind before it misses some (it is
 /// told how many).
@@ -409,4 +412,63 @@ mod handles {
             }
         }
     }
+}
+
+// ---- durable storage -----------------------------------------------------------------------
+
+/// A durable server's storage, on a thread of its own: the server's loop hands it each
+/// [`StorageRequest`] and gets each answer back through `deliver`, so a commit's fsync or a
+/// large document's load never holds up the connections.
+pub(crate) struct StorageThread {
+    requests: Option<std::sync::mpsc::Sender<StorageRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StorageThread {
+    /// Run `storage` on a new thread; `deliver` gets every answer, in order.
+    pub(crate) fn spawn<T>(
+        mut storage: T,
+        deliver: impl Fn(StorageOutcome<T::Document>) + Send + 'static,
+    ) -> std::io::Result<Self>
+    where
+        T: DurableStorage + Send + 'static,
+    {
+        let (requests, inbox) = std::sync::mpsc::channel::<StorageRequest>();
+        let thread = std::thread::Builder::new().name("crdt-sync storage".into()).spawn(move || {
+            for request in inbox {
+                deliver(perform_storage(&mut storage, request));
+            }
+        })?;
+        Ok(StorageThread { requests: Some(requests), thread: Some(thread) })
+    }
+
+    /// Hand the thread every request the server has.
+    pub(crate) fn submit_from<S: DocumentStore>(&self, server: &mut Server<S>) {
+        while let Some(request) = server.poll_storage() {
+            if let Some(requests) = &self.requests {
+                let _ = requests.send(request);
+            }
+        }
+    }
+}
+
+impl Drop for StorageThread {
+    /// Finish the requests already handed over, then stop.
+    fn drop(&mut self) {
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The error for a durable server started without storage.
+pub(crate) fn check_storage<S: DocumentStore>(server: &Server<S>, has_storage: bool) -> std::io::Result<()> {
+    if server.config().durable && !has_storage {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a durable server (ServerConfig::durable) needs storage: start it with serve_durable",
+        ));
+    }
+    Ok(())
 }

@@ -44,13 +44,13 @@ use tungstenite::protocol::WebSocketConfig;
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EVENT_BUFFER, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, Target, TrafficCounters, TransportRequest,
-    flush_server, handle_inbound, now, ws_config,
+    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StorageThread, Target, TrafficCounters,
+    TransportRequest, check_storage, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
-    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, Server, ServerConfig, ServerEvent,
-    ServerTls, ServerUrl, SyncDocument,
+    ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, DurableStorage, Server,
+    ServerConfig, ServerEvent, ServerTls, ServerUrl, StorageOutcome, SyncDocument,
 };
 
 /// A connection's byte stream: TCP, or TLS over TCP.
@@ -97,28 +97,58 @@ where
     S: DocumentStore + Send + 'static,
     S::Document: Send,
 {
-    /// Listen on `addr` and serve `server` (any store, plugins already added).
+    /// Listen on `addr` and serve `server` (any store, plugins already added). A durable
+    /// server needs [`serve_durable`](Self::serve_durable).
     pub async fn serve(addr: impl ToSocketAddrs, server: Server<S>) -> io::Result<Self> {
-        Self::start(addr, server, None).await
+        Self::start(addr, server, None, None).await
     }
 
     /// [`serve`](Self::serve) over TLS: clients connect to `wss://`.
     pub async fn serve_tls(addr: impl ToSocketAddrs, server: Server<S>, tls: ServerTls) -> io::Result<Self> {
-        Self::start(addr, server, Some(TlsAcceptor::from(tls.config().clone()))).await
+        Self::start(addr, server, Some(TlsAcceptor::from(tls.config().clone())), None).await
+    }
+
+    /// Serve a durable `server` ([`ServerConfig::durable`]) on `addr` (over TLS if `tls` is
+    /// given), its documents in `storage` (`crdt_sync::sqlite::SqliteStorage`, say).
+    /// Storage runs on a thread of its own; a client's changes are acknowledged once
+    /// committed there, and [`shutdown`](Self::shutdown) commits everything applied before
+    /// it says goodbye.
+    pub async fn serve_durable<T>(
+        addr: impl ToSocketAddrs,
+        server: Server<S>,
+        storage: T,
+        tls: Option<ServerTls>,
+    ) -> io::Result<Self>
+    where
+        T: DurableStorage<Document = S::Document> + Send + 'static,
+    {
+        let (outcomes, outcome_rx) = mpsc::unbounded_channel();
+        let thread = StorageThread::spawn(storage, move |outcome| drop(outcomes.send(outcome)))?;
+        let tls = tls.map(|tls| TlsAcceptor::from(tls.config().clone()));
+        Self::start(addr, server, tls, Some((thread, outcome_rx))).await
     }
 
     async fn start(
         addr: impl ToSocketAddrs,
         server: Server<S>,
         tls: Option<TlsAcceptor>,
+        storage: Option<Storage<S::Document>>,
     ) -> io::Result<Self> {
+        check_storage(&server, storage.is_some())?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let traffic = Arc::new(TrafficCounters::default());
-        let task =
-            ::tokio::spawn(drive_server(listener, tls, server, command_rx, events.clone(), traffic.clone()));
+        let task = ::tokio::spawn(drive_server(
+            listener,
+            tls,
+            server,
+            storage,
+            command_rx,
+            events.clone(),
+            traffic.clone(),
+        ));
         Ok(TokioServer { addr, commands, events, traffic, task })
     }
 
@@ -163,10 +193,22 @@ where
     }
 }
 
+/// A durable server's storage thread and the channel its answers come back on.
+type Storage<D> = (StorageThread, mpsc::UnboundedReceiver<StorageOutcome<D>>);
+
+/// The next storage answer; never, without storage.
+async fn next_outcome<D>(storage: &mut Option<Storage<D>>) -> Option<StorageOutcome<D>> {
+    match storage {
+        Some((_, outcomes)) => outcomes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn drive_server<S>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     mut server: Server<S>,
+    mut storage: Option<Storage<S::Document>>,
     mut commands: mpsc::UnboundedReceiver<ServerCommand<S>>,
     events: broadcast::Sender<ServerEvent>,
     traffic: Arc<TrafficCounters>,
@@ -194,6 +236,7 @@ where
                 }
             }
             Some(input) = inbound.recv() => handle_inbound(&mut server, &mut connections, input),
+            Some(outcome) = next_outcome(&mut storage) => server.handle_storage(now(), outcome),
             // Reap finished connection tasks: a JoinSet keeps each one's result until it is
             // joined, which over a long-running server's reconnects would only grow.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -205,6 +248,9 @@ where
             _ = sleep_until(deadline(next)) => server.handle_timeout(now()),
         }
         flush_server(&mut server, &mut connections, |event| drop(events.send(event)));
+        if let Some((thread, _)) = &storage {
+            thread.submit_from(&mut server);
+        }
     }
     // What already arrived was sent before the shutdown: apply it (and ack it) first, for
     // a bounded time (a client flooding on would hold the shutdown up forever).
@@ -214,6 +260,20 @@ where
     {
         handle_inbound(&mut server, &mut connections, input);
     }
+    // Commit everything applied, so that the goodbye carries its acknowledgements.
+    if let Some((thread, outcomes)) = &mut storage {
+        let until = ::tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        loop {
+            thread.submit_from(&mut server);
+            if server.storage_settled() {
+                break;
+            }
+            match ::tokio::time::timeout_at(until, outcomes.recv()).await {
+                Ok(Some(outcome)) => server.handle_storage(now(), outcome),
+                _ => break,
+            }
+        }
+    }
     server.shutdown();
     flush_server(&mut server, &mut connections, |event| drop(events.send(event)));
     drop(listener);
@@ -221,6 +281,10 @@ where
     let _ =
         ::tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
+    if let Some(storage) = storage {
+        // Joining the storage thread blocks until its last request is done.
+        let _ = ::tokio::task::spawn_blocking(move || drop(storage)).await;
+    }
     server
 }
 

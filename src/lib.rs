@@ -252,6 +252,10 @@ pub mod plugin;
 #[path = "../runtimes/common.rs"]
 mod runtime_common;
 mod session;
+#[cfg(feature = "sqlite")]
+#[path = "../runtimes/sqlite.rs"]
+pub mod sqlite;
+mod storage;
 mod store;
 #[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]
 #[path = "../runtimes/tls.rs"]
@@ -286,6 +290,10 @@ pub use runtime_common::Traffic;
 pub use session::{
     ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server, ServerConfig,
     ServerEvent, SyncDocument, Transmit,
+};
+pub use storage::{
+    CommitTicket, DurableStorage, MemoryStorage, StorageError, StorageOutcome, StorageRequest, StorageWrite,
+    StoredData, load_stored_entries, perform_storage,
 };
 pub use store::{DocumentStore, MemoryStore};
 #[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]

@@ -7,9 +7,11 @@ use crate::{Document, DocumentConfig, PeerId};
 
 /// The server's document registry (the seed's `ServerRegistry`): get, create, list, remove.
 ///
-/// The in-memory [`MemoryStore`] is the default. Calls are synchronous and must not block on
-/// IO: a durable store keeps documents in memory while they are in use and persists them
-/// outside the state machine.
+/// It holds the documents in memory, the in-memory [`MemoryStore`] by default. Calls are
+/// synchronous and never block on IO. A durable server
+/// ([`crate::ServerConfig::durable`]) keeps here only the documents in use: it loads others
+/// and commits changes through [`crate::Server::poll_storage`], which the runtime performs
+/// outside the state machine (see [`crate::DurableStorage`]).
 pub trait DocumentStore {
     /// The documents it holds.
     type Document: SyncDocument;

@@ -2,14 +2,15 @@
 //! back with `cat`, stop with SIGTERM, and find everything with `export`.
 #![cfg(all(feature = "cli", unix))]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use crdt_sync::tokio::TokioClient;
 use crdt_sync::{ClientConfig, ClientSession, Document, PeerId};
 
-const BIN: &str = env!("CARGO_BIN_EXE_crdt-sync");
+mod common;
+
+use common::process::{BIN, run, serve_with};
 
 /// Start `crdt-sync serve` on a free port; returns the child and its `ws://` address.
 fn serve(data: &std::path::Path) -> (Child, String) {
@@ -18,33 +19,6 @@ fn serve(data: &std::path::Path) -> (Child, String) {
 
 fn serve_on(data: &std::path::Path, listen: &str) -> (Child, String) {
     serve_with(data, listen, &[])
-}
-
-/// Start `crdt-sync serve` with `extra` arguments; returns the child and the address it
-/// logs (`ws://` or `wss://`).
-fn serve_with(data: &std::path::Path, listen: &str, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", listen, "--data"])
-        .arg(data)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("it logs where it listens").unwrap();
-        if let Some(at) = line.find("wss://").or_else(|| line.find("ws://")) {
-            break line[at..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining its log so it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8(out.stdout).unwrap())
 }
 
 #[test]
@@ -72,12 +46,17 @@ fn serve_cat_terminate_export() {
     assert!(ok);
     assert!(json.contains("héllo, wörld"), "{json}");
 
-    // SIGTERM: a clean stop that writes everything, even within the flush interval.
+    // `export` reads the data folder while the server runs.
+    let data_arg = data.to_str().unwrap();
+    let (ok, text) = run(&["export", "--data", data_arg, "notes", "--container", "text"]);
+    assert!(ok);
+    assert_eq!(text, "héllo, wörld");
+
+    // SIGTERM: a clean stop.
     let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert!(server.wait().unwrap().success(), "a clean exit");
 
-    let data_arg = data.to_str().unwrap();
     let (ok, text) = run(&["export", "--data", data_arg, "notes", "--container", "text"]);
     assert!(ok);
     assert_eq!(text, "héllo, wörld");
@@ -95,9 +74,8 @@ fn serve_cat_terminate_export() {
         .collect();
     assert_eq!(rows.len(), 1, "{listing}");
     assert_eq!(rows[0].0, "notes");
-    let on_disk =
-        std::fs::read_dir(data.join("documents")).unwrap().next().unwrap().unwrap().metadata().unwrap().len();
-    assert_eq!(rows[0].1, on_disk);
+    let database = std::fs::metadata(data.join("documents.sqlite3")).unwrap().len();
+    assert!(rows[0].1 > 0 && rows[0].1 < database, "{} bytes of a {database}-byte database", rows[0].1);
     let (ok, _) = run(&["ls", "--data", "/nonexistent/crdt-sync"]);
     assert!(!ok, "a folder that is not a data folder is an error");
 

@@ -207,6 +207,81 @@ on_each_runtime!(
     a_client_started_before_its_server_connects_once_it_is_up,
 );
 
+/// A durable server on SQLite: "saved" means the change is in the database (read by a
+/// second connection while the server runs); a server started again on the database serves
+/// it; and the plain constructors refuse a durable configuration they could not honour.
+#[cfg(feature = "sqlite")]
+fn a_durable_server_acknowledges_what_is_on_disk_and_serves_it_after_a_restart(runtime: Runtime) {
+    use crdt_sync::DurableStorage;
+    use crdt_sync::sqlite::SqliteStorage;
+
+    let dir = std::env::temp_dir().join(format!(
+        "crdt-sync-runtime-durable-{}-{}",
+        runtime.name(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("documents.sqlite3");
+    let config = ServerConfig::default().with_durable(Duration::from_secs(30));
+    let open = {
+        let (path, peer, document) = (path.clone(), config.peer, config.document.clone());
+        move || SqliteStorage::open(&path, peer, document.clone()).unwrap()
+    };
+
+    let refused = NetServer::serve(runtime, loopback(), Server::in_memory(config.clone()));
+    assert_eq!(refused.err().map(|e| e.kind()), Some(std::io::ErrorKind::InvalidInput));
+
+    let server =
+        NetServer::serve_durable(runtime, loopback(), Server::in_memory(config.clone()), open()).unwrap();
+    let writer = client(runtime, url(&server), 1);
+    type_text(&writer, 0, "on disk");
+    saved(&writer);
+    let stored = open().load(DOC).unwrap().map(|d| d.text("text").to_string());
+    assert_eq!(stored.as_deref(), Some("on disk"), "acknowledged before it was committed");
+    // Applied just before the shutdown: committed and acknowledged on the way out.
+    type_text(&writer, 7, ", twice");
+    #[allow(clippy::disallowed_methods)] // real sockets, real time
+    let deadline = Instant::now() + PATIENCE;
+    #[allow(clippy::disallowed_methods)]
+    while server.text(DOC) != "on disk, twice" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    server.shutdown();
+    let typed = "on disk, twice".chars().count() as u32;
+    assert_eq!(writer.with(|s| s.acknowledged(DOC)).flatten(), Some(typed), "the goodbye carries the ack");
+    writer.close();
+
+    let server = NetServer::serve_durable(runtime, loopback(), Server::in_memory(config), open()).unwrap();
+    let reader = client(runtime, url(&server), 2);
+    converge(&[&reader], "on disk, twice");
+    reader.close();
+    server.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "sqlite")]
+mod durable {
+    #[test]
+    fn tokio() {
+        super::a_durable_server_acknowledges_what_is_on_disk_and_serves_it_after_a_restart(
+            super::Runtime::Tokio,
+        )
+    }
+    #[test]
+    fn async_std() {
+        super::a_durable_server_acknowledges_what_is_on_disk_and_serves_it_after_a_restart(
+            super::Runtime::AsyncStd,
+        )
+    }
+    #[test]
+    fn blocking() {
+        super::a_durable_server_acknowledges_what_is_on_disk_and_serves_it_after_a_restart(
+            super::Runtime::Blocking,
+        )
+    }
+}
+
 #[test]
 fn a_blocking_and_a_tokio_client_edit_one_document_through_an_async_std_server() {
     let server = serve(Runtime::AsyncStd);

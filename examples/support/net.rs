@@ -134,6 +134,39 @@ impl NetServer {
         }
     }
 
+    /// Serve a durable `server` on `addr` with `runtime`, its documents in `storage`.
+    pub fn serve_durable<T>(
+        runtime: Runtime,
+        addr: SocketAddr,
+        server: Server<MemoryStore>,
+        storage: T,
+    ) -> io::Result<NetServer>
+    where
+        T: crdt_sync::DurableStorage<Document = crdt_sync::Document> + Send + 'static,
+    {
+        match runtime {
+            #[cfg(feature = "tokio")]
+            Runtime::Tokio => tokio_runtime()
+                .block_on(crdt_sync::tokio::TokioServer::serve_durable(addr, server, storage, None))
+                .map(NetServer::Tokio),
+            #[cfg(feature = "async-std")]
+            Runtime::AsyncStd => async_io::block_on(crdt_sync::async_io::AsyncServer::serve_durable(
+                addr, server, storage, None,
+            ))
+            .map(NetServer::AsyncStd),
+            #[cfg(feature = "tungstenite")]
+            Runtime::Blocking => {
+                crdt_sync::blocking::BlockingServer::serve_durable(addr, server, storage, None)
+                    .map(NetServer::Blocking)
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                drop((server, storage));
+                Err(other.missing())
+            }
+        }
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         match self {
             #[cfg(feature = "tokio")]

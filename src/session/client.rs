@@ -84,6 +84,11 @@ struct ClientDocument<D> {
     codec: DocumentCodec,
     /// The document refused what the server holds; it no longer syncs until subscribed again.
     refused: bool,
+    /// Batches not yet acknowledged: number, and how many of this replica's own operations
+    /// the document held once it was sent.
+    in_flight: VecDeque<(u32, u32)>,
+    /// This replica's own operations the server confirmed holding.
+    acknowledged: u32,
 }
 
 #[derive(Debug)]
@@ -236,6 +241,8 @@ impl<D: SyncDocument> ClientSession<D> {
             saved: false,
             codec: DocumentCodec::new(),
             refused: false,
+            in_flight: VecDeque::new(),
+            acknowledged: 0,
         };
         self.slots.insert(slot, entry.name.clone());
         let old = self.documents.insert(name.clone(), entry).map(|old| {
@@ -282,6 +289,14 @@ impl<D: SyncDocument> ClientSession<D> {
         self.documents.get(name).is_some_and(|d| {
             d.synced && d.batches_acked == d.batches_sent && d.sent.includes(d.doc.version())
         })
+    }
+
+    /// How many of this replica's own operations on `name` the server has confirmed holding,
+    /// by acknowledgement or in its `Sync`. On a durable server they are on disk: they
+    /// survive a crash of the server. Unlike [`ClientSession::is_saved`] this keeps its
+    /// value across reconnects and while new edits are on their way.
+    pub fn acknowledged(&self, name: &str) -> Option<crate::Counter> {
+        self.documents.get(name).map(|d| d.acknowledged)
     }
 
     // ---- inputs ------------------------------------------------------------------------
@@ -537,6 +552,10 @@ impl<D: SyncDocument> ClientSession<D> {
         // would otherwise be retried at full speed forever).
         self.attempts = 0;
         // The server holds `version`; everything else local is pushed at the next poll.
+        // The server acknowledges the subscription as batch 0 once what it held at `Sync`
+        // is stored (at once, unless it is durable and still committing).
+        let own = version.get(self.peer).min(entry.doc.version().get(self.peer));
+        entry.in_flight.push_back((0, own));
         entry.sent = version;
         entry.asked = retry;
         if let Some(now) = self.last_now {
@@ -690,6 +709,13 @@ impl<D: SyncDocument> ClientSession<D> {
         // Only an ack of a batch actually sent counts (counting with wrap-around).
         if batch.wrapping_sub(entry.batches_acked) <= entry.batches_sent.wrapping_sub(entry.batches_acked) {
             entry.batches_acked = batch;
+            while let Some(&(sent, own)) = entry.in_flight.front() {
+                if entry.batches_acked.wrapping_sub(sent) > u32::MAX / 2 {
+                    break; // sent after the acknowledged batch (counting with wrap-around)
+                }
+                entry.acknowledged = entry.acknowledged.max(own);
+                entry.in_flight.pop_front();
+            }
         }
         self.report_saved(&name);
     }
@@ -708,6 +734,7 @@ impl<D: SyncDocument> ClientSession<D> {
             return;
         }
         let mut failures = Vec::new();
+        let peer = self.peer;
         for (name, entry) in &mut self.documents {
             if !entry.synced || entry.sent.includes(entry.doc.version()) {
                 continue;
@@ -721,6 +748,8 @@ impl<D: SyncDocument> ClientSession<D> {
                         entry.batches_sent = entry.batches_sent.wrapping_add(1);
                         self.outbox.push(Message::Changes { doc: entry.slot, changes: bytes });
                     }
+                    // Acknowledging the last batch confirms all of these.
+                    entry.in_flight.push_back((entry.batches_sent, entry.doc.version().get(peer)));
                 }
                 Ok(_) => entry.sent.merge(entry.doc.version()),
                 Err(e) => failures.push((name.clone(), e)),
@@ -750,6 +779,7 @@ impl<D: SyncDocument> ClientSession<D> {
         entry.synced = false;
         entry.batches_sent = 0;
         entry.batches_acked = 0;
+        entry.in_flight.clear();
         entry.asked = false;
         // The server starts a fresh codec with each subscription.
         entry.codec = DocumentCodec::new();
@@ -803,6 +833,7 @@ impl<D: SyncDocument> ClientSession<D> {
             entry.synced = false;
             // Unacknowledged work is resent after the next `Sync`, which says what the server has.
             entry.batches_acked = entry.batches_sent;
+            entry.in_flight.clear();
             entry.asked = false;
         }
     }

@@ -125,6 +125,17 @@ pub struct ServerConfig {
     /// back from further behind get a snapshot instead of the changes they miss, and their
     /// offline edits still merge.
     pub compact_after_ops: Option<u64>,
+    /// Documents are durable: the server loads them from storage on first subscribe,
+    /// hands every change to storage, and acknowledges a change only once storage reports
+    /// it committed (see [`crate::Server::poll_storage`]; the runtime must then drain
+    /// those requests). Off: documents live only in the [`crate::DocumentStore`].
+    pub durable: bool,
+    /// With [`ServerConfig::durable`]: a document nobody subscribes to leaves memory after
+    /// this long, once all of it is committed, and loads again on the next subscribe. What
+    /// idle documents hold in memory is bounded by the documents used within this time.
+    pub unload_after: Duration,
+    /// With [`ServerConfig::durable`]: how long to wait before retrying a commit that failed.
+    pub commit_retry_delay: Duration,
     /// Limits on frames received from clients.
     pub limits: WireLimits,
 }
@@ -143,6 +154,9 @@ impl Default for ServerConfig {
             window_bytes: 1024 * 1024,
             slow_consumer_timeout: Some(Duration::from_secs(60)),
             compact_after_ops: None,
+            durable: false,
+            unload_after: Duration::from_secs(30),
+            commit_retry_delay: Duration::from_secs(1),
             limits: WireLimits::default(),
         }
     }
@@ -165,6 +179,14 @@ impl ServerConfig {
     /// Set [`ServerConfig::compact_after_ops`].
     pub fn with_compact_after_ops(mut self, ops: Option<u64>) -> Self {
         self.compact_after_ops = ops;
+        self
+    }
+
+    /// Make documents durable ([`ServerConfig::durable`]), unloading idle ones after
+    /// `unload_after`.
+    pub fn with_durable(mut self, unload_after: Duration) -> Self {
+        self.durable = true;
+        self.unload_after = unload_after;
         self
     }
 

@@ -120,6 +120,25 @@ pub enum ServerEvent {
         /// The document's name.
         document: Arc<str>,
     },
+    /// A durable server loaded a stored document for a subscription.
+    DocumentLoaded {
+        /// The document's name.
+        document: Arc<str>,
+    },
+    /// A durable server dropped an idle document from memory (all of it committed); the
+    /// next subscribe loads it again.
+    DocumentUnloaded {
+        /// The document's name.
+        document: Arc<str>,
+    },
+    /// Durable storage failed: a document that cannot be loaded (its subscribers were
+    /// refused) or a commit that failed (retried; its changes stay unacknowledged).
+    StorageFailed {
+        /// The document, for a failed load.
+        document: Option<Arc<str>>,
+        /// What storage said.
+        error: crate::StorageError,
+    },
     /// A client subscribed to a document.
     Subscribed {
         /// The connection.

@@ -162,6 +162,8 @@ pub enum ErrorCode {
     ChangesVetoed,
     /// A plugin refused one of its messages.
     PluginRefused,
+    /// The server cannot load the document from its storage; subscribing again retries.
+    StorageFailed,
 }
 
 /// Why a connection was closed.

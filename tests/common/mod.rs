@@ -3,6 +3,9 @@
 //! Each test file includes this module with `mod common;` and uses a different subset of it.
 #![allow(dead_code)]
 
+#[cfg(all(feature = "cli", unix))]
+pub mod process;
+
 use crdt_sync::{Document, ImportStatus, PeerId, VersionVector};
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 

@@ -5,6 +5,11 @@
 //! and may be broken at random, partitioned for a while, or lost all at once when the server
 //! restarts from its store. Time jumps straight to the next delivery or deadline, so a
 //! simulated minute costs microseconds. Same seed, same run.
+//!
+//! With a durable server ([`ServerConfig::durable`]) the simulator plays the runtime's
+//! storage too: requests reach a [`MemoryStorage`] after a simulated disk latency, and a
+//! restart is a crash: the server comes back with nothing in memory, commits in flight
+//! either land or not (at random), and documents load again from storage.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -12,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use crdt_sync::{
     ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, DocumentStore,
-    MemoryStore, PeerId, Server, ServerConfig, ServerEvent,
+    DurableStorage, MemoryStorage, MemoryStore, PeerId, Server, ServerConfig, ServerEvent, StorageRequest,
+    perform_storage,
 };
 
 /// SplitMix64, so that the simulator depends on nothing but its seed.
@@ -100,6 +106,12 @@ enum Delivery {
     ClosedByServer {
         link: u64,
     },
+    /// A storage request reaches the disk; the answer goes back to the server of
+    /// `generation` (lost if it crashed since).
+    Storage {
+        generation: u32,
+        request: StorageRequest,
+    },
 }
 
 #[derive(Debug)]
@@ -180,6 +192,16 @@ pub struct Sim {
     pub restarts: u32,
     /// Applied to the server now and after every restart (plugins, say).
     server_setup: Option<ServerSetup>,
+    /// A durable server's disk.
+    pub storage: Option<MemoryStorage>,
+    /// How long a storage request takes (with a durable server).
+    pub storage_latency_ms: (u64, u64),
+    /// Every storage answer carries the generation of the server that asked: bumped at
+    /// each restart.
+    server_generation: u32,
+    /// Times a crash found a client saved whose own changes storage did not hold: must
+    /// stay empty (the durability contract).
+    pub lost_acknowledged: Vec<String>,
 }
 
 impl Sim {
@@ -202,10 +224,17 @@ impl Sim {
         #[allow(clippy::disallowed_methods)] // the simulation's epoch; everything after is simulated
         let now = Instant::now();
         let mut rng = SimRng::new(seed);
+        let storage = server_config
+            .durable
+            .then(|| MemoryStorage::new(server_config.peer, server_config.document.clone()));
         let mut sim = Sim {
             now,
             faults,
             server: Some(Server::in_memory(server_config.clone())),
+            storage,
+            storage_latency_ms: (2, 60),
+            server_generation: 0,
+            lost_acknowledged: Vec::new(),
             server_config,
             server_down_until: None,
             parked_store: None,
@@ -370,6 +399,7 @@ impl Sim {
             }
             let mut transmits = Vec::new();
             let mut events = Vec::new();
+            let mut requests = Vec::new();
             if let Some(server) = self.server.as_mut() {
                 while let Some(transmit) = server.poll_transmit() {
                     transmits.push(transmit);
@@ -377,8 +407,17 @@ impl Sim {
                 while let Some(event) = server.poll_event() {
                     events.push(event);
                 }
+                while let Some(request) = server.poll_storage() {
+                    requests.push(request);
+                }
             }
-            progressed |= !transmits.is_empty() || !events.is_empty();
+            progressed |= !transmits.is_empty() || !events.is_empty() || !requests.is_empty();
+            for request in requests {
+                let (lo, hi) = self.storage_latency_ms;
+                let at = self.now + Duration::from_millis(lo + self.rng.below(hi.saturating_sub(lo) + 1));
+                let generation = self.server_generation;
+                self.schedule(at, Delivery::Storage { generation, request });
+            }
             for transmit in transmits {
                 let Some((&link_id, _)) =
                     self.links.iter().find(|(_, l)| l.connection == transmit.connection)
@@ -453,6 +492,12 @@ impl Sim {
         if self.server_down_until.is_some_and(|t| now >= t) {
             self.server_down_until = None;
             let store = self.parked_store.take().unwrap_or_default();
+            // A durable server crashed: nothing in memory survives, storage has the rest.
+            let store = if self.storage.is_some() {
+                MemoryStore::new(self.server_config.peer, self.server_config.document.clone())
+            } else {
+                store
+            };
             let mut server = Server::new(self.server_config.clone(), store);
             if let Some(setup) = &self.server_setup {
                 setup(&mut server);
@@ -527,6 +572,20 @@ impl Sim {
                     server.handle_disconnected(now, l.connection);
                 }
             }
+            Delivery::Storage { generation, request } => {
+                let Some(storage) = self.storage.as_mut() else { return };
+                let current = generation == self.server_generation && self.server.is_some();
+                // A crash may leave a commit on disk or not; its server never hears back.
+                let lands =
+                    current || matches!(request, StorageRequest::Commit { .. }) && self.rng.chance(0.5);
+                if !lands {
+                    return;
+                }
+                let outcome = perform_storage(storage, request);
+                if current && let Some(server) = self.server.as_mut() {
+                    server.handle_storage(now, outcome);
+                }
+            }
             Delivery::ClosedByServer { link } => {
                 if let Some(l) = self.links.remove(&link)
                     && self.clients[l.client].link == Some(link)
@@ -590,6 +649,8 @@ impl Sim {
     pub fn restart_server(&mut self, downtime: Duration) {
         let Some(server) = self.server.take() else { return };
         self.restarts += 1;
+        self.server_generation += 1;
+        self.check_acknowledged_are_stored();
         self.parked_store = Some(server.into_store());
         self.server_down_until = Some(self.now + downtime);
         for client in 0..self.clients.len() {
@@ -599,6 +660,36 @@ impl Sim {
             }
         }
         self.links.clear();
+    }
+
+    /// The durability contract at a crash: whatever the server confirmed to a client
+    /// ([`ClientSession::acknowledged`]) is in storage (commits still in flight do not
+    /// count: they may never land).
+    fn check_acknowledged_are_stored(&mut self) {
+        let Some(storage) = self.storage.as_mut() else { return };
+        for (i, client) in self.clients.iter().enumerate() {
+            let peer = client.session.peer();
+            let names: Vec<String> = client.session.document_names().map(str::to_owned).collect();
+            for name in names {
+                let acknowledged = client.session.acknowledged(&name).unwrap_or(0);
+                if acknowledged == 0 {
+                    continue;
+                }
+                let stored = match storage.load(&name) {
+                    Ok(Some(stored)) => stored.version().get(peer),
+                    Ok(None) => 0,
+                    Err(e) => {
+                        self.lost_acknowledged.push(format!("client {i}, {name}: storage fails: {e}"));
+                        continue;
+                    }
+                };
+                if stored < acknowledged {
+                    self.lost_acknowledged.push(format!(
+                        "client {i}, {name}: {acknowledged} own ops acknowledged, storage has {stored}"
+                    ));
+                }
+            }
+        }
     }
 
     /// Turn faults off and end partitions: the network heals.
@@ -611,7 +702,7 @@ impl Sim {
 
     /// Whether every client is connected, in sync and saved, and nothing is in flight.
     pub fn settled(&self, documents: &[&str]) -> bool {
-        self.server.is_some()
+        self.server.as_ref().is_some_and(Server::storage_settled)
             && self.queue.is_empty()
             && self.clients.iter().all(|c| {
                 c.session.status() == ConnectionStatus::Connected

@@ -139,7 +139,7 @@ impl<S: DocumentStore> Server<S> {
 }
 
 /// For each peer, the smaller of the two counts.
-fn meet(a: &VersionVector, b: &VersionVector) -> VersionVector {
+pub(super) fn meet(a: &VersionVector, b: &VersionVector) -> VersionVector {
     let mut out = VersionVector::new();
     for (peer, end) in a.iter() {
         out.set(peer, end.min(b.get(peer)));

@@ -4,8 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod durability;
 mod fan_out;
 mod plugins;
+
+use durability::Durability;
 
 use fan_out::Recent;
 
@@ -52,6 +55,8 @@ pub struct Server<S: DocumentStore = MemoryStore> {
     /// Messages of the frame being handled, a buffer kept between frames.
     inbox: Vec<Message>,
     plugins: Vec<Box<dyn ServerPlugin>>,
+    /// Loads, commits and unloads of a durable server.
+    durability: Durability,
 }
 
 #[derive(Debug)]
@@ -61,6 +66,8 @@ struct Connection {
     /// The client, once the handshake is done.
     peer: Option<PeerId>,
     subscriptions: BTreeMap<DocSlot, Subscription>,
+    /// Subscriptions waiting for their document to load from storage.
+    loading: BTreeMap<DocSlot, Arc<str>>,
     outbox: Vec<Message>,
     /// Flow control: frame bytes sent, and the total the client reported receiving.
     sent: u64,
@@ -116,6 +123,7 @@ impl<S: DocumentStore> Server<S> {
             last_now: None,
             inbox: Vec::new(),
             plugins: Vec::new(),
+            durability: Durability::default(),
         }
     }
 
@@ -141,7 +149,9 @@ impl<S: DocumentStore> Server<S> {
         if let Some(recent) = self.recent.get_mut(name) {
             recent.invalidate();
         }
-        self.mark_dirty(Arc::from(name));
+        let name: Arc<str> = Arc::from(name);
+        self.durability.mark_changed(&name);
+        self.mark_dirty(name);
     }
 
     /// Give the store back (for example to start a new server on it).
@@ -170,6 +180,7 @@ impl<S: DocumentStore> Server<S> {
             last_heard: now,
             peer: None,
             subscriptions: BTreeMap::new(),
+            loading: BTreeMap::new(),
             outbox: Vec::new(),
             sent: 0,
             acked: 0,
@@ -253,6 +264,7 @@ impl<S: DocumentStore> Server<S> {
         for (id, reason) in expired {
             self.close_with(id, reason);
         }
+        self.unload_idle(now);
     }
 
     /// Close one connection (telling the client why).
@@ -309,6 +321,8 @@ impl<S: DocumentStore> Server<S> {
                 next
             })
             .chain(self.plugins.iter().filter_map(|p| p.poll_timeout()))
+            .chain(self.next_unload())
+            .chain(self.durability.retry_at())
             .min()
     }
 
@@ -374,6 +388,7 @@ impl<S: DocumentStore> Server<S> {
             ),
             Message::Subscribe { doc, name, version } => self.on_subscribe(id, doc, name, version),
             Message::Unsubscribe { doc } => {
+                conn.loading.remove(&doc);
                 if let Some(sub) = conn.subscriptions.remove(&doc) {
                     let peer = conn.peer;
                     self.forget_subscriber(&sub.document, id, doc);
@@ -408,7 +423,7 @@ impl<S: DocumentStore> Server<S> {
     fn on_subscribe(&mut self, id: ConnectionId, slot: DocSlot, name: String, version: VersionVector) {
         let name: Arc<str> = name.into();
         let Some(conn) = self.connections.get_mut(&id) else { return };
-        if conn.subscriptions.contains_key(&slot) {
+        if conn.subscriptions.contains_key(&slot) || conn.loading.contains_key(&slot) {
             return self.violation(
                 id,
                 ErrorCode::UnexpectedMessage,
@@ -416,7 +431,7 @@ impl<S: DocumentStore> Server<S> {
                 CloseReason::ProtocolViolation,
             );
         }
-        if conn.subscriptions.len() >= self.config.max_documents_per_connection {
+        if conn.subscriptions.len() + conn.loading.len() >= self.config.max_documents_per_connection {
             conn.outbox.push(Message::Error {
                 doc: Some(slot),
                 code: ErrorCode::LimitExceeded,
@@ -428,6 +443,9 @@ impl<S: DocumentStore> Server<S> {
             return;
         }
         if self.store.get(&name).is_none() {
+            if self.config.durable {
+                return self.load_for(id, slot, name, version);
+            }
             if !self.config.create_on_subscribe {
                 conn.outbox.push(Message::Error {
                     doc: Some(slot),
@@ -439,6 +457,13 @@ impl<S: DocumentStore> Server<S> {
             self.store.create(&name);
             self.events.push_back(ServerEvent::DocumentCreated { document: name.clone() });
         }
+        self.attach(id, slot, name, version);
+    }
+
+    /// Subscribe `slot` of connection `id` to `name`, which is in the store: send the
+    /// client what it lacks.
+    fn attach(&mut self, id: ConnectionId, slot: DocSlot, name: Arc<str>, version: VersionVector) {
+        let Some(conn) = self.connections.get_mut(&id) else { return };
         let Some(doc) = self.store.get(&name) else { return };
         // A replica that starts empty gets the whole document in its compact form; one
         // whose missing history the server trimmed gets the same (snapshot plus tail), once
@@ -446,6 +471,11 @@ impl<S: DocumentStore> Server<S> {
         // edits it lacks, so such a replica first pushes its offline edits (it gets an empty
         // update), and the fan-out sends it the snapshot with them included.
         let server_version = doc.version().clone();
+        // Batch 0 stands for what both sides held at subscribe: acknowledged once stored,
+        // so that a client learns its earlier edits are safe even if their own
+        // acknowledgements were lost with the previous connection.
+        let held = fan_out::meet(&server_version, &version);
+        let stored = self.durability.committed(&name).unwrap_or(&server_version).includes(&held);
         let (update, remote) = if version.is_empty() {
             (doc.encode(), server_version.clone())
         } else {
@@ -468,14 +498,18 @@ impl<S: DocumentStore> Server<S> {
                 document: name.clone(),
                 remote,
                 batches_received: 0,
-                unacked: VecDeque::new(),
+                unacked: if stored { VecDeque::new() } else { VecDeque::from([(0, held)]) },
                 asked: false,
                 codec: DocumentCodec::new(),
                 vetoed: false,
             },
         );
+        if stored {
+            conn.acks.insert(slot, 0);
+        }
         let peer = conn.peer;
         self.subscribers.entry(name.clone()).or_default().insert((id, slot));
+        self.durability.set_idle(&name, None);
         if let (Some(now), Some(peer)) = (self.last_now, peer) {
             for plugin in &mut self.plugins {
                 plugin.on_subscribed(now, id, peer, &name);
@@ -572,6 +606,7 @@ impl<S: DocumentStore> Server<S> {
                     }
                 }
                 if status.applied > 0 {
+                    self.durability.mark_changed(&name);
                     self.mark_dirty(name.clone());
                     self.events.push_back(ServerEvent::ChangesApplied {
                         connection: id,
@@ -597,7 +632,8 @@ impl<S: DocumentStore> Server<S> {
     /// still missing from the subscribers whose batches wait.
     fn settle(&mut self, name: &str) {
         let Some(doc) = self.store.get(name) else { return };
-        let version = doc.version();
+        // A durable server acknowledges what is committed, not merely applied.
+        let version = self.durability.committed(name).unwrap_or(doc.version());
         let behind = doc.pending_count() > 0;
         let Some(subscribers) = self.subscribers.get(name) else { return };
         for (id, slot) in subscribers {
@@ -678,6 +714,12 @@ impl<S: DocumentStore> Server<S> {
     /// Queue `messages` after whatever the connection had pending, as its last frame.
     fn send_now(&mut self, id: ConnectionId, mut messages: Vec<Message>) {
         let Some(conn) = self.connections.get_mut(&id) else { return };
+        // Acknowledgements waiting for company leave now: a client told that the server
+        // shuts down still learns what it saved.
+        conn.ack_due = None;
+        for (doc, batch) in std::mem::take(&mut conn.acks) {
+            conn.outbox.push(Message::Ack { doc, batch });
+        }
         let mut all = std::mem::take(&mut conn.outbox);
         all.append(&mut messages);
         let frame = encode_frame(&all);
@@ -712,6 +754,7 @@ impl<S: DocumentStore> Server<S> {
             if set.is_empty() {
                 self.subscribers.remove(name);
                 self.recent.remove(name);
+                self.durability.set_idle(name, self.last_now);
             }
         }
     }
