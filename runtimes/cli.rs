@@ -173,8 +173,13 @@ async fn serve(
 
 async fn log_events(mut events: tokio::sync::broadcast::Receiver<ServerEvent>) {
     use tokio::sync::broadcast::error::RecvError;
+    let trim_scheduled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
-        match events.recv().await {
+        let event = events.recv().await;
+        if let Ok(ServerEvent::DocumentUnloaded { .. }) = &event {
+            schedule_trim(&trim_scheduled);
+        }
+        match event {
             Ok(ServerEvent::Handshake { connection, peer, client_name }) => {
                 info!(connection = connection.0, peer = peer.get(), client = %client_name, "client connected");
             }
@@ -198,6 +203,37 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<ServerEvent>) {
         }
     }
 }
+
+/// Documents unload in bursts: give their memory back to the system once, a second after
+/// the first unload of a burst.
+fn schedule_trim(scheduled: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    if scheduled.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let scheduled = scheduled.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        scheduled.store(false, Ordering::Release);
+        let _ = tokio::task::spawn_blocking(release_free_memory).await;
+    });
+}
+
+/// Hand the allocator's free pages back to the system. glibc keeps memory freed by unloaded
+/// documents in its arenas: after 1,000 documents loaded and unloaded, the server's heap was
+/// back within 146 KiB of idle but its resident memory stayed 10.9 MiB above it
+/// (`cargo bench --features cli --bench storage`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim takes no pointers; it only returns free pages of the allocator's
+    // own heaps to the system and may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// Ctrl-C or (on Unix) SIGTERM, whichever comes first.
 async fn shutdown_signal() -> &'static str {

@@ -64,3 +64,30 @@ fn a_fast_typist_gets_acks_coalesced_and_saved_soon_after_the_last_keystroke() {
     assert!(sim.client(0).is_saved("doc"));
     assert_eq!(sim.server().document("doc").unwrap().text("t").len(), 500);
 }
+
+#[test]
+fn acknowledged_counts_confirmed_operations_across_reconnects() {
+    let server = ServerConfig::default().with_ack_delay(Duration::ZERO);
+    let faults = Faults { latency_ms: (20, 20), ..Faults::none() };
+    let mut sim = Sim::with_configs(13, 1, &["doc"], faults, server, |_| ClientConfig::default());
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    assert_eq!(sim.client(0).acknowledged("doc"), Some(0));
+    sim.edit(0, "doc", |d| d.transact().text("t").insert(0, "hello").map(drop).unwrap());
+    assert_eq!(sim.client(0).acknowledged("doc"), Some(0), "sent, not confirmed");
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    assert_eq!(sim.client(0).acknowledged("doc"), Some(5));
+    // Three more leave, and the link breaks before their acknowledgement comes back.
+    sim.edit(0, "doc", |d| d.transact().text("t").insert(5, "!!!").map(drop).unwrap());
+    sim.run_for(Duration::from_millis(30));
+    assert_eq!(text_of_server(&sim), "hello!!!", "the server applied them");
+    sim.break_client_link(0);
+    assert_eq!(sim.client(0).acknowledged("doc"), Some(5), "unconfirmed while disconnected");
+    // The next subscription's acknowledgement (batch 0) confirms what the server held.
+    assert!(sim.run_until_settled(&["doc"], Duration::from_secs(5)));
+    assert_eq!(sim.client(0).acknowledged("doc"), Some(8));
+    assert_eq!(sim.client(0).acknowledged("other"), None, "not subscribed");
+}
+
+fn text_of_server(sim: &Sim) -> String {
+    sim.server().document("doc").map(|d| d.text("t").to_string()).unwrap_or_default()
+}

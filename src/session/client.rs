@@ -552,10 +552,14 @@ impl<D: SyncDocument> ClientSession<D> {
         // would otherwise be retried at full speed forever).
         self.attempts = 0;
         // The server holds `version`; everything else local is pushed at the next poll.
-        // The server acknowledges the subscription as batch 0 once what it held at `Sync`
-        // is stored (at once, unless it is durable and still committing).
-        let own = version.get(self.peer).min(entry.doc.version().get(self.peer));
-        entry.in_flight.push_back((0, own));
+        // The server acknowledges the subscription as batch 0 once what it held at its first
+        // `Sync` is stored (at once, unless it is durable and still committing). A later
+        // `Sync` of the same subscription (after a history trim) holds nothing of ours that
+        // our batches did not carry: their acknowledgements cover it.
+        if entry.batches_sent == 0 && entry.in_flight.is_empty() {
+            let own = version.get(self.peer).min(entry.doc.version().get(self.peer));
+            entry.in_flight.push_back((0, own));
+        }
         entry.sent = version;
         entry.asked = retry;
         if let Some(now) = self.last_now {
