@@ -206,25 +206,7 @@ impl Net {
 
     fn edit(&mut self, i: usize, kind: u8, at: u16, value: u16) {
         let Some(doc) = self.peers[i].session.document_mut(DOCS[usize::from(value) % 2]) else { return };
-        let len = doc.text("text").len();
-        let mut txn = doc.transact();
-        match kind % 4 {
-            0 => {
-                let _ = txn.text("text").insert(usize::from(at) % (len + 1), &format!("{value:x}"));
-            }
-            1 => {
-                if len > 0 {
-                    let pos = usize::from(at) % len;
-                    let _ = txn.text("text").delete(pos, (usize::from(value) % 4).min(len - pos));
-                }
-            }
-            2 => {
-                let _ = txn.map::<String, u16>("map").insert(&format!("k{}", at % 8), &value);
-            }
-            _ => {
-                let _ = txn.counter("count").add(i64::from(value) - 32_768);
-            }
-        }
+        edit_document(doc, kind, at, value);
     }
 
     /// Let everything settle on a healthy network: every client connected and saved,
@@ -251,6 +233,40 @@ impl Net {
         }
         false
     }
+}
+
+/// One edit of any container type, placed by `at`, shaped by `value`. Edits that do not
+/// apply (an index past the end, say) are skipped: only their effect on convergence matters.
+fn edit_document(doc: &mut Document, kind: u8, at: u16, value: u16) {
+    let (at, value_index) = (usize::from(at), usize::from(value));
+    let text_len = doc.text("text").len();
+    let list_len = doc.list::<u16>("list").len();
+    let moves_len = doc.movable_list::<u16>("moves").len();
+    let mut txn = doc.transact();
+    let _ = match kind % 8 {
+        0 => txn.text("text").insert(at % (text_len + 1), &format!("{value:x}")),
+        1 if text_len > 0 => {
+            let pos = at % text_len;
+            txn.text("text").delete(pos, (value_index % 4).min(text_len - pos))
+        }
+        2 if value.is_multiple_of(5) => {
+            txn.map::<String, u16>("map").remove(&format!("k{}", at % 8)).map(drop)
+        }
+        2 => txn.map::<String, u16>("map").insert(&format!("k{}", at % 8), &value),
+        3 => txn.counter("count").add(i64::from(value) - 32_768),
+        4 if list_len > 0 && value.is_multiple_of(3) => txn.list::<u16>("list").delete(at % list_len, 1),
+        4 => txn.list::<u16>("list").insert(at % (list_len + 1), &value),
+        5 if moves_len > 1 && value.is_multiple_of(2) => {
+            txn.movable_list::<u16>("moves").move_item(at % moves_len, value_index % moves_len)
+        }
+        5 if moves_len > 0 && value.is_multiple_of(3) => {
+            txn.movable_list::<u16>("moves").set(at % moves_len, &value)
+        }
+        5 => txn.movable_list::<u16>("moves").insert(at % (moves_len + 1), &value).map(drop),
+        6 => txn.register::<u16>("register").set(&value),
+        _ if value.is_multiple_of(2) => txn.or_set::<u16>("set").remove(&((at % 16) as u16)).map(drop),
+        _ => txn.or_set::<u16>("set").insert(&((at % 16) as u16)),
+    };
 }
 
 /// Mutate `frame` as the script says: flip, cut, splice or extend.
@@ -365,6 +381,11 @@ pub enum Action {
     RestartServer,
     /// A client replaces its copy with a copy loaded from its own encoding.
     Reload { client: u8 },
+    /// A client forks its copy at an earlier version (a new replica), edits the fork, and
+    /// merges the fork's edit back.
+    Fork { client: u8, back: u8, kind: u8, at: u16, value: u16 },
+    /// Two clients exchange what they lack directly, past the server.
+    SyncPair { a: u8, b: u8 },
 }
 
 /// A run of the convergence target.
@@ -381,15 +402,64 @@ pub struct Run {
 pub fn convergence(run: Run) {
     let mut net = Net::new(2 + usize::from(run.clients % 3), run.durable, run.compact);
     net.drain();
+    // Each client's versions of each document so far, for forks at an earlier one.
+    let mut history: Vec<[Vec<crdt_sync::Frontier>; 2]> = vec![[Vec::new(), Vec::new()]; net.peers.len()];
+    let mut forks = 0u64;
     for action in run.actions.into_iter().take(400) {
         let n = net.peers.len();
         match action {
-            Action::Edit { client, kind, at, value } => net.edit(usize::from(client) % n, kind, at, value),
+            Action::Edit { client, kind, at, value } => {
+                let i = usize::from(client) % n;
+                net.edit(i, kind, at, value);
+                let d = usize::from(value) % 2;
+                if let Some(doc) = net.peers[i].session.document(DOCS[d]) {
+                    history[i][d].push(doc.frontier().clone());
+                }
+            }
             Action::Deliver { client, up: true } => net.deliver_up(usize::from(client) % n),
             Action::Deliver { client, up: false } => net.deliver_down(usize::from(client) % n),
             Action::Tick { ms } => net.tick(u64::from(ms)),
             Action::Disconnect { client } => net.disconnect(usize::from(client) % n),
             Action::RestartServer => net.restart_server(),
+            Action::Fork { client, back, kind, at, value } => {
+                let i = usize::from(client) % n;
+                let d = usize::from(value) % 2;
+                let name = DOCS[d];
+                forks += 1;
+                let history = &history[i][d];
+                let Some(doc) = net.peers[i].session.document_mut(name) else { continue };
+                let frontier = if history.is_empty() {
+                    doc.frontier().clone()
+                } else {
+                    history[history.len() - 1 - usize::from(back) % history.len()].clone()
+                };
+                if let Ok(mut fork) = doc.fork_at(&frontier, PeerId::new(1000 + forks)) {
+                    edit_document(&mut fork, kind, at, value);
+                    let update = fork.export_since(doc.version()).expect("a fork exports what it added");
+                    doc.import(&update).expect("a fork's edit merges back");
+                }
+            }
+            Action::SyncPair { a, b } => {
+                let (a, b) = (usize::from(a) % n, usize::from(b) % n);
+                for name in DOCS {
+                    for (from, to) in [(a, b), (b, a)] {
+                        let Some(since) = net.peers[to].session.document(name).map(|d| d.version().clone())
+                        else {
+                            continue;
+                        };
+                        let Some(Ok(update)) =
+                            net.peers[from].session.document(name).map(|d| d.export_since(&since))
+                        else {
+                            continue;
+                        };
+                        if let Some(doc) = net.peers[to].session.document_mut(name) {
+                            // A replica may lack what the update builds on (trimmed history):
+                            // it waits or is refused; the server brings the rest.
+                            let _ = doc.import(&update);
+                        }
+                    }
+                }
+            }
             Action::Reload { client } => {
                 let i = usize::from(client) % n;
                 let session = &mut net.peers[i].session;
