@@ -13,12 +13,11 @@ mod net;
 #[path = "../examples/support/trace_replay.rs"]
 mod trace_replay;
 
-use std::process::Child;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::process::{free_port, run, scratch_dir, serve_with};
+use common::process::{KillOnDrop, free_port, run, scratch_dir, serve_with};
 use crdt_sync::sqlite::SqliteStorage;
 use crdt_sync::{ClientConfig, ClientSession, Document, DurableStorage, PeerId, ServerConfig, VersionVector};
 use net::{NetClient, Runtime};
@@ -77,7 +76,8 @@ fn acknowledged_changes_survive_sigkill_and_every_replica_ends_at_end_content() 
 
     let data = scratch_dir("crash");
     let listen = format!("127.0.0.1:{}", free_port());
-    let server: Mutex<Child> = Mutex::new(serve_with(&data, &listen, &[]).0);
+    // Killed on drop too: a failed check must not leave a server running.
+    let server: Mutex<KillOnDrop> = Mutex::new(KillOnDrop(serve_with(&data, &listen, &[]).0));
     let url = format!("ws://{listen}");
 
     let present = trace.txns.iter().filter_map(|t| t.time_ms).max().unwrap_or(0);
@@ -121,8 +121,8 @@ fn acknowledged_changes_survive_sigkill_and_every_replica_ends_at_end_content() 
                 let acknowledged: Vec<u32> =
                     clients.iter().map(|c| c.with(|s| s.acknowledged(DOC).unwrap_or(0)).unwrap()).collect();
                 let mut child = server.lock().unwrap();
-                child.kill().unwrap();
-                child.wait().unwrap();
+                child.0.kill().unwrap();
+                child.0.wait().unwrap();
                 let mut storage = SqliteStorage::open_existing(
                     data.join("documents.sqlite3"),
                     config.peer,
@@ -143,7 +143,7 @@ fn acknowledged_changes_survive_sigkill_and_every_replica_ends_at_end_content() 
                 checked += 1;
                 // Down for a while: the clients type on offline.
                 std::thread::sleep(Duration::from_millis(rng.below(300)));
-                *child = serve_with(&data, &listen, &[]).0;
+                child.0 = serve_with(&data, &listen, &[]).0;
             }
             (checked, acknowledged_at_kills)
         });
@@ -207,8 +207,8 @@ fn acknowledged_changes_survive_sigkill_and_every_replica_ends_at_end_content() 
     let (ok, exported) = run(&["export", "--data", data_arg, DOC, "--container", "text"]);
     assert!(ok && exported == trace.end_content, "the exported document differs from endContent");
     let mut child = server.into_inner().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let (ok, exported) = run(&["export", "--data", data_arg, DOC, "--container", "text"]);
     assert!(ok && exported == trace.end_content, "after SIGKILL the stored document differs from endContent");
     for client in clients {
