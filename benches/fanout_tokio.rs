@@ -25,8 +25,10 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Setup {
-        let server =
-            TokioServer::bind("127.0.0.1:0", ServerConfig::default()).await.expect("a loopback port");
+        // The writer types at machine speed: the per-connection message limit is for
+        // abusers, not for this measurement.
+        let config = ServerConfig::default().with_rate_limit(0, 0);
+        let server = TokioServer::bind("127.0.0.1:0", config).await.expect("a loopback port");
         let url = format!("ws://{}", server.local_addr());
         let connect = |peer: PeerId| {
             let client = TokioClient::connect(url.clone(), ClientSession::new(peer, ClientConfig::default()));

@@ -350,8 +350,14 @@ where
                 // A failed accept (out of file descriptors, say) is the listener's problem,
                 // not a reason to stop serving the connections we have.
                 ServerStep::Accepted(Ok(stream)) => {
+                    // An address with too many unfinished handshakes is dropped before its
+                    // TLS or WebSocket handshake costs anything.
+                    let Some(id) =
+                        stream.peer_addr().ok().and_then(|a| server.accept_from(now(), a.ip()).ok())
+                    else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    let id = server.accept(now());
                     let (tx, rx) = async_channel::unbounded();
                     connections.insert(id, tx);
                     let connection = serve_connection(

@@ -463,7 +463,12 @@ where
         loop {
             match recv_until(&input_rx, server.poll_timeout()) {
                 Ok(ServerInput::Accepted(tcp)) => {
-                    let id = server.accept(now());
+                    // An address with too many unfinished handshakes is dropped before its
+                    // TLS or WebSocket handshake costs anything.
+                    let Some(id) = tcp.peer_addr().ok().and_then(|a| server.accept_from(now(), a.ip()).ok())
+                    else {
+                        continue;
+                    };
                     let (frames, frame_rx) = mpsc::channel();
                     let tcp = Arc::new(tcp);
                     connections.insert(id, ConnectionOutlet { frames, tcp: tcp.clone() });

@@ -3,7 +3,10 @@
 //!
 //! ```text
 //! crdt-sync serve [--listen ADDR] [--data DIR] [--unload-after-s S] [--tls-cert PEM --tls-key PEM]
-//! crdt-sync cat URL DOC [--container NAME] [--ca PEM]
+//!                 [--auth-secret-file F] [--max-messages-per-second N] [--message-burst N]
+//!                 [--max-unauthenticated-per-address N]
+//! crdt-sync token --secret-file F --doc D [--doc D2 ...] [--read-only] [--subject S] [--expires-in-s S]
+//! crdt-sync cat URL DOC [--container NAME] [--ca PEM] [--token T]
 //! crdt-sync export --data DIR DOC [--container NAME]
 //! crdt-sync ls --data DIR
 //! ```
@@ -16,8 +19,8 @@ use clap::{Parser, Subcommand};
 use crdt_sync::sqlite::{CompactionPolicy, SqliteStorage};
 use crdt_sync::tokio::{TokioClient, TokioServer};
 use crdt_sync::{
-    ClientConfig, ClientEvent, ClientSession, ClientTls, ConnectionStatus, Document, DurableStorage, PeerId,
-    Server, ServerConfig, ServerEvent, ServerTls, ServerUrl,
+    ClientConfig, ClientEvent, ClientSession, ClientTls, ConnectionStatus, Document, DurableStorage,
+    HmacAuthenticator, PeerId, Server, ServerConfig, ServerEvent, ServerTls, ServerUrl, TokenClaims,
 };
 use tracing::{error, info, warn};
 
@@ -48,6 +51,32 @@ enum Command {
         /// The private key of `--tls-cert` (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Require a token signed with the secret in this file (`crdt-sync token` makes
+        /// them): a client may use the documents its token names, and only those. Without
+        /// it, every client may read and write every document.
+        #[arg(long)]
+        auth_secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Make a token for a server started with `--auth-secret-file`, and print it.
+    Token {
+        /// The server's secret.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// A document the token opens: a name, or a prefix ending in `*` (repeat for more).
+        #[arg(long = "doc", required = true)]
+        documents: Vec<String>,
+        /// The holder may only read: its changes and presence are refused.
+        #[arg(long)]
+        read_only: bool,
+        /// Who holds it, for the server's logs.
+        #[arg(long, default_value = "user")]
+        subject: String,
+        /// Seconds until the token expires (default: never). The server closes a connection
+        /// whose token expires unless the client sent a fresh one.
+        #[arg(long)]
+        expires_in_s: Option<u64>,
     },
     /// Print a document as a running server has it: the text of one container, or JSON of
     /// the whole document.
@@ -63,6 +92,9 @@ enum Command {
         /// web's.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// The token to present (for a server started with `--auth-secret-file`).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Print a document from a data folder, without a server (also while one runs on it).
     Export {
@@ -84,6 +116,33 @@ enum Command {
     },
 }
 
+/// The server's limits on what one client may do.
+#[derive(clap::Args, Debug)]
+struct Limits {
+    /// Messages a connection may send per second, sustained (0: no limit).
+    #[arg(long)]
+    max_messages_per_second: Option<u32>,
+    /// Messages a connection may send above the sustained rate in a burst.
+    #[arg(long)]
+    message_burst: Option<u32>,
+    /// Connections from one address that may be in their handshake at once (raise it
+    /// behind a proxy, where every client has the proxy's address).
+    #[arg(long)]
+    max_unauthenticated_per_address: Option<usize>,
+}
+
+impl Limits {
+    fn apply(&self, mut config: ServerConfig) -> ServerConfig {
+        let rate = self.max_messages_per_second.unwrap_or(config.max_messages_per_second);
+        let burst = self.message_burst.unwrap_or(config.message_burst);
+        config = config.with_rate_limit(rate, burst);
+        if let Some(max) = self.max_unauthenticated_per_address {
+            config = config.with_max_unauthenticated_per_address(max);
+        }
+        config
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -103,7 +162,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen, data, unload_after_s, tls_cert, tls_key } => {
+            Command::Serve { listen, data, unload_after_s, tls_cert, tls_key, auth_secret_file, limits } => {
                 let tls = match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => match ServerTls::from_pem_files(&cert, &key) {
                         Ok(tls) => Some(tls),
@@ -111,9 +170,25 @@ fn main() -> ExitCode {
                     },
                     _ => None,
                 };
-                serve(&listen, &data, Duration::from_secs(unload_after_s), tls).await
+                let secret = auth_secret_file.as_deref().map(read_secret).transpose()?;
+                let config =
+                    limits.apply(ServerConfig::default().with_durable(Duration::from_secs(unload_after_s)));
+                serve(&listen, &data, config, tls, secret).await
             }
-            Command::Cat { url, doc, container, ca } => {
+            Command::Token { secret_file, documents, read_only, subject, expires_in_s } => {
+                let secret = read_secret(&secret_file)?;
+                let mut claims = TokenClaims::new(subject, documents);
+                if read_only {
+                    claims = claims.read_only();
+                }
+                if let Some(seconds) = expires_in_s {
+                    claims = claims.expiring_at(unix_now() + seconds);
+                }
+                let token = crdt_sync::auth::sign_token(&secret, &claims).map_err(|e| e.to_string())?;
+                println!("{token}");
+                Ok(())
+            }
+            Command::Cat { url, doc, container, ca, token } => {
                 let url = match ca {
                     Some(ca) => match ClientTls::with_root_certificates(&ca) {
                         Ok(tls) => ServerUrl::new(url).with_tls(tls),
@@ -121,7 +196,7 @@ fn main() -> ExitCode {
                     },
                     None => ServerUrl::new(url),
                 };
-                cat(url, &doc, container.as_deref()).await
+                cat(url, &doc, container.as_deref(), token).await
             }
             Command::Export { data, doc, container } => export(&data, &doc, container.as_deref()),
             Command::Ls { data } => list(&data),
@@ -141,14 +216,37 @@ fn database(data: &Path) -> PathBuf {
     data.join("documents.sqlite3")
 }
 
+/// A secret from a file, without the line break an editor or `echo` leaves at its end.
+fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let mut secret = std::fs::read(path).map_err(|e| format!("secret file {}: {e}", path.display()))?;
+    while secret.last().is_some_and(u8::is_ascii_whitespace) {
+        secret.pop();
+    }
+    if secret.len() < crdt_sync::auth::MIN_SECRET_BYTES {
+        return Err(format!(
+            "secret file {}: the secret must be at least {} bytes",
+            path.display(),
+            crdt_sync::auth::MIN_SECRET_BYTES
+        ));
+    }
+    Ok(secret)
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    #[allow(clippy::disallowed_methods)] // the binary is a runtime: it may read the clock
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 async fn serve(
     listen: &str,
     data: &Path,
-    unload_after: Duration,
+    config: ServerConfig,
     tls: Option<ServerTls>,
+    secret: Option<Vec<u8>>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(data).map_err(|e| format!("data folder {}: {e}", data.display()))?;
-    let config = ServerConfig::default().with_durable(unload_after);
     let storage = SqliteStorage::open(database(data), config.peer, config.document.clone())
         .map_err(|e| format!("cannot open the data folder: {e}"))?;
     let stored = storage.list().map_err(|e| e.to_string())?.len();
@@ -158,10 +256,18 @@ async fn serve(
         .spawn_compactor(CompactionPolicy::default(), Duration::from_secs(1))
         .map_err(|e| e.to_string())?;
     let scheme = if tls.is_some() { "wss" } else { "ws" };
-    let server = TokioServer::serve_durable(listen, Server::in_memory(config), storage, tls)
+    let authenticated = secret.is_some();
+    let mut sessions = Server::in_memory(config);
+    if let Some(secret) = secret {
+        #[allow(clippy::disallowed_methods)] // the binary is a runtime: it may read the clock
+        let now = std::time::Instant::now();
+        let authenticator = HmacAuthenticator::new(secret, now, unix_now()).map_err(|e| e.to_string())?;
+        sessions.set_authenticator(authenticator);
+    }
+    let server = TokioServer::serve_durable(listen, sessions, storage, tls)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    info!(address = %format!("{scheme}://{}", server.local_addr()), data = %data.display(), documents = stored, "serving");
+    info!(address = %format!("{scheme}://{}", server.local_addr()), data = %data.display(), documents = stored, authenticated, "serving");
     tokio::spawn(log_events(server.events()));
     let signal = shutdown_signal().await;
     info!(signal, "shutting down");
@@ -196,6 +302,15 @@ async fn log_events(mut events: tokio::sync::broadcast::Receiver<ServerEvent>) {
             }
             Ok(ServerEvent::Error { connection, error }) => {
                 warn!(connection = connection.0, error = %error, "client error")
+            }
+            Ok(ServerEvent::Authenticated { connection, subject }) => {
+                info!(connection = connection.0, subject = %subject, "client authenticated")
+            }
+            Ok(ServerEvent::AuthenticationFailed { connection, reason }) => {
+                warn!(connection = connection.0, reason = %reason, "authentication failed")
+            }
+            Ok(ServerEvent::AccessRefused { connection, document, permission }) => {
+                warn!(connection = connection.0, document = %document, permission = ?permission, "access refused")
             }
             Ok(_) => {}
             Err(RecvError::Lagged(missed)) => warn!(missed, "event log fell behind"),
@@ -258,24 +373,36 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn cat(url: ServerUrl, name: &str, container: Option<&str>) -> Result<(), String> {
+async fn cat(
+    url: ServerUrl,
+    name: &str,
+    container: Option<&str>,
+    token: Option<String>,
+) -> Result<(), String> {
     let peer = one_off_peer();
-    let config = ClientConfig::default().with_client_name("crdt-sync cat").with_reconnect(
-        Duration::from_millis(200),
-        Duration::from_secs(2),
-        Some(3),
-    );
+    let config = ClientConfig::default()
+        .with_client_name("crdt-sync cat")
+        .with_reconnect(Duration::from_millis(200), Duration::from_secs(2), Some(3))
+        .with_token(token.unwrap_or_default());
     let shown = url.as_str().to_owned();
     let client = TokioClient::connect(url, ClientSession::new(peer, config));
     // Keep the last transport failure, to say why if the client gives up.
     let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let mut events = client.events();
     let last = failure.clone();
+    // Refusals that no retry cures end the wait at once.
+    let (refused_tx, mut refused) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(ClientEvent::TransportFailed { detail }) => {
                     *last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(detail);
+                }
+                Ok(ClientEvent::AuthenticationFailed { detail }) => {
+                    let _ = refused_tx.send(format!("the server refused the token: {detail}"));
+                }
+                Ok(ClientEvent::PermissionChanged { permission: crdt_sync::Permission::Denied, .. }) => {
+                    let _ = refused_tx.send("the token does not open this document".into());
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => return,
@@ -291,6 +418,9 @@ async fn cat(url: ServerUrl, name: &str, container: Option<&str>) -> Result<(), 
             let why = failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
             let why = why.unwrap_or_else(|| "gave up after 3 attempts".into());
             return Err(format!("cannot reach {shown}: {why}"));
+        }
+        Some(why) = refused.recv() => {
+            return Err(format!("{shown} refused: {why}"));
         }
         _ = tokio::time::sleep(Duration::from_secs(10)) => {
             return Err(format!("no answer from {shown} within 10 s"));

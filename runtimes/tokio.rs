@@ -227,9 +227,12 @@ where
             accepted = listener.accept() => {
                 // A failed accept (out of file descriptors, say) is the listener's problem,
                 // not a reason to stop serving the connections we have.
-                if let Ok((stream, _)) = accepted {
+                // An address with too many unfinished handshakes is dropped before its
+                // TLS or WebSocket handshake costs anything.
+                if let Ok((stream, address)) = accepted
+                    && let Ok(id) = server.accept_from(now(), address.ip())
+                {
                     let _ = stream.set_nodelay(true);
-                    let id = server.accept(now());
                     let (tx, rx) = mpsc::unbounded_channel();
                     connections.insert(id, tx);
                     tasks.spawn(serve_connection(id, stream, tls.clone(), ws, inbound_tx.clone(), rx, traffic.clone()));

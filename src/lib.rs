@@ -241,6 +241,7 @@
 #[cfg(feature = "async-io")]
 #[path = "../runtimes/async_io.rs"]
 pub mod async_io;
+pub mod auth;
 #[cfg(feature = "tungstenite")]
 #[path = "../runtimes/blocking.rs"]
 pub mod blocking;
@@ -265,6 +266,10 @@ mod tls;
 pub mod tokio;
 pub mod wire;
 
+pub use auth::{
+    AuthDecision, AuthRequest, Authenticator, HmacAuthenticator, Identity, Permission, TokenClaims,
+    TokenError,
+};
 pub use doc::change::Change;
 pub use doc::clock::{ClockError, HybridClock, MAX_WALL_MS, Timestamp};
 pub use doc::codec::EncodeOptions;
@@ -288,8 +293,8 @@ pub use plugin::{
 #[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]
 pub use runtime_common::Traffic;
 pub use session::{
-    ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server, ServerConfig,
-    ServerEvent, SyncDocument, Transmit,
+    AcceptError, ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Server,
+    ServerConfig, ServerEvent, SyncDocument, Transmit,
 };
 pub use storage::{
     CommitTicket, DurableStorage, MemoryStorage, StorageError, StorageOutcome, StorageRequest, StorageWrite,

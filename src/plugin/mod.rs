@@ -19,6 +19,10 @@
 //! it, and tells the author, which stops syncing that document (see
 //! [`crate::ClientEvent::ChangesVetoed`]).
 //!
+//! A client that may only read a document ([`crate::auth::Permission::ReadOnly`]) sends
+//! no plugin message about it, and the server refuses any that arrives: presence from a
+//! reader reaches no one.
+//!
 //! [`awareness`] is built on this: presence (who is here, where their cursor is) per document.
 
 use std::any::Any;

@@ -9,6 +9,7 @@ use super::config::ClientConfig;
 use super::event::{ClientEvent, ConnectionStatus};
 use super::random::SplitMix64;
 use super::sync_document::SyncDocument;
+use crate::auth::Permission;
 use crate::plugin::{ClientPlugin, PluginError};
 use crate::wire::{
     CloseReason, DocSlot, ErrorCode, Message, PROTOCOL_VERSION, decode_frame_into, encode_frame,
@@ -59,6 +60,8 @@ pub struct ClientSession<D: SyncDocument = Document> {
     /// Messages of the frame being handled, a buffer kept between frames.
     inbox: Vec<Message>,
     plugins: Vec<Box<dyn ClientPlugin>>,
+    /// The server refused the token: stay down until the application gives another.
+    auth_failed: bool,
 }
 
 #[derive(Debug)]
@@ -89,6 +92,8 @@ struct ClientDocument<D> {
     in_flight: VecDeque<(u32, u32)>,
     /// This replica's own operations the server confirmed holding.
     acknowledged: u32,
+    /// What the server lets this client do with the document on the current connection.
+    permission: Permission,
 }
 
 #[derive(Debug)]
@@ -138,6 +143,7 @@ impl<D: SyncDocument> ClientSession<D> {
             last_now: None,
             inbox: Vec::new(),
             plugins: Vec::new(),
+            auth_failed: false,
         }
     }
 
@@ -243,6 +249,7 @@ impl<D: SyncDocument> ClientSession<D> {
             refused: false,
             in_flight: VecDeque::new(),
             acknowledged: 0,
+            permission: Permission::ReadWrite,
         };
         self.slots.insert(slot, entry.name.clone());
         let old = self.documents.insert(name.clone(), entry).map(|old| {
@@ -299,6 +306,26 @@ impl<D: SyncDocument> ClientSession<D> {
         self.documents.get(name).map(|d| d.acknowledged)
     }
 
+    /// What the server lets this client do with a document: `None` for a document not
+    /// subscribed; read-write until the server says otherwise.
+    pub fn permission(&self, name: &str) -> Option<Permission> {
+        self.documents.get(name).map(|d| d.permission)
+    }
+
+    /// Use `token` from now on ([`ClientConfig::token`]): on a live connection the server
+    /// checks it at once and decides every document's permission again; after
+    /// [`ClientEvent::AuthenticationFailed`] the session connects again with it.
+    pub fn set_token(&mut self, now: Instant, token: impl Into<Vec<u8>>) {
+        self.last_now = Some(now);
+        self.config.token = token.into();
+        if self.link.as_ref().is_some_and(|l| l.welcomed) {
+            self.outbox.push(Message::Authenticate { token: self.config.token.clone() });
+        } else if self.status == ConnectionStatus::Error && self.auth_failed {
+            self.auth_failed = false;
+            self.connect(now);
+        }
+    }
+
     // ---- inputs ------------------------------------------------------------------------
 
     /// The transport the session asked for ([`ClientEvent::OpenTransport`]) is open.
@@ -327,14 +354,15 @@ impl<D: SyncDocument> ClientSession<D> {
             max_version: PROTOCOL_VERSION,
             peer: self.peer,
             client_name: self.config.client_name.clone(),
-            token: Vec::new(),
+            token: self.config.token.clone(),
         });
     }
 
     /// The transport was lost (or could not be opened).
     pub fn handle_disconnected(&mut self, now: Instant) {
         self.last_now = Some(now);
-        if self.link.is_none() && self.reconnect_at.is_some() {
+        // Already given up (a fatal error): the transport closing after it changes nothing.
+        if self.link.is_none() && (self.reconnect_at.is_some() || self.status == ConnectionStatus::Error) {
             return;
         }
         self.drop_link();
@@ -490,8 +518,29 @@ impl<D: SyncDocument> ClientSession<D> {
             Message::Error { doc: Some(slot), code: ErrorCode::ChangesVetoed, detail } if welcomed => {
                 self.on_vetoed(now, slot, detail);
             }
+            Message::Error { code: ErrorCode::Unauthorized, detail, .. } => {
+                self.auth_failed = true;
+                self.events.push_back(ClientEvent::AuthenticationFailed { detail });
+            }
+            Message::Error { doc: Some(slot), code: ErrorCode::Forbidden, detail } if welcomed => {
+                self.on_forbidden(now, slot, detail);
+            }
+            Message::Error { doc: Some(slot), code: ErrorCode::ReadOnly, detail } if welcomed => {
+                self.set_permission(slot, Permission::ReadOnly);
+                let error = ProtocolError::Refused { code: ErrorCode::ReadOnly, detail };
+                self.events.push_back(ClientEvent::Error(error));
+            }
             Message::Error { code, detail, .. } => {
                 self.events.push_back(ClientEvent::Error(ProtocolError::Refused { code, detail }));
+            }
+            Message::Close { reason: reason @ CloseReason::Unauthorized } => {
+                if !self.auth_failed {
+                    self.auth_failed = true;
+                    let detail = "the server refused the credential".to_owned();
+                    self.events.push_back(ClientEvent::AuthenticationFailed { detail });
+                }
+                // The same token would be refused again: wait for `set_token`.
+                self.fatal(ProtocolError::Closed(reason));
             }
             Message::Close { reason } => {
                 self.events.push_back(ClientEvent::Error(ProtocolError::Closed(reason)));
@@ -509,6 +558,7 @@ impl<D: SyncDocument> ClientSession<D> {
             Message::Sync { doc, version, update } => self.on_sync(doc, version, &update),
             Message::Changes { doc, changes } => self.on_changes(now, doc, &changes),
             Message::Ack { doc, batch } => self.on_ack(doc, batch),
+            Message::Access { doc, permission } => self.set_permission(doc, permission),
             Message::Plugin { plugin, doc, body } => self.on_plugin_message(now, plugin, doc, &body),
             Message::NeedChanges { doc, version } => {
                 if let Some(entry) = self.by_slot(doc) {
@@ -614,6 +664,59 @@ impl<D: SyncDocument> ClientSession<D> {
         self.events.push_back(ClientEvent::ChangesVetoed { document: name, reason });
     }
 
+    /// The server refused or evicted a subscription this client may not have: stop syncing
+    /// the document (the server already forgot the slot).
+    fn on_forbidden(&mut self, now: Instant, slot: DocSlot, detail: String) {
+        let Some(name) = self.name_of(slot) else { return };
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
+        let was_synced = entry.synced;
+        entry.synced = false;
+        entry.refused = true;
+        entry.permission = Permission::Denied;
+        entry.batches_acked = entry.batches_sent;
+        entry.in_flight.clear();
+        if was_synced {
+            for plugin in &mut self.plugins {
+                plugin.on_unsubscribed(now, &name);
+            }
+        }
+        self.events
+            .push_back(ClientEvent::PermissionChanged { document: name, permission: Permission::Denied });
+        let error = ProtocolError::Refused { code: ErrorCode::Forbidden, detail };
+        self.events.push_back(ClientEvent::Error(error));
+    }
+
+    /// The server says what this client may do with a document.
+    fn set_permission(&mut self, slot: DocSlot, permission: Permission) {
+        let Some(name) = self.name_of(slot) else { return };
+        let Some(entry) = self.documents.get_mut(&*name) else { return };
+        let before = entry.permission;
+        if before == permission || permission == Permission::Denied {
+            return;
+        }
+        entry.permission = permission;
+        self.events.push_back(ClientEvent::PermissionChanged { document: name.clone(), permission });
+        if before == Permission::ReadOnly && permission == Permission::ReadWrite {
+            // Changes sent while read-only were refused, and what the server holds is not
+            // known here: subscribe afresh, its `Sync` says, and the rest is pushed.
+            self.resubscribe(&name);
+        }
+    }
+
+    /// Subscribe a document again on a new slot.
+    fn resubscribe(&mut self, name: &str) {
+        let Some(entry) = self.documents.get_mut(name) else { return };
+        let old = entry.slot;
+        let slot = DocSlot(self.next_slot);
+        self.next_slot = self.next_slot.wrapping_add(1);
+        entry.slot = slot;
+        let shared = entry.name.clone();
+        self.slots.remove(&old);
+        self.slots.insert(slot, shared);
+        self.send_unsubscribe(old);
+        self.send_subscribe(name);
+    }
+
     fn plugins_unsubscribed(&mut self, name: &Arc<str>) {
         if let Some(now) = self.last_now {
             for plugin in &mut self.plugins {
@@ -660,7 +763,10 @@ impl<D: SyncDocument> ClientSession<D> {
                 let slot = match &message.document {
                     None => None,
                     Some(name) => match self.documents.get(&**name) {
-                        Some(entry) if !entry.refused => Some(entry.slot),
+                        // A reader's presence would be refused: it stays here.
+                        Some(entry) if !entry.refused && entry.permission == Permission::ReadWrite => {
+                            Some(entry.slot)
+                        }
                         _ => continue,
                     },
                 };
@@ -740,7 +846,10 @@ impl<D: SyncDocument> ClientSession<D> {
         let mut failures = Vec::new();
         let peer = self.peer;
         for (name, entry) in &mut self.documents {
-            if !entry.synced || entry.sent.includes(entry.doc.version()) {
+            if !entry.synced
+                || entry.permission != Permission::ReadWrite
+                || entry.sent.includes(entry.doc.version())
+            {
                 continue;
             }
             match entry.doc.changes_since(&entry.sent) {
@@ -785,8 +894,10 @@ impl<D: SyncDocument> ClientSession<D> {
         entry.batches_acked = 0;
         entry.in_flight.clear();
         entry.asked = false;
-        // The server starts a fresh codec with each subscription.
+        // The server starts a fresh codec with each subscription, and says again if the
+        // document is read-only.
         entry.codec = DocumentCodec::new();
+        entry.permission = Permission::ReadWrite;
         let message = Message::Subscribe {
             doc: entry.slot,
             name: name.to_owned(),

@@ -28,6 +28,9 @@ pub struct ClientConfig {
     pub max_reconnect_attempts: Option<u32>,
     /// Limits on frames received from the server.
     pub limits: WireLimits,
+    /// The credential sent in the handshake (empty: none); see [`crate::auth`]. Change it on
+    /// a live session with [`crate::ClientSession::set_token`].
+    pub token: Vec<u8>,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +45,7 @@ impl Default for ClientConfig {
             reconnect_max_delay: Duration::from_secs(30),
             max_reconnect_attempts: None,
             limits: WireLimits::default(),
+            token: Vec::new(),
         }
     }
 }
@@ -84,6 +88,12 @@ impl ClientConfig {
     /// Set [`ClientConfig::limits`].
     pub fn with_limits(mut self, limits: WireLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Set [`ClientConfig::token`].
+    pub fn with_token(mut self, token: impl Into<Vec<u8>>) -> Self {
+        self.token = token.into();
         self
     }
 }
@@ -138,6 +148,26 @@ pub struct ServerConfig {
     pub commit_retry_delay: Duration,
     /// Limits on frames received from clients.
     pub limits: WireLimits,
+    /// Sustained rate a connection may send messages at, per second: each batch of changes
+    /// (a client sends at most one per document and poll) and each other message (pings,
+    /// subscriptions, presence) counts one. What one batch may hold is bounded by
+    /// [`ServerConfig::limits`] instead, so that offline edits pushed on reconnect arrive
+    /// whole. A connection past the rate, beyond [`ServerConfig::message_burst`], is closed
+    /// with [`crate::wire::CloseReason::LimitExceeded`]. Zero turns the limit off.
+    pub max_messages_per_second: u32,
+    /// How far above the sustained rate a connection may go for a while: the bucket of the
+    /// token-bucket limiter.
+    pub message_burst: u32,
+    /// Most connections from one address that have not finished the handshake (including
+    /// authentication); more are refused by [`crate::Server::accept_from`]. Behind a proxy
+    /// every client shares its address: raise this there.
+    pub max_unauthenticated_per_address: usize,
+    /// Most frame bytes sent to a connection beyond what it reported receiving. Document
+    /// data waits for the flow-control window; this bounds the rest (plugin messages,
+    /// answers) for a client that stops reading: past it the connection is closed with
+    /// [`crate::wire::CloseReason::SlowConsumer`]. One frame larger than this (a large
+    /// document's first sync) still goes out when nothing else is pending.
+    pub max_pending_outbound_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -158,6 +188,10 @@ impl Default for ServerConfig {
             unload_after: Duration::from_secs(30),
             commit_retry_delay: Duration::from_secs(1),
             limits: WireLimits::default(),
+            max_messages_per_second: 1_000,
+            message_burst: 10_000,
+            max_unauthenticated_per_address: 16,
+            max_pending_outbound_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -223,6 +257,25 @@ impl ServerConfig {
     /// Set [`ServerConfig::limits`].
     pub fn with_limits(mut self, limits: WireLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Set [`ServerConfig::max_messages_per_second`] and [`ServerConfig::message_burst`].
+    pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.max_messages_per_second = per_second;
+        self.message_burst = burst;
+        self
+    }
+
+    /// Set [`ServerConfig::max_unauthenticated_per_address`].
+    pub fn with_max_unauthenticated_per_address(mut self, max: usize) -> Self {
+        self.max_unauthenticated_per_address = max;
+        self
+    }
+
+    /// Set [`ServerConfig::max_pending_outbound_bytes`].
+    pub fn with_max_pending_outbound_bytes(mut self, bytes: u64) -> Self {
+        self.max_pending_outbound_bytes = bytes;
         self
     }
 }

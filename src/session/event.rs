@@ -97,6 +97,23 @@ pub enum ClientEvent {
         /// What the runtime reported, for logs and users.
         detail: String,
     },
+    /// The server refused the credential ([`crate::ClientConfig::token`]): the status is
+    /// [`ConnectionStatus::Error`] and the session does not retry until
+    /// [`crate::ClientSession::set_token`] gives it another.
+    AuthenticationFailed {
+        /// The server's reason.
+        detail: String,
+    },
+    /// What this client may do with a document changed (told at subscribe when it is not
+    /// read-write, and whenever the server changes it). `ReadOnly`: local edits stay local
+    /// (and leave if write access comes back); `Denied`: the document stopped syncing, as
+    /// when it is refused; subscribe it again to retry.
+    PermissionChanged {
+        /// The document's name.
+        document: Arc<str>,
+        /// The permission now.
+        permission: crate::auth::Permission,
+    },
     /// Something went wrong; the session carries on (or reconnects) unless the status says
     /// otherwise.
     Error(ProtocolError),
@@ -196,6 +213,55 @@ pub enum ServerEvent {
         connection: ConnectionId,
         /// Why.
         reason: CloseReason,
+    },
+    /// An [`crate::auth::Authenticator`] answered
+    /// [`crate::auth::AuthDecision::Pending`]: check the credential, then call
+    /// [`crate::Server::complete_authentication`] (within the handshake timeout).
+    AuthenticationRequested {
+        /// The connection.
+        connection: ConnectionId,
+        /// The replica id the client claims.
+        peer: PeerId,
+        /// The name the client gave (empty for a refreshed token).
+        client_name: String,
+        /// The credential.
+        token: Vec<u8>,
+    },
+    /// A client authenticated, in its handshake or with a refreshed token.
+    Authenticated {
+        /// The connection.
+        connection: ConnectionId,
+        /// Who it is.
+        subject: Arc<str>,
+    },
+    /// A client's credential was refused, or its identity expired; the connection closes.
+    AuthenticationFailed {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why.
+        reason: String,
+    },
+    /// A client asked for more than its permission allows: a subscription it may not have
+    /// (`Denied`), or changes or plugin messages for a document it may only read
+    /// (`ReadOnly`). It was told; nothing reached anyone.
+    AccessRefused {
+        /// The connection.
+        connection: ConnectionId,
+        /// The document's name.
+        document: Arc<str>,
+        /// The client's permission on it.
+        permission: crate::auth::Permission,
+    },
+    /// A live subscription's permission changed (a refreshed token, or
+    /// [`crate::Server::set_identity`] / [`crate::Server::refresh_permissions`]); `Denied`
+    /// evicted it.
+    PermissionChanged {
+        /// The connection.
+        connection: ConnectionId,
+        /// The document's name.
+        document: Arc<str>,
+        /// The permission now.
+        permission: crate::auth::Permission,
     },
     /// A client sent something wrong; see the error (the connection may carry on).
     Error {

@@ -15,5 +15,5 @@ mod sync_document;
 pub use client::ClientSession;
 pub use config::{ClientConfig, ServerConfig};
 pub use event::{ClientEvent, ConnectionId, ConnectionStatus, ServerEvent, Transmit};
-pub use server::Server;
+pub use server::{AcceptError, Server};
 pub use sync_document::SyncDocument;

@@ -28,8 +28,8 @@ pub enum Message {
         peer: PeerId,
         /// A name for logs and events.
         client_name: String,
-        /// An opaque credential (empty: none). Reserved: this version of the server accepts
-        /// every client and ignores it; authentication will read it without a layout change.
+        /// An opaque credential (empty: none), checked by the server's authenticator
+        /// ([`crate::auth`]).
         #[serde(with = "byte_string")]
         token: Vec<u8>,
     },
@@ -136,6 +136,25 @@ pub enum Message {
         #[serde(with = "byte_string")]
         body: Vec<u8>,
     },
+    /// Tag 14, client to server, after the handshake: a new credential (a refreshed token).
+    /// The server checks it as in `Hello`: accepted, it replaces the connection's identity
+    /// and every subscription's permission is decided again; refused, the connection closes
+    /// with [`CloseReason::Unauthorized`].
+    Authenticate {
+        /// The credential.
+        #[serde(with = "byte_string")]
+        token: Vec<u8>,
+    },
+    /// Tag 15, server to client: what the client may do with a subscribed document, sent
+    /// after `Sync` when it is not read-write, and whenever it changes. `Denied` never
+    /// travels here: a denied subscription is refused or evicted with
+    /// [`ErrorCode::Forbidden`].
+    Access {
+        /// The document's slot.
+        doc: DocSlot,
+        /// The permission now.
+        permission: crate::auth::Permission,
+    },
 }
 
 /// Why a request was refused.
@@ -164,6 +183,15 @@ pub enum ErrorCode {
     PluginRefused,
     /// The server cannot load the document from its storage; subscribing again retries.
     StorageFailed,
+    /// The credential was refused (missing, malformed, badly signed or expired); a `Close`
+    /// with [`CloseReason::Unauthorized`] follows.
+    Unauthorized,
+    /// The client may not use this document: the subscription was refused, or evicted after
+    /// a permission change.
+    Forbidden,
+    /// The client may only read this document: what it sent for it was refused and reached
+    /// no one.
+    ReadOnly,
 }
 
 /// Why a connection was closed.
@@ -186,6 +214,10 @@ pub enum CloseReason {
     ServerShutdown,
     /// The client did not keep up with the document's changes for too long.
     SlowConsumer,
+    /// The client's credential was refused.
+    Unauthorized,
+    /// The client's identity expired and it did not authenticate again in time.
+    AuthenticationExpired,
 }
 
 /// Byte fields as one block: the same bytes on the wire as a sequence of `u8` (length, then

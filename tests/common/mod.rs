@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 #[cfg(all(feature = "cli", unix))]
+pub mod load;
+#[cfg(all(feature = "cli", unix))]
 pub mod process;
 
 use crdt_sync::{Document, ImportStatus, PeerId, VersionVector};
@@ -120,4 +122,5 @@ pub fn assert_same_state(docs: &[&Document]) {
 pub fn chars(s: &str) -> Vec<char> {
     s.chars().collect()
 }
+pub mod net;
 pub mod sim;

@@ -1,12 +1,17 @@
 //! The server: many connections, each subscribed to any number of documents.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod access;
 mod durability;
 mod fan_out;
 mod plugins;
+
+pub use access::AcceptError;
+use access::{PendingHello, RateLimiter};
 
 use durability::Durability;
 
@@ -16,6 +21,7 @@ use super::codec::DocumentCodec;
 use super::config::ServerConfig;
 use super::event::{ConnectionId, ServerEvent, Transmit};
 use super::sync_document::SyncDocument;
+use crate::auth::{Authenticator, Identity, Permission};
 use crate::plugin::ServerPlugin;
 use crate::store::{DocumentStore, MemoryStore};
 use crate::wire::{
@@ -57,6 +63,10 @@ pub struct Server<S: DocumentStore = MemoryStore> {
     plugins: Vec<Box<dyn ServerPlugin>>,
     /// Loads, commits and unloads of a durable server.
     durability: Durability,
+    /// Decides who clients are and what they may do; `None`: everyone may do everything.
+    authenticator: Option<Box<dyn Authenticator>>,
+    /// Connections that have not finished the handshake, per address.
+    unauthenticated: BTreeMap<IpAddr, usize>,
 }
 
 #[derive(Debug)]
@@ -79,6 +89,15 @@ struct Connection {
     /// client typing fast is not answered with one frame per keystroke.
     acks: BTreeMap<DocSlot, u32>,
     ack_due: Option<Instant>,
+    /// Where the transport comes from, if the runtime said ([`Server::accept_from`]).
+    address: Option<IpAddr>,
+    /// Who the client is, once authenticated.
+    identity: Option<Identity>,
+    /// The handshake waits for [`Server::complete_authentication`].
+    pending_hello: Option<PendingHello>,
+    /// A refreshed token waits for [`Server::complete_authentication`].
+    reauthenticating: bool,
+    rate: RateLimiter,
 }
 
 #[derive(Debug)]
@@ -97,6 +116,8 @@ struct Subscription {
     /// A plugin vetoed changes of this subscription: it takes no more (the client stops
     /// syncing the document when told).
     vetoed: bool,
+    /// What the client may do with the document.
+    permission: Permission,
 }
 
 impl Server<MemoryStore> {
@@ -124,6 +145,8 @@ impl<S: DocumentStore> Server<S> {
             inbox: Vec::new(),
             plugins: Vec::new(),
             durability: Durability::default(),
+            authenticator: None,
+            unauthenticated: BTreeMap::new(),
         }
     }
 
@@ -171,7 +194,9 @@ impl<S: DocumentStore> Server<S> {
 
     // ---- inputs ------------------------------------------------------------------------
 
-    /// A transport was accepted; returns the id to pass with its input.
+    /// A transport was accepted; returns the id to pass with its input. Runtimes that know
+    /// the peer's address call [`Server::accept_from`] instead, which limits unfinished
+    /// handshakes per address.
     pub fn accept(&mut self, now: Instant) -> ConnectionId {
         let id = ConnectionId(self.next_connection);
         self.next_connection += 1;
@@ -187,6 +212,11 @@ impl<S: DocumentStore> Server<S> {
             window_full_since: None,
             acks: BTreeMap::new(),
             ack_due: None,
+            address: None,
+            identity: None,
+            pending_hello: None,
+            reauthenticating: false,
+            rate: RateLimiter::new(now, self.config.message_burst),
         };
         self.last_now = Some(now);
         self.connections.insert(id, connection);
@@ -215,6 +245,11 @@ impl<S: DocumentStore> Server<S> {
                 };
                 return self.violation(connection, code, ProtocolError::Decode(e), reason);
             }
+        }
+        if !self.charge(connection, now, messages.len()) {
+            messages.clear();
+            self.inbox = messages;
+            return;
         }
         for message in messages.drain(..) {
             if !self.connections.contains_key(&connection) {
@@ -264,6 +299,7 @@ impl<S: DocumentStore> Server<S> {
         for (id, reason) in expired {
             self.close_with(id, reason);
         }
+        self.expire_identities(now);
         self.unload_idle(now);
     }
 
@@ -318,6 +354,9 @@ impl<S: DocumentStore> Server<S> {
                 if let Some(due) = conn.ack_due {
                     next = next.min(due);
                 }
+                if let Some(at) = conn.identity.as_ref().and_then(Identity::expires_at) {
+                    next = next.min(at);
+                }
                 next
             })
             .chain(self.plugins.iter().filter_map(|p| p.poll_timeout()))
@@ -332,25 +371,13 @@ impl<S: DocumentStore> Server<S> {
         let Some(conn) = self.connections.get_mut(&id) else { return };
         let welcomed = conn.peer.is_some();
         match message {
-            Message::Hello { min_version, max_version, peer, client_name, .. } if !welcomed => {
+            Message::Hello { min_version, max_version, peer, client_name, token }
+                if !welcomed && conn.pending_hello.is_none() =>
+            {
                 if !(min_version..=max_version).contains(&PROTOCOL_VERSION) {
                     return self.refuse_version(id, (min_version, max_version));
                 }
-                conn.peer = Some(peer);
-                let ping_interval_ms =
-                    u32::try_from(self.config.ping_interval.as_millis()).unwrap_or(u32::MAX);
-                let window_bytes = self.config.window_bytes;
-                conn.outbox.push(Message::Welcome {
-                    version: PROTOCOL_VERSION,
-                    ping_interval_ms,
-                    window_bytes,
-                });
-                self.events.push_back(ServerEvent::Handshake { connection: id, peer, client_name });
-                if let Some(now) = self.last_now {
-                    for plugin in &mut self.plugins {
-                        plugin.on_connected(now, id, peer);
-                    }
-                }
+                self.on_hello(id, peer, client_name, &token);
             }
             Message::Ping { nonce } => conn.outbox.push(Message::Pong { nonce }),
             Message::Pong { .. } => {}
@@ -386,6 +413,7 @@ impl<S: DocumentStore> Server<S> {
                 ProtocolError::UnexpectedMessage("pre-handshake"),
                 CloseReason::ProtocolViolation,
             ),
+            Message::Authenticate { token } => self.on_authenticate(id, &token),
             Message::Subscribe { doc, name, version } => self.on_subscribe(id, doc, name, version),
             Message::Unsubscribe { doc } => {
                 conn.loading.remove(&doc);
@@ -442,6 +470,10 @@ impl<S: DocumentStore> Server<S> {
             });
             return;
         }
+        if self.permission_for(id, &name) == Permission::Denied {
+            return self.refuse_forbidden(id, slot, name);
+        }
+        let Some(conn) = self.connections.get_mut(&id) else { return };
         if self.store.get(&name).is_none() {
             if self.config.durable {
                 return self.load_for(id, slot, name, version);
@@ -463,6 +495,11 @@ impl<S: DocumentStore> Server<S> {
     /// Subscribe `slot` of connection `id` to `name`, which is in the store: send the
     /// client what it lacks.
     fn attach(&mut self, id: ConnectionId, slot: DocSlot, name: Arc<str>, version: VersionVector) {
+        // Decided again: a load may have taken long enough for permissions to change.
+        let permission = self.permission_for(id, &name);
+        if permission == Permission::Denied {
+            return self.refuse_forbidden(id, slot, name);
+        }
         let Some(conn) = self.connections.get_mut(&id) else { return };
         let Some(doc) = self.store.get(&name) else { return };
         // A replica that starts empty gets the whole document in its compact form; one
@@ -492,6 +529,9 @@ impl<S: DocumentStore> Server<S> {
             }
         };
         conn.outbox.push(Message::Sync { doc: slot, version: server_version, update });
+        if permission != Permission::ReadWrite {
+            conn.outbox.push(Message::Access { doc: slot, permission });
+        }
         conn.subscriptions.insert(
             slot,
             Subscription {
@@ -502,6 +542,7 @@ impl<S: DocumentStore> Server<S> {
                 asked: false,
                 codec: DocumentCodec::new(),
                 vetoed: false,
+                permission,
             },
         );
         if stored {
@@ -516,6 +557,22 @@ impl<S: DocumentStore> Server<S> {
             }
         }
         self.events.push_back(ServerEvent::Subscribed { connection: id, document: name });
+    }
+
+    /// Refuse a subscription the client may not have; nothing is created or loaded.
+    fn refuse_forbidden(&mut self, id: ConnectionId, slot: DocSlot, name: Arc<str>) {
+        if let Some(conn) = self.connections.get_mut(&id) {
+            conn.outbox.push(Message::Error {
+                doc: Some(slot),
+                code: ErrorCode::Forbidden,
+                detail: format!("this client may not use {name}"),
+            });
+        }
+        self.events.push_back(ServerEvent::AccessRefused {
+            connection: id,
+            document: name,
+            permission: Permission::Denied,
+        });
     }
 
     fn on_changes(&mut self, id: ConnectionId, slot: DocSlot, bytes: &[u8]) {
@@ -543,6 +600,10 @@ impl<S: DocumentStore> Server<S> {
         let Some(sub) = conn.subscriptions.get_mut(&slot) else { return };
         if sub.vetoed {
             return;
+        }
+        if sub.permission != Permission::ReadWrite {
+            let document = sub.document.clone();
+            return self.refuse_read_only(id, slot, document, "changes");
         }
         if let Some(peer) = conn.peer
             && let Some((plugin, reason)) = self.plugins.iter_mut().find_map(|p| {
@@ -664,6 +725,9 @@ impl<S: DocumentStore> Server<S> {
 
     fn flush_outboxes(&mut self) {
         let now = self.last_now;
+        // Clients report what they received only under flow control.
+        let limit = (self.config.window_bytes > 0).then_some(self.config.max_pending_outbound_bytes);
+        let mut overflowing = Vec::new();
         for (id, conn) in &mut self.connections {
             let due = conn.ack_due.is_some_and(|t| now.is_some_and(|now| now >= t));
             if !conn.acks.is_empty() && (due || !conn.outbox.is_empty()) {
@@ -676,9 +740,19 @@ impl<S: DocumentStore> Server<S> {
                 let frame = encode_frame(&conn.outbox);
                 // Cleared, not replaced: the buffer is reused by the next frame.
                 conn.outbox.clear();
+                let pending = conn.sent - conn.acked;
+                if limit.is_some_and(|limit| pending > 0 && pending + frame.len() as u64 > limit) {
+                    overflowing.push(*id);
+                    continue;
+                }
                 conn.sent += frame.len() as u64;
                 self.transmits.push_back(Transmit { connection: *id, frame });
             }
+        }
+        for id in overflowing {
+            let error = ProtocolError::LimitExceeded("pending outbound bytes");
+            self.events.push_back(ServerEvent::Error { connection: id, error });
+            self.close_with(id, CloseReason::SlowConsumer);
         }
     }
 
@@ -735,6 +809,11 @@ impl<S: DocumentStore> Server<S> {
 
     fn remove_connection(&mut self, id: ConnectionId) -> bool {
         let Some(conn) = self.connections.remove(&id) else { return false };
+        if conn.peer.is_none()
+            && let Some(address) = conn.address
+        {
+            self.release_unauthenticated(address);
+        }
         for (slot, sub) in conn.subscriptions {
             self.forget_subscriber(&sub.document, id, slot);
         }

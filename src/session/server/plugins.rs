@@ -4,6 +4,7 @@
 use std::any::Any;
 
 use super::Server;
+use crate::auth::Permission;
 use crate::plugin::{PluginError, Recipients, ServerPlugin, ServerPluginMessage};
 use crate::store::DocumentStore;
 use crate::wire::{DocSlot, ErrorCode, Message};
@@ -55,6 +56,12 @@ impl<S: DocumentStore> Server<S> {
         let document = match slot {
             None => None,
             Some(slot) => match conn.subscriptions.get(&slot) {
+                // Presence and every other plugin message about a document is a write: a
+                // reader's reaches no one.
+                Some(sub) if sub.permission != Permission::ReadWrite => {
+                    let document = sub.document.clone();
+                    return self.refuse_read_only(id, slot, document, "plugin messages");
+                }
                 Some(sub) => Some(sub.document.clone()),
                 None => {
                     conn.outbox.push(Message::Error {
