@@ -49,7 +49,7 @@ use tungstenite::protocol::WebSocketConfig;
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, StorageThread, Target,
+    Outlet, OutletSend, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, StorageThread, Target,
     TrafficCounters, TransportRequest, check_storage, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
@@ -107,7 +107,7 @@ impl Deadline {
 
 type OutboundTx = Sender<Outbound>;
 
-impl Outlet for OutboundTx {
+impl OutletSend for OutboundTx {
     fn send(&self, out: Outbound) {
         // Unbounded: never full; closed when the connection is gone, which is fine.
         let _ = self.try_send(out);
@@ -359,7 +359,7 @@ where
                     };
                     let _ = stream.set_nodelay(true);
                     let (tx, rx) = async_channel::unbounded();
-                    connections.insert(id, tx);
+                    connections.insert(id, Outlet::new(tx));
                     let connection = serve_connection(
                         id,
                         stream,
@@ -493,7 +493,7 @@ async fn serve_connection(
             Step::Received(Some(Ok(WsMessage::Close(_)) | Err(_)) | None) => break,
             Step::ToSend(Some(Outbound::Frame(frame))) => {
                 traffic.sent(frame.len());
-                if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                if sink.send(WsMessage::Binary(frame.into_bytes().into())).await.is_err() {
                     break;
                 }
             }

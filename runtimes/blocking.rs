@@ -39,7 +39,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EventHub, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, StorageThread, Target,
+    Outlet, OutletSend, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StatusCell, StorageThread, Target,
     TrafficCounters, TransportRequest, check_storage, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
@@ -250,7 +250,7 @@ struct ConnectionOutlet {
     tcp: Arc<TcpStream>,
 }
 
-impl Outlet for ConnectionOutlet {
+impl OutletSend for ConnectionOutlet {
     fn send(&self, out: Outbound) {
         let _ = self.frames.send(out);
     }
@@ -471,7 +471,7 @@ where
                     };
                     let (frames, frame_rx) = mpsc::channel();
                     let tcp = Arc::new(tcp);
-                    connections.insert(id, ConnectionOutlet { frames, tcp: tcp.clone() });
+                    connections.insert(id, Outlet::new(ConnectionOutlet { frames, tcp: tcp.clone() }));
                     let connection = Connection {
                         id,
                         tcp,
@@ -531,7 +531,7 @@ where
         server.shutdown();
         flush_server(&mut server, &mut connections, |event| self.events.publish(event));
         // Closing the frame channels tells every writer to close its connection.
-        let sockets: Vec<Arc<TcpStream>> = connections.drain().map(|(_, outlet)| outlet.tcp).collect();
+        let sockets: Vec<Arc<TcpStream>> = connections.drain().map(|(_, outlet)| outlet.tx.tcp).collect();
         drop(alive);
         let deadline = now() + SHUTDOWN_GRACE;
         while alive_rx.recv_timeout(deadline.saturating_duration_since(now())).is_ok() {}
@@ -634,7 +634,7 @@ fn write_frames(
     let mut next = frames.recv();
     while let Ok(Outbound::Frame(frame)) = next {
         traffic.sent(frame.len());
-        if ws.write(WsMessage::Binary(frame.into())).is_err() {
+        if ws.write(WsMessage::Binary(frame.into_bytes().into())).is_err() {
             let _ = tcp.shutdown(Shutdown::Both);
             return;
         }

@@ -4,6 +4,7 @@
 //! and how.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -156,19 +157,63 @@ pub(crate) enum Inbound {
 
 /// From the drive loop to a connection's socket.
 pub(crate) enum Outbound {
-    Frame(Vec<u8>),
+    Frame(QueuedFrame),
     /// The session closed the connection: send the close handshake and stop.
     Close,
 }
 
-/// The drive loop's end of one connection (a channel to the task or thread writing it).
-pub(crate) trait Outlet {
+/// A frame waiting for its connection's writer. Its bytes count against the connection's
+/// queue until the writer takes them (or the queue is dropped with it).
+pub(crate) struct QueuedFrame {
+    bytes: Vec<u8>,
+    len: u64,
+    queued: Arc<AtomicU64>,
+}
+
+impl QueuedFrame {
+    fn new(bytes: Vec<u8>, queued: &Arc<AtomicU64>) -> Self {
+        let len = bytes.len() as u64;
+        queued.fetch_add(len, Ordering::Relaxed);
+        QueuedFrame { bytes, len, queued: queued.clone() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The bytes, for the socket: they leave the queue now.
+    pub(crate) fn into_bytes(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+impl Drop for QueuedFrame {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+/// The drive loop's end of one connection: a channel to the task or thread writing it, and
+/// the bytes queued on it.
+pub(crate) struct Outlet<T> {
+    pub(crate) tx: T,
+    pub(crate) queued: Arc<AtomicU64>,
+}
+
+impl<T> Outlet<T> {
+    pub(crate) fn new(tx: T) -> Self {
+        Outlet { tx, queued: Arc::default() }
+    }
+}
+
+/// How a runtime's channel queues one output for its connection's writer.
+pub(crate) trait OutletSend {
     /// Queue `out`; a connection that is gone ignores it.
     fn send(&self, out: Outbound);
 }
 
 /// The connections a server drive loop writes to.
-pub(crate) type Outlets<O> = HashMap<ConnectionId, O>;
+pub(crate) type Outlets<T> = HashMap<ConnectionId, Outlet<T>>;
 
 /// Hand one input from a connection to the server.
 pub(crate) fn handle_inbound<S: DocumentStore, O>(
@@ -187,21 +232,32 @@ pub(crate) fn handle_inbound<S: DocumentStore, O>(
 
 /// Queue every frame the server has for its connections and publish its events; a
 /// connection the server closed is told to close its socket.
-pub(crate) fn flush_server<S: DocumentStore, O: Outlet>(
+///
+/// The session bounds what it sends beyond what a client reports receiving; a client that
+/// reports more than it reads would still fill the writer's queue, so the queue itself is
+/// bounded too: past `max_pending_outbound_bytes` the connection is closed as a slow
+/// consumer.
+pub(crate) fn flush_server<S: DocumentStore, T: OutletSend>(
     server: &mut Server<S>,
-    connections: &mut Outlets<O>,
+    connections: &mut Outlets<T>,
     mut publish: impl FnMut(ServerEvent),
 ) {
+    let limit = server.config().max_pending_outbound_bytes;
     while let Some(transmit) = server.poll_transmit() {
         if let Some(outlet) = connections.get(&transmit.connection) {
-            outlet.send(Outbound::Frame(transmit.frame));
+            let queued = outlet.queued.load(Ordering::Relaxed);
+            if queued > 0 && queued + transmit.frame.len() as u64 > limit {
+                server.close_with_reason(transmit.connection, crate::wire::CloseReason::SlowConsumer);
+                continue;
+            }
+            outlet.tx.send(Outbound::Frame(QueuedFrame::new(transmit.frame, &outlet.queued)));
         }
     }
     while let Some(event) = server.poll_event() {
         if let ServerEvent::ConnectionClosed { connection, .. } = &event
             && let Some(outlet) = connections.remove(connection)
         {
-            outlet.send(Outbound::Close);
+            outlet.tx.send(Outbound::Close);
         }
         publish(event);
     }

@@ -44,8 +44,8 @@ use tungstenite::protocol::WebSocketConfig;
 pub use crate::runtime_common::Traffic;
 use crate::runtime_common::{
     ClientCommand, ClientCore, ClientJob, EVENT_BUFFER, HANDSHAKE_TIMEOUT, INBOUND_FRAMES, Inbound, Outbound,
-    Outlet, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StorageThread, Target, TrafficCounters,
-    TransportRequest, check_storage, flush_server, handle_inbound, now, ws_config,
+    Outlet, OutletSend, Outlets, SHUTDOWN_GRACE, ServerCommand, ServerJob, StorageThread, Target,
+    TrafficCounters, TransportRequest, check_storage, flush_server, handle_inbound, now, ws_config,
 };
 use crate::store::{DocumentStore, MemoryStore};
 use crate::{
@@ -64,7 +64,7 @@ fn deadline(at: Option<std::time::Instant>) -> ::tokio::time::Instant {
 
 type OutboundTx = mpsc::UnboundedSender<Outbound>;
 
-impl Outlet for OutboundTx {
+impl OutletSend for OutboundTx {
     fn send(&self, out: Outbound) {
         let _ = mpsc::UnboundedSender::send(self, out);
     }
@@ -234,7 +234,7 @@ where
                 {
                     let _ = stream.set_nodelay(true);
                     let (tx, rx) = mpsc::unbounded_channel();
-                    connections.insert(id, tx);
+                    connections.insert(id, Outlet::new(tx));
                     tasks.spawn(serve_connection(id, stream, tls.clone(), ws, inbound_tx.clone(), rx, traffic.clone()));
                 }
             }
@@ -329,7 +329,7 @@ async fn serve_connection(
             out = outbound.recv() => match out {
                 Some(Outbound::Frame(frame)) => {
                     traffic.sent(frame.len());
-                    if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                    if sink.send(WsMessage::Binary(frame.into_bytes().into())).await.is_err() {
                         break;
                     }
                 }

@@ -213,6 +213,16 @@
 //! veto changes. [`Awareness`] / [`AwarenessServer`] are the built-in presence plugin:
 //! throttled, coalesced, expiring per-document states such as names and [`Cursor`]s.
 //!
+//! ## Who may do what
+//!
+//! A [`Server`] with an [`Authenticator`] ([`Server::set_authenticator`]) checks the token
+//! each client sends ([`ClientConfig::with_token`]) and gives every subscription a
+//! [`Permission`]: read-write, read-only (what the client sends for the document is refused
+//! and reaches no one) or denied. Permissions change on live connections; [`auth`] has the
+//! details and [`HmacAuthenticator`] checks signed tokens. Abuse limits (frame and
+//! decompressed sizes, message rate, documents per connection, unfinished handshakes per
+//! address, bytes pending for a client that stopped reading) are fields of [`ServerConfig`].
+//!
 //! ## Runtimes
 //!
 //! If you would rather not write the loop, a cargo feature gives you WebSocket servers and

@@ -569,3 +569,102 @@ fn a_client_that_stops_reading_is_closed_once_its_backlog_passes_the_limit() {
     assert!(net.clients[sleeper].connection.is_none());
     assert_eq!(net.session(talker).status(), ConnectionStatus::Connected);
 }
+
+/// A client that claims to have received everything but never reads its socket: the
+/// session's own accounting believes it, so the runtime bounds its queue for the connection.
+/// (The async runtimes read and write a connection on one task, so a blocked write also stops
+/// the lies from being read; the thread-per-connection server reads on while its writer is
+/// stuck, which is where the queue would grow.)
+#[cfg(all(feature = "tokio", feature = "tungstenite"))]
+#[test]
+fn a_client_lying_about_what_it_received_is_closed_when_its_queue_fills() {
+    use crdt_sync::blocking::BlockingServer;
+    use crdt_sync::tokio::TokioClient;
+    use crdt_sync::wire::DocSlot;
+    use crdt_sync::{ClientSession, Document, VersionVector};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        // The session believes the lie: with a 64 KiB window it never has more than that
+        // beyond the last report, far below the 1 MiB limit. Only the runtime's queue grows.
+        let config = ServerConfig::default()
+            .with_flow_control(64 * 1024, None)
+            .with_max_pending_outbound_bytes(1024 * 1024)
+            .with_rate_limit(0, 0);
+        let server = BlockingServer::bind("127.0.0.1:0", config).unwrap();
+        let mut events = server.events();
+        let url = format!("ws://{}", server.local_addr());
+
+        let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        let (mut sink, stream) = ws.split();
+        let frame = encode_frame(&[
+            Message::Hello {
+                min_version: 1,
+                max_version: 1,
+                peer: PeerId::new(66),
+                client_name: "liar".into(),
+                token: vec![],
+            },
+            Message::Subscribe { doc: DocSlot(0), name: "doc".into(), version: VersionVector::new() },
+        ]);
+        sink.send(WsMessage::Binary(frame.into())).await.unwrap();
+        // Never read: `stream` is kept, unpolled, so the socket's buffers fill up.
+        let _unread = stream;
+        let liar = tokio::spawn(async move {
+            loop {
+                let lie = encode_frame(&[Message::Received { bytes: u64::MAX / 2 }]);
+                if sink.send(WsMessage::Binary(lie.into())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+
+        let writer =
+            TokioClient::connect(url.as_str(), ClientSession::new(PeerId::new(1), ClientConfig::default()));
+        writer.subscribe("doc", Document::new(PeerId::new(1))).await;
+        // Random letters: compression must not shrink what piles up.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut block = move || -> String {
+            (0..64 * 1024)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    char::from(b'a' + (seed % 26) as u8)
+                })
+                .collect()
+        };
+        let closed = async {
+            loop {
+                match events.recv().await {
+                    Ok(ServerEvent::ConnectionClosed { reason: CloseReason::SlowConsumer, .. }) => return,
+                    Ok(_) | Err(async_broadcast::RecvError::Overflowed(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        let typing = async {
+            // Far more than loopback socket buffers hold.
+            for _ in 0..1_000 {
+                let block = block();
+                writer.edit("doc", move |d| d.transact().text("t").insert(0, &block).map(drop)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = closed => {}
+            _ = typing => unreachable!(),
+            _ = tokio::time::sleep(Duration::from_secs(20)) => panic!("the lying client was never closed"),
+        }
+        // The honest writer is untouched.
+        assert_eq!(writer.status(), ConnectionStatus::Connected);
+        writer.wait_saved("doc").await;
+        liar.abort();
+        writer.close().await;
+        tokio::task::spawn_blocking(move || drop(server.shutdown())).await.unwrap();
+    });
+}

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
+use crdt_sync::auth::{AuthDecision, AuthRequest, Authenticator, Identity, Permission};
 use crdt_sync::wire::{FrameReader, WireLimits, decode_frame, encode_frame, length_prefixed};
 use crdt_sync::{
     ClientConfig, ClientEvent, ClientSession, ConnectionId, Document, MemoryStorage, PeerId, Server,
@@ -82,6 +83,24 @@ struct Net {
     config: ServerConfig,
     peers: Vec<Peer>,
     limits: WireLimits,
+    /// A client the server lets only read `DOCS[0]` and not use `DOCS[1]`.
+    reader: Option<usize>,
+}
+
+/// Read-only and denied access for the client whose token is `reader`; full access for
+/// everyone else.
+#[derive(Debug)]
+struct Roles;
+
+impl Authenticator for Roles {
+    fn authenticate(&mut self, _now: Instant, request: &AuthRequest<'_>) -> AuthDecision {
+        AuthDecision::Accept(match request.token {
+            b"reader" => Identity::new("reader")
+                .with_default(Permission::ReadOnly)
+                .with_rule(DOCS[1], Permission::Denied),
+            _ => Identity::new("writer"),
+        })
+    }
 }
 
 impl Net {
@@ -118,7 +137,17 @@ impl Net {
             config,
             peers,
             limits: WireLimits::default(),
+            reader: None,
         }
+    }
+
+    /// Put the server behind [`Roles`], with the last client a reader.
+    fn with_reader(mut self) -> Net {
+        let last = self.peers.len() - 1;
+        self.server.set_authenticator(Roles);
+        self.peers[last].session.set_token(self.now, b"reader".to_vec());
+        self.reader = Some(last);
+        self
     }
 
     /// Drain every session's output into the queues; every frame must decode.
@@ -202,6 +231,9 @@ impl Net {
             self.disconnect(i);
         }
         self.server = Server::in_memory(self.config.clone());
+        if self.reader.is_some() {
+            self.server.set_authenticator(Roles);
+        }
     }
 
     fn edit(&mut self, i: usize, kind: u8, at: u16, value: u16) {
@@ -224,7 +256,13 @@ impl Net {
                     self.drain();
                 }
             }
-            let saved = self.peers.iter().all(|p| DOCS.iter().all(|d| p.session.is_saved(d)));
+            // A reader's own edits are never saved, and its denied document never syncs.
+            let saved = self
+                .peers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != self.reader)
+                .all(|(_, p)| DOCS.iter().all(|d| p.session.is_saved(d)));
             if !moved && saved {
                 return true;
             }
@@ -300,6 +338,9 @@ pub fn session_script(data: &[u8], side: Side) {
     let mut u = Unstructured::new(data);
     let flags = u.arbitrary::<u8>().unwrap_or(0);
     let mut net = Net::new(2 + usize::from(flags & 1), flags & 2 != 0, flags & 4 != 0);
+    if flags & 16 != 0 {
+        net = net.with_reader();
+    }
     net.drain();
     let mut tampered = false;
     for _ in 0..512 {
@@ -355,11 +396,27 @@ pub fn session_script(data: &[u8], side: Side) {
     }
 }
 
-/// Every client holds exactly what the server holds.
+/// Every client holds exactly what the server holds; nothing of a reader's reached the
+/// server, and the reader holds everything the server has of the document it may read.
 fn assert_converged(net: &Net) {
+    if let Some(reader) = net.reader {
+        let peer = net.peers[reader].session.peer();
+        for name in DOCS {
+            let held = net.server.document(name).map_or(0, |d| d.version().get(peer));
+            assert_eq!(held, 0, "a reader's edits of {name} reached the server");
+        }
+        if let (Some(server), Some(copy)) =
+            (net.server.document(DOCS[0]), net.peers[reader].session.document(DOCS[0]))
+        {
+            assert!(copy.version().includes(server.version()), "the reader lacks what the server has");
+        }
+    }
     for name in DOCS {
         let server = net.server.document(name).map(|d| d.encode_state());
         for (i, peer) in net.peers.iter().enumerate() {
+            if Some(i) == net.reader {
+                continue;
+            }
             let client = peer.session.document(name).map(|d| d.encode_state());
             assert_eq!(client, server, "client {i} differs from the server on {name}");
         }

@@ -3,6 +3,8 @@
 //! well-behaved replica converged with nothing lost and nobody well-behaved disconnected.
 //!
 //! `tests/load.rs` runs it small in CI; `benches/load.rs` runs it at full size.
+// Real sockets and a real server process: latency is wall-clock time.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -69,7 +71,11 @@ impl LoadReport {
         println!("clients               {}", self.clients);
         println!("documents             {}", self.documents);
         println!("changes               {}", self.changes);
-        println!("duration              {:.1} s (typing {:.0} s)", self.duration.as_secs_f64(), self.typing.as_secs_f64());
+        println!(
+            "duration              {:.1} s (typing {:.0} s)",
+            self.duration.as_secs_f64(),
+            self.typing.as_secs_f64()
+        );
         println!("peak server memory    {:.1} MiB", self.peak_server_rss_kib as f64 / 1024.0);
         println!(
             "latency               p50 {:.1} ms, p99 {:.1} ms ({} deliveries)",
@@ -146,8 +152,12 @@ async fn run_async(plan: &LoadPlan) -> LoadReport {
     for i in 0..plan.clients {
         let peer = PeerId::new(1_000 + i as u64);
         let doc = doc_name(i % plan.documents);
-        let token = sign_token(SECRET.as_bytes(), &TokenClaims::new(format!("user{i}"), vec![doc.clone()])).unwrap();
-        let config = ClientConfig::default().with_token(token).with_rng_seed(i as u64).with_client_name(format!("c{i}"));
+        let token =
+            sign_token(SECRET.as_bytes(), &TokenClaims::new(format!("user{i}"), vec![doc.clone()])).unwrap();
+        let config = ClientConfig::default()
+            .with_token(token)
+            .with_rng_seed(i as u64)
+            .with_client_name(format!("c{i}"));
         let client = TokioClient::connect(url.as_str(), ClientSession::new(peer, config));
         client.subscribe(doc.clone(), Document::new(peer)).await;
         clients.push((Arc::new(client), peer, doc));
@@ -242,7 +252,10 @@ async fn run_async(plan: &LoadPlan) -> LoadReport {
                 let edited = client
                     .edit(&doc, move |d| {
                         let len = d.text("t").len();
-                        d.transact().text("t").insert((rng % (len as u64 + 1)) as usize, &letter.to_string()).unwrap();
+                        d.transact()
+                            .text("t")
+                            .insert((rng % (len as u64 + 1)) as usize, &letter.to_string())
+                            .unwrap();
                         // Noted inside the edit: the change leaves right after it.
                         sent_at.lock().unwrap().entry(peer).or_default().push(Instant::now());
                     })
@@ -384,7 +397,9 @@ async fn abuse(kind: Abuse, url: &str, address: &str) -> bool {
             }
             Abuse::Flood => {
                 // A valid user gone rogue: let in, then cut off for its rate.
-                let token = sign_token(SECRET.as_bytes(), &TokenClaims::new("flooder", vec!["doc-000".into()])).ok()?;
+                let token =
+                    sign_token(SECRET.as_bytes(), &TokenClaims::new("flooder", vec!["doc-000".into()]))
+                        .ok()?;
                 ws.send(WsMessage::Binary(hello(token.as_bytes()).into())).await.ok()?;
                 let pings: Vec<Message> = (0..64).map(|nonce| Message::Ping { nonce }).collect();
                 let frame = encode_frame(&pings);
@@ -398,7 +413,8 @@ async fn abuse(kind: Abuse, url: &str, address: &str) -> bool {
             Abuse::SilentWebSocket | Abuse::SilentTcp => {}
             Abuse::ForgedToken => {
                 let forged =
-                    sign_token(b"someone-elses-secret-123", &TokenClaims::new("mallory", vec!["*".into()])).ok()?;
+                    sign_token(b"someone-elses-secret-123", &TokenClaims::new("mallory", vec!["*".into()]))
+                        .ok()?;
                 ws.send(WsMessage::Binary(hello(forged.as_bytes()).into())).await.ok()?;
             }
         }
@@ -416,7 +432,8 @@ async fn abuse(kind: Abuse, url: &str, address: &str) -> bool {
 
 /// Peak resident memory of a process (Linux), in KiB; 0 where unknown.
 pub fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).unwrap_or_default();
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

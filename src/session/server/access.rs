@@ -60,11 +60,11 @@ impl<S: DocumentStore> Server<S> {
     /// at once then, before its TLS or WebSocket handshake).
     pub fn accept_from(&mut self, now: Instant, address: IpAddr) -> Result<ConnectionId, AcceptError> {
         let limit = self.config.max_unauthenticated_per_address;
-        let count = self.unauthenticated.entry(address).or_default();
-        if *count >= limit {
+        // Looked up before inserting: a refused address leaves no entry behind.
+        if self.unauthenticated.get(&address).is_some_and(|count| *count >= limit) || limit == 0 {
             return Err(AcceptError::TooManyUnauthenticated { address, limit });
         }
-        *count += 1;
+        *self.unauthenticated.entry(address).or_default() += 1;
         let id = self.accept(now);
         if let Some(conn) = self.connections.get_mut(&id) {
             conn.address = Some(address);

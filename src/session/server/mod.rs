@@ -308,6 +308,12 @@ impl<S: DocumentStore> Server<S> {
         self.close_with(connection, CloseReason::Normal);
     }
 
+    /// Close one connection, telling the client `reason` (a runtime whose own queue for the
+    /// connection overflowed closes it as a [`CloseReason::SlowConsumer`], say).
+    pub fn close_with_reason(&mut self, connection: ConnectionId, reason: CloseReason) {
+        self.close_with(connection, reason);
+    }
+
     /// Close every connection, telling clients the server shuts down.
     pub fn shutdown(&mut self) {
         for plugin in &mut self.plugins {
