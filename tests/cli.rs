@@ -177,3 +177,86 @@ fn serve_over_tls_and_cat_with_a_private_authority() {
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `cat` as a child process, with its standard error (where the binary logs failures).
+fn cat_with(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).arg("cat").args(args).output().unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn serve_with_a_secret_lets_in_only_what_each_token_opens() {
+    let data = std::env::temp_dir().join(format!("crdt-sync-cli-auth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let secret = data.join("secret");
+    std::fs::write(&secret, "cli-test-secret-0123456789\n").unwrap();
+    let secret = secret.to_str().unwrap().to_owned();
+    let (server, url) = serve_with(&data.join("db"), "127.0.0.1:0", &["--auth-secret-file", &secret]);
+    let _server = common::process::KillOnDrop(server);
+
+    let token = |extra: &[&str]| {
+        let mut args = vec!["token", "--secret-file", &secret];
+        args.extend_from_slice(extra);
+        let (ok, token) = run(&args);
+        assert!(ok);
+        token.trim().to_owned()
+    };
+    let writer_token = token(&["--doc", "notes", "--subject", "ann"]);
+    let reader_token = token(&["--doc", "notes", "--read-only"]);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = ClientConfig::default().with_token(writer_token.clone());
+        let writer = TokioClient::connect(url.clone(), ClientSession::new(PeerId::new(1), config));
+        writer.subscribe("notes", Document::new(PeerId::new(1))).await;
+        writer
+            .edit("notes", |d| d.transact().text("text").insert(0, "by the writer").map(drop).unwrap())
+            .await;
+        tokio::time::timeout(Duration::from_secs(20), writer.wait_saved("notes")).await.expect("saved");
+
+        let config = ClientConfig::default().with_token(reader_token.clone());
+        let reader = TokioClient::connect(url.clone(), ClientSession::new(PeerId::new(2), config));
+        let mut events = reader.events();
+        reader.subscribe("notes", Document::new(PeerId::new(2))).await;
+        let told = async {
+            loop {
+                if let Ok(crdt_sync::ClientEvent::PermissionChanged { permission, .. }) = events.recv().await
+                {
+                    return permission;
+                }
+            }
+        };
+        let permission = tokio::time::timeout(Duration::from_secs(20), told).await.expect("told");
+        assert_eq!(permission, crdt_sync::Permission::ReadOnly);
+        reader
+            .edit("notes", |d| d.transact().text("text").insert(0, "by the reader ").map(drop).unwrap())
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        writer.close().await;
+        reader.close().await;
+    });
+
+    let (ok, text, _) = cat_with(&[&url, "notes", "--container", "text", "--token", &writer_token]);
+    assert!(ok);
+    assert_eq!(text, "by the writer", "the reader's edit reached no one");
+    let (ok, text, _) = cat_with(&[&url, "notes", "--container", "text", "--token", &reader_token]);
+    assert!(ok, "a reader reads");
+    assert_eq!(text, "by the writer");
+
+    let (ok, _, log) = cat_with(&[&url, "notes"]);
+    assert!(!ok);
+    assert!(log.contains("refused the token"), "{log}");
+    let (ok, _, log) = cat_with(&[&url, "elsewhere", "--token", &writer_token]);
+    assert!(!ok);
+    assert!(log.contains("does not open this document"), "{log}");
+    let forged = writer_token.replace("cst1.", "cst1.00");
+    let (ok, _, log) = cat_with(&[&url, "notes", "--token", &forged]);
+    assert!(!ok);
+    assert!(log.contains("refused the token"), "{log}");
+
+    std::fs::write(data.join("short"), "too short").unwrap();
+    let (ok, _) = run(&["token", "--secret-file", data.join("short").to_str().unwrap(), "--doc", "x"]);
+    assert!(!ok, "a weak secret is refused");
+    let _ = std::fs::remove_dir_all(&data);
+}

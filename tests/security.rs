@@ -668,3 +668,42 @@ fn a_client_lying_about_what_it_received_is_closed_when_its_queue_fills() {
         tokio::task::spawn_blocking(move || drop(server.shutdown())).await.unwrap();
     });
 }
+
+/// Found by fuzzing: a reader whose copy holds edits of its own cannot merge the server's
+/// snapshot once the server trimmed its history, and may not push them. It used to stay
+/// behind without a word; now its copy is refused with `HistoryTrimmed`, and a fresh copy
+/// syncs.
+#[test]
+fn a_reader_with_local_edits_behind_a_trimmed_history_is_told_and_a_fresh_copy_syncs() {
+    let config = ServerConfig::default().with_compact_after_ops(Some(4));
+    let mut net = net_with_tokens(config);
+    let writer = net.add_client(1, with_token(token(&["doc"], false)), &["doc"]);
+    for word in ["one ", "two ", "three ", "four "] {
+        net.edit(writer, "doc", word);
+    }
+    net.advance(Duration::from_secs(1));
+    assert!(net.server_events.iter().any(|e| matches!(e, ServerEvent::HistoryCompacted { .. })));
+
+    // The reader typed into its copy before ever syncing.
+    let reader = net.add_client(2, with_token(token(&["doc"], true)), &[]);
+    let mut offline = crdt_sync::Document::new(PeerId::new(2));
+    offline.transact().text("t").insert(0, "mine").unwrap();
+    net.session(reader).subscribe("doc", offline);
+    net.pump();
+    assert!(
+        net.clients[reader].events.iter().any(|e| matches!(
+            e,
+            ClientEvent::DocumentRefused { error: crdt_sync::Error::HistoryTrimmed, .. }
+        )),
+        "{:?}",
+        net.clients[reader].events
+    );
+    assert_eq!(net.server_text("doc").as_deref(), Some("one two three four "));
+
+    // A fresh copy follows the document.
+    net.session(reader).subscribe("doc", crdt_sync::Document::new(PeerId::new(2)));
+    net.pump();
+    assert_eq!(net.text(reader, "doc"), "one two three four ");
+    net.edit(writer, "doc", "five");
+    assert_eq!(net.text(reader, "doc"), "one two three four five");
+}

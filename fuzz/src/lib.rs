@@ -13,8 +13,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use crdt_sync::auth::{AuthDecision, AuthRequest, Authenticator, Identity, Permission};
 use crdt_sync::wire::{FrameReader, WireLimits, decode_frame, encode_frame, length_prefixed};
 use crdt_sync::{
-    ClientConfig, ClientEvent, ClientSession, ConnectionId, Document, MemoryStorage, PeerId, Server,
-    ServerConfig, perform_storage,
+    ClientConfig, ClientEvent, ClientSession, ConnectionId, ConnectionStatus, Document, MemoryStorage,
+    PeerId, Server, ServerConfig, perform_storage,
 };
 
 const DOCS: [&str; 2] = ["a", "b"];
@@ -85,6 +85,9 @@ struct Net {
     limits: WireLimits,
     /// A client the server lets only read `DOCS[0]` and not use `DOCS[1]`.
     reader: Option<usize>,
+    /// The reader's copy of `DOCS[0]` gave up following the server: it holds edits it may
+    /// not push and the server trimmed the history they would merge into.
+    reader_gave_up: bool,
 }
 
 /// Read-only and denied access for the client whose token is `reader`; full access for
@@ -138,6 +141,7 @@ impl Net {
             peers,
             limits: WireLimits::default(),
             reader: None,
+            reader_gave_up: false,
         }
     }
 
@@ -152,7 +156,7 @@ impl Net {
 
     /// Drain every session's output into the queues; every frame must decode.
     fn drain(&mut self) {
-        for peer in &mut self.peers {
+        for (i, peer) in self.peers.iter_mut().enumerate() {
             while let Some(frame) = peer.session.poll_transmit() {
                 decode_frame(&frame, &self.limits).expect("a client sent a frame that does not decode");
                 if peer.connection.is_some() {
@@ -171,6 +175,11 @@ impl Net {
                         }
                         peer.up.clear();
                         peer.down.clear();
+                    }
+                    ClientEvent::DocumentRefused { document, error: crdt_sync::Error::HistoryTrimmed }
+                        if Some(i) == self.reader && &*document == DOCS[0] =>
+                    {
+                        self.reader_gave_up = true;
                     }
                     _ => {}
                 }
@@ -243,6 +252,18 @@ impl Net {
 
     /// Let everything settle on a healthy network: every client connected and saved,
     /// nothing in flight. False if it does not within a bounded number of rounds.
+    /// The reader is connected and holds what the server has of the document it may read
+    /// (or gave that copy up).
+    fn reader_caught_up(&self) -> bool {
+        let Some(reader) = self.reader else { return true };
+        let session = &self.peers[reader].session;
+        let caught_up = match (self.server.document(DOCS[0]), session.document(DOCS[0])) {
+            (Some(server), Some(copy)) => copy.version().includes(server.version()),
+            _ => true,
+        };
+        session.status() == ConnectionStatus::Connected && (caught_up || self.reader_gave_up)
+    }
+
     fn settle(&mut self) -> bool {
         for _ in 0..400 {
             self.drain();
@@ -263,7 +284,7 @@ impl Net {
                 .enumerate()
                 .filter(|(i, _)| Some(*i) != self.reader)
                 .all(|(_, p)| DOCS.iter().all(|d| p.session.is_saved(d)));
-            if !moved && saved {
+            if !moved && saved && self.reader_caught_up() {
                 return true;
             }
             // Reconnect timers, pings, acks that wait for company.
@@ -405,8 +426,8 @@ fn assert_converged(net: &Net) {
             let held = net.server.document(name).map_or(0, |d| d.version().get(peer));
             assert_eq!(held, 0, "a reader's edits of {name} reached the server");
         }
-        if let (Some(server), Some(copy)) =
-            (net.server.document(DOCS[0]), net.peers[reader].session.document(DOCS[0]))
+        if let (Some(server), Some(copy), false) =
+            (net.server.document(DOCS[0]), net.peers[reader].session.document(DOCS[0]), net.reader_gave_up)
         {
             assert!(copy.version().includes(server.version()), "the reader lacks what the server has");
         }

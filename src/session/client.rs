@@ -94,6 +94,10 @@ struct ClientDocument<D> {
     acknowledged: u32,
     /// What the server lets this client do with the document on the current connection.
     permission: Permission,
+    /// This copy holds edits the server lacks and the server trimmed the history they would
+    /// merge into, so its `Sync` could not bring this copy up to date. Pushing them resolves
+    /// it; a reader cannot push.
+    behind_trim: bool,
 }
 
 #[derive(Debug)]
@@ -250,6 +254,7 @@ impl<D: SyncDocument> ClientSession<D> {
             in_flight: VecDeque::new(),
             acknowledged: 0,
             permission: Permission::ReadWrite,
+            behind_trim: false,
         };
         self.slots.insert(slot, entry.name.clone());
         let old = self.documents.insert(name.clone(), entry).map(|old| {
@@ -597,6 +602,9 @@ impl<D: SyncDocument> ClientSession<D> {
             Err(e) => return self.refuse_document(&name, e),
         };
         entry.synced = true;
+        // Behind a trim: the import failed, or the server sent nothing because what it has
+        // can only reach this copy as a snapshot once it holds this copy's own edits.
+        entry.behind_trim = retry || !entry.doc.version().includes(&version);
         // A document synced: the connection works, so the next loss backs off from the
         // start (not at `Welcome`: a server that accepts and then fails every subscription
         // would otherwise be retried at full speed forever).
@@ -695,7 +703,13 @@ impl<D: SyncDocument> ClientSession<D> {
             return;
         }
         entry.permission = permission;
+        let stuck = entry.behind_trim && permission == Permission::ReadOnly;
         self.events.push_back(ClientEvent::PermissionChanged { document: name.clone(), permission });
+        if stuck {
+            // Its own edits can never reach the server, and the server's snapshot cannot be
+            // merged without them: this copy can no longer follow the document.
+            return self.refuse_document(&name, crate::Error::HistoryTrimmed);
+        }
         if before == Permission::ReadOnly && permission == Permission::ReadWrite {
             // Changes sent while read-only were refused, and what the server holds is not
             // known here: subscribe afresh, its `Sync` says, and the rest is pushed.

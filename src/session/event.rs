@@ -106,8 +106,11 @@ pub enum ClientEvent {
     },
     /// What this client may do with a document changed (told at subscribe when it is not
     /// read-write, and whenever the server changes it). `ReadOnly`: local edits stay local
-    /// (and leave if write access comes back); `Denied`: the document stopped syncing, as
-    /// when it is refused; subscribe it again to retry.
+    /// (and leave if write access comes back); should the copy hold such edits while the
+    /// server has trimmed the history they would merge into, it can no longer follow the
+    /// document and is refused ([`ClientEvent::DocumentRefused`] with
+    /// [`crate::Error::HistoryTrimmed`]): subscribe a fresh copy. `Denied`: the document
+    /// stopped syncing, as when it is refused; subscribe it again to retry.
     PermissionChanged {
         /// The document's name.
         document: Arc<str>,
