@@ -257,6 +257,11 @@ async fn serve(
         .map_err(|e| e.to_string())?;
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let authenticated = secret.is_some();
+    let loopback = listen.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+        || listen.starts_with("localhost:");
+    if !authenticated && !loopback {
+        warn!(listen, "no --auth-secret-file: every client may read and write every document");
+    }
     let mut sessions = Server::in_memory(config);
     if let Some(secret) = secret {
         #[allow(clippy::disallowed_methods)] // the binary is a runtime: it may read the clock

@@ -707,3 +707,34 @@ fn a_reader_with_local_edits_behind_a_trimmed_history_is_told_and_a_fresh_copy_s
     net.edit(writer, "doc", "five");
     assert_eq!(net.text(reader, "doc"), "one two three four five");
 }
+
+#[test]
+fn a_token_replaced_during_the_handshake_is_used_when_the_old_one_is_refused() {
+    let mut net = net_with_tokens(ServerConfig::default());
+    let config = with_token(b"cst1.stale".to_vec());
+    // The client is mid-handshake (its Hello with the stale token is on the way) when the
+    // application refreshes the token.
+    let peer = PeerId::new(4);
+    let mut session = crdt_sync::ClientSession::new(peer, config);
+    session.subscribe("doc", crdt_sync::Document::new(peer));
+    let now = net.now;
+    session.connect(now);
+    assert_eq!(session.poll_event(), Some(ClientEvent::StatusChanged(ConnectionStatus::Connecting)));
+    assert_eq!(session.poll_event(), Some(ClientEvent::OpenTransport));
+    let id = net.server.accept(now);
+    session.handle_connected(now);
+    let hello = session.poll_transmit().unwrap();
+    session.set_token(now, token(&["doc"], false));
+    net.server.handle_input(now, id, &hello);
+    while let Some(transmit) = net.server.poll_transmit() {
+        session.handle_input(now, &transmit.frame);
+    }
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+    assert!(!events.iter().any(|e| matches!(e, ClientEvent::AuthenticationFailed { .. })), "{events:?}");
+    assert_eq!(session.status(), ConnectionStatus::Reconnecting);
+    // The next attempt, with the new token, gets in.
+    net.server.handle_disconnected(now, id);
+    net.clients.push(common::net::NetClient::new(session));
+    net.advance(Duration::from_secs(2));
+    assert_eq!(net.session(0).status(), ConnectionStatus::Connected);
+}

@@ -115,6 +115,8 @@ struct Link {
     /// The client's ping interval, or the server's if that is shorter (it closes idle
     /// connections on its own schedule).
     ping_interval: Duration,
+    /// The application gave a new token after this link's `Hello` left with the old one.
+    token_changed: bool,
 }
 
 impl ClientSession<Document> {
@@ -325,6 +327,9 @@ impl<D: SyncDocument> ClientSession<D> {
         self.config.token = token.into();
         if self.link.as_ref().is_some_and(|l| l.welcomed) {
             self.outbox.push(Message::Authenticate { token: self.config.token.clone() });
+        } else if let Some(link) = self.link.as_mut() {
+            // Mid-handshake: should the old token be refused, the next attempt uses this one.
+            link.token_changed = true;
         } else if self.status == ConnectionStatus::Error && self.auth_failed {
             self.auth_failed = false;
             self.connect(now);
@@ -352,6 +357,7 @@ impl<D: SyncDocument> ClientSession<D> {
             reported: 0,
             window: 0,
             ping_interval: self.config.ping_interval,
+            token_changed: false,
         });
         self.reconnect_at = None;
         self.outbox.push(Message::Hello {
@@ -523,6 +529,9 @@ impl<D: SyncDocument> ClientSession<D> {
             Message::Error { doc: Some(slot), code: ErrorCode::ChangesVetoed, detail } if welcomed => {
                 self.on_vetoed(now, slot, detail);
             }
+            // A refusal of a token already replaced is not news: the new one is tried next.
+            Message::Error { code: ErrorCode::Unauthorized, .. }
+                if self.link.as_ref().is_some_and(|l| l.token_changed) => {}
             Message::Error { code: ErrorCode::Unauthorized, detail, .. } => {
                 self.auth_failed = true;
                 self.events.push_back(ClientEvent::AuthenticationFailed { detail });
@@ -537,6 +546,15 @@ impl<D: SyncDocument> ClientSession<D> {
             }
             Message::Error { code, detail, .. } => {
                 self.events.push_back(ClientEvent::Error(ProtocolError::Refused { code, detail }));
+            }
+            Message::Close { reason: CloseReason::Unauthorized }
+                if self.link.as_ref().is_some_and(|l| l.token_changed) =>
+            {
+                // Refused the token the application has since replaced: try the new one.
+                self.auth_failed = false;
+                self.events.push_back(ClientEvent::CloseTransport);
+                self.drop_link();
+                self.schedule_reconnect(now);
             }
             Message::Close { reason: reason @ CloseReason::Unauthorized } => {
                 if !self.auth_failed {

@@ -51,6 +51,8 @@ pub struct LoadReport {
     pub typing: Duration,
     /// The server process's peak resident memory (VmHWM).
     pub peak_server_rss_kib: u64,
+    /// CPU time the server process used over the whole run (user and system).
+    pub server_cpu_s: f64,
     /// From a keystroke to its arrival at another replica of the document.
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
@@ -77,6 +79,7 @@ impl LoadReport {
             self.typing.as_secs_f64()
         );
         println!("peak server memory    {:.1} MiB", self.peak_server_rss_kib as f64 / 1024.0);
+        println!("server CPU            {:.1} s", self.server_cpu_s);
         println!(
             "latency               p50 {:.1} ms, p99 {:.1} ms ({} deliveries)",
             self.latency_p50_ms, self.latency_p99_ms, self.latency_samples
@@ -297,6 +300,7 @@ async fn run_async(plan: &LoadPlan) -> LoadReport {
     }
     let duration = started.elapsed();
     let peak_server_rss_kib = peak_rss_kib(pid);
+    let server_cpu_s = cpu_seconds(pid);
 
     let mut refused_abusers = 0;
     let abuser_count = abusers.len();
@@ -344,6 +348,7 @@ async fn run_async(plan: &LoadPlan) -> LoadReport {
         duration,
         typing,
         peak_server_rss_kib,
+        server_cpu_s,
         latency_p50_ms: percentile(0.50),
         latency_p99_ms: percentile(0.99),
         latency_samples: sorted.len(),
@@ -439,4 +444,17 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// User and system CPU time of a process (Linux), in seconds; 0 where unknown.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after its closing ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks as f64 / 100.0
 }

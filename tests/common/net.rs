@@ -25,6 +25,20 @@ pub struct NetClient {
     pub filter: Option<Filter>,
 }
 
+impl NetClient {
+    /// A client session the network drives from now on (its transport events included).
+    pub fn new(session: ClientSession) -> Self {
+        NetClient {
+            session,
+            connection: None,
+            events: Vec::new(),
+            stalled: false,
+            held: VecDeque::new(),
+            filter: None,
+        }
+    }
+}
+
 /// A connection driven by the test: frames it gets from the server pile up in `received`.
 pub struct RawConnection {
     pub id: ConnectionId,
@@ -63,19 +77,12 @@ impl Net {
             session.subscribe(*name, Document::new(peer));
         }
         session.connect(self.now);
-        self.clients.push(NetClient {
-            session,
-            connection: None,
-            events: Vec::new(),
-            stalled: false,
-            held: VecDeque::new(),
-            filter: None,
-        });
+        self.clients.push(NetClient::new(session));
         self.pump();
         self.clients.len() - 1
     }
 
-    /// A raw connection; its first frame is `hello` (if given).
+    /// A raw connection from [`Net::address`]: `None` if the server refuses it.
     pub fn add_raw(&mut self) -> Option<usize> {
         let id = self.server.accept_from(self.now, self.address).ok()?;
         self.raw.push(RawConnection { id, received: Vec::new(), open: true });

@@ -351,10 +351,8 @@ impl<S: DocumentStore> Server<S> {
         let expired: Vec<ConnectionId> = self
             .connections
             .iter()
-            .filter(|(_, c)| {
-                !c.reauthenticating
-                    && c.identity.as_ref().and_then(Identity::expires_at).is_some_and(|at| now >= at)
-            })
+            // A refresh still being checked does not hold the expiry off: refresh earlier.
+            .filter(|(_, c)| c.identity.as_ref().and_then(Identity::expires_at).is_some_and(|at| now >= at))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
