@@ -18,6 +18,9 @@ mod process;
 
 use std::time::Duration;
 
+/// Stated bound on the server's peak resident memory for the full-size run.
+const MEMORY_BOUND_MIB: u64 = 256;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -40,7 +43,9 @@ fn main() {
     let ok = report.converged
         && report.lost_changes == 0
         && report.disconnected_clients == 0
-        && report.refused_abusers == report.abusers;
+        && report.refused_abusers == report.abusers
+        && report.peak_server_rss_kib < MEMORY_BOUND_MIB * 1024;
+    println!("memory bound          {MEMORY_BOUND_MIB} MiB");
     if !ok {
         eprintln!("FAILED: see the figures above");
         std::process::exit(1);

@@ -738,3 +738,37 @@ fn a_token_replaced_during_the_handshake_is_used_when_the_old_one_is_refused() {
     net.advance(Duration::from_secs(2));
     assert_eq!(net.session(0).status(), ConnectionStatus::Connected);
 }
+
+/// On a real server: connections from one address that never start their handshake use up
+/// that address's allowance, and the next is hung up on at once, before any TLS or
+/// WebSocket work.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_runtime_hangs_up_on_an_address_with_too_many_unfinished_handshakes() {
+    use crdt_sync::tokio::TokioServer;
+    use tokio::io::AsyncReadExt;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let config = ServerConfig::default().with_max_unauthenticated_per_address(4);
+        let server = TokioServer::bind("127.0.0.1:0", config).await.unwrap();
+        let address = server.local_addr();
+        let mut silent = Vec::new();
+        for _ in 0..4 {
+            silent.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        // Let the server accept them all before the next one arrives.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut extra = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the extra connection is hung up on: {read:?}");
+        // The first four are still waiting for their handshake.
+        for stream in &mut silent {
+            let read = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
+            assert!(read.is_err(), "still open");
+        }
+        drop(silent);
+        server.shutdown().await;
+    });
+}
