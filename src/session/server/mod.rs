@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod access;
+mod connections;
 mod durability;
 mod fan_out;
 mod plugins;
@@ -13,6 +14,7 @@ mod plugins;
 pub use access::AcceptError;
 use access::{PendingHello, RateLimiter};
 
+use connections::Connections;
 use durability::Durability;
 
 use fan_out::Recent;
@@ -44,7 +46,7 @@ use crate::{DecodeError, PeerId, ProtocolError, VersionVector};
 pub struct Server<S: DocumentStore = MemoryStore> {
     config: ServerConfig,
     store: S,
-    connections: BTreeMap<ConnectionId, Connection>,
+    connections: Connections,
     next_connection: u64,
     /// Subscribers of each document.
     subscribers: BTreeMap<Arc<str>, BTreeSet<(ConnectionId, DocSlot)>>,
@@ -134,7 +136,7 @@ impl<S: DocumentStore> Server<S> {
         Server {
             config,
             store,
-            connections: BTreeMap::new(),
+            connections: Connections::default(),
             next_connection: 0,
             subscribers: BTreeMap::new(),
             dirty: Vec::new(),
@@ -734,7 +736,11 @@ impl<S: DocumentStore> Server<S> {
         // Clients report what they received only under flow control.
         let limit = (self.config.window_bytes > 0).then_some(self.config.max_pending_outbound_bytes);
         let mut overflowing = Vec::new();
-        for (id, conn) in &mut self.connections {
+        let mut waiting = Vec::new();
+        for id in self.connections.take_touched() {
+            // Untouched connections have nothing to send: nothing could have reached them.
+            let Some(conn) = self.connections.get_mut(&id) else { continue };
+            let id = &id;
             let due = conn.ack_due.is_some_and(|t| now.is_some_and(|now| now >= t));
             if !conn.acks.is_empty() && (due || !conn.outbox.is_empty()) {
                 conn.ack_due = None;
@@ -754,6 +760,16 @@ impl<S: DocumentStore> Server<S> {
                 conn.sent += frame.len() as u64;
                 self.transmits.push_back(Transmit { connection: *id, frame });
             }
+            if !conn.acks.is_empty() {
+                // Acknowledgements waiting for their delay or for company: look again.
+                waiting.push(*id);
+            }
+        }
+        // `get_mut` above touched every visited connection again: only those still
+        // waiting stay touched.
+        drop(self.connections.take_touched());
+        for id in waiting {
+            self.connections.touch(id);
         }
         for id in overflowing {
             let error = ProtocolError::LimitExceeded("pending outbound bytes");
