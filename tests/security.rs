@@ -127,18 +127,28 @@ fn a_denied_document_is_refused_and_neither_created_nor_seen() {
 
 type Presence = Awareness<String>;
 
+/// A client with presence, on "doc", with a token for it (`read_only` or not); `prepare`
+/// runs on it before it subscribes.
+fn join_with_presence(
+    net: &mut Net,
+    peer: u64,
+    read_only: bool,
+    prepare: impl FnOnce(&mut common::net::NetClient),
+) -> usize {
+    let client = net.add_client(peer, with_token(token(&["doc"], read_only)), &[]);
+    prepare(&mut net.clients[client]);
+    net.session(client).add_plugin(Presence::new(AwarenessConfig::default()));
+    net.session(client).subscribe("doc", crdt_sync::Document::new(PeerId::new(peer)));
+    net.pump();
+    client
+}
+
 #[test]
 fn a_readers_changes_and_presence_stay_with_it() {
     let mut net = net_with_tokens(ServerConfig::default());
     net.server.add_plugin(AwarenessServer::new(AwarenessConfig::default()));
-    let writer = net.add_client(1, with_token(token(&["doc"], false)), &[]);
-    net.session(writer).add_plugin(Presence::new(AwarenessConfig::default()));
-    net.session(writer).subscribe("doc", crdt_sync::Document::new(PeerId::new(1)));
-    net.pump();
-    let reader = net.add_client(2, with_token(token(&["doc"], true)), &[]);
-    net.session(reader).add_plugin(Presence::new(AwarenessConfig::default()));
-    net.session(reader).subscribe("doc", crdt_sync::Document::new(PeerId::new(2)));
-    net.pump();
+    let writer = join_with_presence(&mut net, 1, false, |_| {});
+    let reader = join_with_presence(&mut net, 2, true, |_| {});
     net.edit(writer, "doc", "from the writer");
 
     assert!(
@@ -174,18 +184,13 @@ fn a_readers_changes_and_presence_stay_with_it() {
 fn a_reader_that_ignores_its_permission_is_refused_and_nothing_reaches_anyone() {
     let mut net = net_with_tokens(ServerConfig::default());
     net.server.add_plugin(AwarenessServer::new(AwarenessConfig::default()));
-    let writer = net.add_client(1, with_token(token(&["doc"], false)), &[]);
-    net.session(writer).add_plugin(Presence::new(AwarenessConfig::default()));
-    net.session(writer).subscribe("doc", crdt_sync::Document::new(PeerId::new(1)));
-    net.pump();
+    let writer = join_with_presence(&mut net, 1, false, |_| {});
     // A modified client: it never hears that it may only read, so it sends anyway.
-    let rogue = net.add_client(2, with_token(token(&["doc"], true)), &[]);
-    net.clients[rogue].filter = Some(Box::new(|messages| {
-        messages.into_iter().filter(|m| !matches!(m, Message::Access { .. })).collect()
-    }));
-    net.session(rogue).add_plugin(Presence::new(AwarenessConfig::default()));
-    net.session(rogue).subscribe("doc", crdt_sync::Document::new(PeerId::new(2)));
-    net.pump();
+    let rogue = join_with_presence(&mut net, 2, true, |client| {
+        client.filter = Some(Box::new(|messages| {
+            messages.into_iter().filter(|m| !matches!(m, Message::Access { .. })).collect()
+        }));
+    });
     let now = net.now;
     net.session(rogue).plugin_mut::<Presence>().unwrap().set_local_state(now, "doc", "rogue".into());
     net.edit(rogue, "doc", "vandalism");
@@ -467,6 +472,18 @@ fn unfinished_handshakes_are_limited_per_address() {
     assert_eq!(net.session(good).status(), ConnectionStatus::Connected);
 }
 
+/// The start of an lz4 frame whose payload claims to be `declared` bytes long.
+fn lz4_frame_declaring(declared: u64) -> Vec<u8> {
+    let mut frame = vec![1, 0b1];
+    let mut rest = declared;
+    while rest >= 0x80 {
+        frame.push((rest as u8) | 0x80);
+        rest >>= 7;
+    }
+    frame.push(rest as u8);
+    frame
+}
+
 #[test]
 fn oversized_frames_bombs_and_garbage_close_only_their_connection() {
     let limits =
@@ -483,13 +500,7 @@ fn oversized_frames_bombs_and_garbage_close_only_their_connection() {
 
     // An lz4 frame declaring a 1 GiB payload: refused before anything is allocated.
     let bomb = net.add_raw().unwrap();
-    let mut frame = vec![1, 0b1];
-    let mut declared: u64 = 1 << 30;
-    while declared >= 0x80 {
-        frame.push((declared as u8) | 0x80);
-        declared >>= 7;
-    }
-    frame.push(declared as u8);
+    let mut frame = lz4_frame_declaring(1 << 30);
     frame.push(0x1f);
     frame.extend_from_slice(&[0; 16]);
     net.send_raw(bomb, &frame);
@@ -498,13 +509,7 @@ fn oversized_frames_bombs_and_garbage_close_only_their_connection() {
     // A real bomb: 1 MiB + 1 of zeros compresses to a few KiB, past the decompressed limit.
     let bomb2 = net.add_raw().unwrap();
     let payload = vec![0u8; 1024 * 1024 + 1];
-    let mut frame = vec![1, 0b1];
-    let mut len = payload.len() as u64;
-    while len >= 0x80 {
-        frame.push((len as u8) | 0x80);
-        len >>= 7;
-    }
-    frame.push(len as u8);
+    let mut frame = lz4_frame_declaring(payload.len() as u64);
     frame.extend_from_slice(&lz4_flex::block::compress(&payload));
     assert!(frame.len() < 64 * 1024);
     net.send_raw(bomb2, &frame);

@@ -303,18 +303,31 @@ impl<S: DocumentStore> Server<S> {
         document: Arc<str>,
         what: &str,
     ) {
+        let detail = format!("{document} is read-only for this client: its {what} were refused");
+        self.refuse_access(id, slot, document, Permission::ReadOnly, detail);
+    }
+
+    /// Refuse a subscription the client may not have; nothing is created or loaded.
+    pub(super) fn refuse_forbidden(&mut self, id: ConnectionId, slot: DocSlot, document: Arc<str>) {
+        let detail = format!("this client may not use {document}");
+        self.refuse_access(id, slot, document, Permission::Denied, detail);
+    }
+
+    /// Tell the client what its `permission` does not allow, and report it.
+    fn refuse_access(
+        &mut self,
+        id: ConnectionId,
+        slot: DocSlot,
+        document: Arc<str>,
+        permission: Permission,
+        detail: String,
+    ) {
+        let code =
+            if permission == Permission::ReadOnly { ErrorCode::ReadOnly } else { ErrorCode::Forbidden };
         if let Some(conn) = self.connections.get_mut(&id) {
-            conn.outbox.push(Message::Error {
-                doc: Some(slot),
-                code: ErrorCode::ReadOnly,
-                detail: format!("{document} is read-only for this client: its {what} were refused"),
-            });
+            conn.outbox.push(Message::Error { doc: Some(slot), code, detail });
         }
-        self.events.push_back(ServerEvent::AccessRefused {
-            connection: id,
-            document,
-            permission: Permission::ReadOnly,
-        });
+        self.events.push_back(ServerEvent::AccessRefused { connection: id, document, permission });
     }
 
     /// Take `cost` messages from the connection's bucket; `false` (and the connection

@@ -567,22 +567,6 @@ impl<S: DocumentStore> Server<S> {
         self.events.push_back(ServerEvent::Subscribed { connection: id, document: name });
     }
 
-    /// Refuse a subscription the client may not have; nothing is created or loaded.
-    fn refuse_forbidden(&mut self, id: ConnectionId, slot: DocSlot, name: Arc<str>) {
-        if let Some(conn) = self.connections.get_mut(&id) {
-            conn.outbox.push(Message::Error {
-                doc: Some(slot),
-                code: ErrorCode::Forbidden,
-                detail: format!("this client may not use {name}"),
-            });
-        }
-        self.events.push_back(ServerEvent::AccessRefused {
-            connection: id,
-            document: name,
-            permission: Permission::Denied,
-        });
-    }
-
     fn on_changes(&mut self, id: ConnectionId, slot: DocSlot, bytes: &[u8]) {
         let Some(conn) = self.connections.get_mut(&id) else { return };
         let Some(sub) = conn.subscriptions.get_mut(&slot) else {
