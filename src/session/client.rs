@@ -527,7 +527,7 @@ impl<D: SyncDocument> ClientSession<D> {
                 });
             }
             Message::Error { doc: Some(slot), code: ErrorCode::ChangesVetoed, detail } if welcomed => {
-                self.on_vetoed(now, slot, detail);
+                self.on_vetoed(slot, detail);
             }
             // A refusal of a token already replaced is not news: the new one is tried next.
             Message::Error { code: ErrorCode::Unauthorized, .. }
@@ -537,7 +537,7 @@ impl<D: SyncDocument> ClientSession<D> {
                 self.events.push_back(ClientEvent::AuthenticationFailed { detail });
             }
             Message::Error { doc: Some(slot), code: ErrorCode::Forbidden, detail } if welcomed => {
-                self.on_forbidden(now, slot, detail);
+                self.on_forbidden(slot, detail);
             }
             Message::Error { doc: Some(slot), code: ErrorCode::ReadOnly, detail } if welcomed => {
                 self.set_permission(slot, Permission::ReadOnly);
@@ -658,53 +658,44 @@ impl<D: SyncDocument> ClientSession<D> {
     /// stop syncing this document and say so; the connection and the other documents carry
     /// on, and subscribing the document again retries.
     fn refuse_document(&mut self, name: &str, error: crate::Error) {
-        let Some(entry) = self.documents.get_mut(name) else { return };
-        let entry_name = entry.name.clone();
-        let (slot, was_synced) = (entry.slot, entry.synced);
+        let Some(document) = self.stop_syncing(name, true) else { return };
+        self.events.push_back(ClientEvent::DocumentRefused { document, error });
+    }
+
+    /// Stop syncing `name` until the application subscribes it again; it keeps its local
+    /// edits. `tell_server`: unsubscribe its slot (not when the server already dropped it).
+    fn stop_syncing(&mut self, name: &str, tell_server: bool) -> Option<Arc<str>> {
+        let entry = self.documents.get_mut(name)?;
+        let (slot, was_synced, name) = (entry.slot, entry.synced, entry.name.clone());
         entry.synced = false;
         entry.refused = true;
         entry.batches_acked = entry.batches_sent;
-        self.send_unsubscribe(slot);
-        if was_synced {
-            self.plugins_unsubscribed(&entry_name);
+        if tell_server {
+            self.send_unsubscribe(slot);
         }
-        self.events.push_back(ClientEvent::DocumentRefused { document: entry_name, error });
+        if was_synced {
+            self.plugins_unsubscribed(&name);
+        }
+        Some(name)
     }
 
     /// A server plugin vetoed changes of this document. This copy holds them and every later
     /// edit depends on them, so the server would take nothing more from it: stop syncing the
     /// document, as for a refused one.
-    fn on_vetoed(&mut self, now: Instant, slot: DocSlot, reason: String) {
+    fn on_vetoed(&mut self, slot: DocSlot, reason: String) {
         let Some(name) = self.name_of(slot) else { return };
-        let Some(entry) = self.documents.get_mut(&*name) else { return };
-        let was_synced = entry.synced;
-        entry.synced = false;
-        entry.refused = true;
-        entry.batches_acked = entry.batches_sent;
-        self.send_unsubscribe(slot);
-        if was_synced {
-            for plugin in &mut self.plugins {
-                plugin.on_unsubscribed(now, &name);
-            }
-        }
-        self.events.push_back(ClientEvent::ChangesVetoed { document: name, reason });
+        let Some(document) = self.stop_syncing(&name, true) else { return };
+        self.events.push_back(ClientEvent::ChangesVetoed { document, reason });
     }
 
     /// The server refused or evicted a subscription this client may not have: stop syncing
     /// the document (the server already forgot the slot).
-    fn on_forbidden(&mut self, now: Instant, slot: DocSlot, detail: String) {
+    fn on_forbidden(&mut self, slot: DocSlot, detail: String) {
         let Some(name) = self.name_of(slot) else { return };
-        let Some(entry) = self.documents.get_mut(&*name) else { return };
-        let was_synced = entry.synced;
-        entry.synced = false;
-        entry.refused = true;
-        entry.permission = Permission::Denied;
-        entry.batches_acked = entry.batches_sent;
-        entry.in_flight.clear();
-        if was_synced {
-            for plugin in &mut self.plugins {
-                plugin.on_unsubscribed(now, &name);
-            }
+        let Some(name) = self.stop_syncing(&name, false) else { return };
+        if let Some(entry) = self.documents.get_mut(&*name) {
+            entry.permission = Permission::Denied;
+            entry.in_flight.clear();
         }
         self.events
             .push_back(ClientEvent::PermissionChanged { document: name, permission: Permission::Denied });
