@@ -720,8 +720,8 @@ impl<S: DocumentStore> Server<S> {
         // Clients report what they received only under flow control.
         let limit = (self.config.window_bytes > 0).then_some(self.config.max_pending_outbound_bytes);
         let mut overflowing = Vec::new();
-        let mut waiting = Vec::new();
-        for id in self.connections.take_touched() {
+        let touched = self.connections.take_touched();
+        for &id in &touched {
             // Untouched connections have nothing to send: nothing could have reached them.
             let Some(conn) = self.connections.get_mut(&id) else { continue };
             let id = &id;
@@ -744,17 +744,17 @@ impl<S: DocumentStore> Server<S> {
                 conn.sent += frame.len() as u64;
                 self.transmits.push_back(Transmit { connection: *id, frame });
             }
-            if !conn.acks.is_empty() {
-                // Acknowledgements waiting for their delay or for company: look again.
-                waiting.push(*id);
+        }
+        // `get_mut` above touched every visited connection again: only those whose
+        // acknowledgements wait for their delay or for company stay touched, to be looked at
+        // again.
+        self.connections.clear_touched();
+        for id in &touched {
+            if self.connections.get(id).is_some_and(|conn| !conn.acks.is_empty()) {
+                self.connections.touch(*id);
             }
         }
-        // `get_mut` above touched every visited connection again: only those still
-        // waiting stay touched.
-        drop(self.connections.take_touched());
-        for id in waiting {
-            self.connections.touch(id);
-        }
+        self.connections.recycle(touched);
         for id in overflowing {
             let error = ProtocolError::LimitExceeded("pending outbound bytes");
             self.events.push_back(ServerEvent::Error { connection: id, error });

@@ -324,10 +324,17 @@ impl<C: SeqContent> Sequence<C> {
     /// Where the content went, or `None` if it was not inserted.
     fn insert_content(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C>) -> Option<Loc> {
         let n = content.len();
+        let len = Counter::try_from(n).ok()?;
+        if let Some((leaf, at)) = self.chain_end_slot(id, &anchor, len) {
+            // Only `chain_end_slot`'s case: the chain grows, no tree edge is added.
+            if let Some(chain) = self.segments.get_mut(id.peer).and_then(|c| c.0.last_mut()) {
+                chain.end = id.counter + len;
+            }
+            return Some(self.pieces.insert(leaf, at, id, len, content, true));
+        }
         if !self.can_insert(id, &anchor, n) {
             return None;
         }
-        let len = Counter::try_from(n).ok()?;
         let point = self.placement(id, &anchor);
         let (leaf, at) = self.open_slot(point)?;
         let joins = !self.record_tree(id, len, anchor);
@@ -597,6 +604,25 @@ impl<C: SeqContent> Sequence<C> {
             }
             offset = 0;
         }
+    }
+
+    /// The slot for the commonest remote insert, a peer typing on: ids `id..id + len` hung
+    /// right after `id - 1`, the last id the document holds of that peer, which has no
+    /// explicit right children. The run then just extends that chain and lands right after
+    /// it, with none of the sibling and subtree lookups of the general path. `None` when the
+    /// insert is anything else (the general path decides), or is invalid.
+    fn chain_end_slot(&mut self, id: OpId, anchor: &Anchor, len: Counter) -> Option<(usize, usize)> {
+        let prev = OpId::new(id.peer, id.counter.checked_sub(1)?);
+        if len == 0 || *anchor != Anchor::after(prev) || id.counter.checked_add(len).is_none() {
+            return None;
+        }
+        // The peer's last chain ends right at `id`: `prev` is present, and no id of the new
+        // run is (a peer's chains are sorted, and none starts after the last).
+        let last = self.segments.get(id.peer)?.0.last()?;
+        if last.end != id.counter || !kids_of(&self.right_kids, prev).is_empty() {
+            return None;
+        }
+        self.open_slot(Point::After(prev))
     }
 
     /// Make room for a piece at `point`, splitting the piece there; returns leaf and index.
