@@ -199,28 +199,47 @@ impl Change {
     /// replicas that received a peer's changes cut in different places (and with timestamps
     /// taken at different times) end up storing the same changes and encoding the same bytes.
     pub(crate) fn absorb<'a>(&mut self, next: Cow<'a, Change>) -> Result<(), Cow<'a, Change>> {
-        let end = self.id.counter + self.len;
-        let self_ignores = !self.uses_timestamp;
-        let continues = next.id.peer == self.id.peer
-            && next.id.counter == end
-            && next.lamport == self.lamport_end()
-            && next.deps.ids() == [self.last_id()]
-            && (self_ignores || next.timestamp == self.timestamp);
-        if !continues {
+        if !self.continued_by(&next) {
             return Err(next);
         }
-        if next.uses_timestamp {
-            self.timestamp = next.timestamp;
-            self.uses_timestamp = true;
-        } else if self_ignores {
-            self.timestamp = self.timestamp.max(next.timestamp);
-        }
-        self.len += next.len;
+        self.take_header(&next);
         match next {
             Cow::Owned(next) => self.join_ops(next.id, next.ops.into_iter().map(Cow::Owned)),
             Cow::Borrowed(next) => self.join_ops(next.id, next.ops.iter().map(Cow::Borrowed)),
         }
         Ok(())
+    }
+
+    /// [`Change::absorb`] of an owned change, giving back its emptied operation vector so that
+    /// a replica typing reuses one buffer for every keystroke's change.
+    pub(crate) fn absorb_owned(&mut self, mut next: Change) -> Result<Vec<Op>, Change> {
+        if !self.continued_by(&next) {
+            return Err(next);
+        }
+        self.take_header(&next);
+        self.join_ops(next.id, next.ops.drain(..).map(Cow::Owned));
+        Ok(next.ops)
+    }
+
+    /// Whether `next` may be merged into this change (see [`Change::absorb`]).
+    fn continued_by(&self, next: &Change) -> bool {
+        let self_ignores = !self.uses_timestamp;
+        next.id.peer == self.id.peer
+            && next.id.counter == self.id.counter + self.len
+            && next.lamport == self.lamport_end()
+            && next.deps.ids() == [self.last_id()]
+            && (self_ignores || next.timestamp == self.timestamp)
+    }
+
+    /// Take the length and timestamp of `next`, which continues this change.
+    fn take_header(&mut self, next: &Change) {
+        if next.uses_timestamp {
+            self.timestamp = next.timestamp;
+            self.uses_timestamp = true;
+        } else if !self.uses_timestamp {
+            self.timestamp = self.timestamp.max(next.timestamp);
+        }
+        self.len += next.len;
     }
 
     /// Append operations starting at id `next_id`, each joined onto the last one if it

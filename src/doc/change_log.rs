@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::change::Change;
 use super::frozen_history::{ChangesByPeer, FrozenHistory};
 use super::id::{Counter, OpId, PeerId};
+use super::op::Op;
 use super::version::{Frontier, VersionVector};
 use crate::Error;
 
@@ -100,11 +101,7 @@ impl ChangeLog {
     /// continues the peer's previous one (see [`Change::absorb`]) joins it, so a peer typing
     /// costs one stored change per burst rather than one per keystroke.
     pub(crate) fn push(&mut self, change: Cow<'_, Change>, merge: bool) {
-        debug_assert_eq!(change.id.counter, self.version.get(change.id.peer));
-        self.version.extend_to(&change.span());
-        self.frontier.advance(&change.deps, change.last_id());
-        self.lamport_end = self.lamport_end.max(change.lamport_end());
-        let changes = self.changes_mut().entry(change.id.peer).or_default();
+        let changes = self.record(&change);
         let change = match changes.last_mut() {
             Some(last) if merge => match last.absorb(change) {
                 Ok(()) => return,
@@ -113,6 +110,30 @@ impl ChangeLog {
             _ => change,
         };
         changes.push(change.into_owned());
+    }
+
+    /// [`ChangeLog::push`] of a change made here; when it merges into the last one, its
+    /// emptied operation vector comes back for the next transaction to fill.
+    pub(crate) fn push_local(&mut self, change: Change, merge: bool) -> Option<Vec<Op>> {
+        let changes = self.record(&change);
+        let change = match changes.last_mut() {
+            Some(last) if merge => match last.absorb_owned(change) {
+                Ok(ops) => return Some(ops),
+                Err(change) => change,
+            },
+            _ => change,
+        };
+        changes.push(change);
+        None
+    }
+
+    /// Advance the version, frontier and Lamport end past `change`; returns its peer's list.
+    fn record(&mut self, change: &Change) -> &mut Vec<Change> {
+        debug_assert_eq!(change.id.counter, self.version.get(change.id.peer));
+        self.version.extend_to(&change.span());
+        self.frontier.advance(&change.deps, change.last_id());
+        self.lamport_end = self.lamport_end.max(change.lamport_end());
+        self.changes_mut().entry(change.id.peer).or_default()
     }
 
     /// The changes of `peer` that hold any id of `from..to`, in counter order.

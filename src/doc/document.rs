@@ -58,6 +58,9 @@ pub struct Document {
     /// Root container ids handed to transactions, so that every keystroke's operation shares
     /// one name allocation (and compares by pointer) instead of allocating its own.
     roots: Vec<ContainerId>,
+    /// The emptied operation vector of the last local change merged into the one before: the
+    /// next transaction fills it instead of allocating its own.
+    pub(crate) spare_ops: Vec<super::op::Op>,
 }
 
 /// What an import did.
@@ -143,6 +146,7 @@ impl Document {
             pending: BTreeMap::new(),
             events: None,
             roots: Vec::new(),
+            spare_ops: Vec::new(),
         }
     }
 

@@ -33,12 +33,13 @@ pub struct Transaction<'d> {
 impl<'d> Transaction<'d> {
     pub(crate) fn new(doc: &'d mut Document) -> Self {
         let start = doc.log.version().get(doc.peer);
+        let ops = std::mem::take(&mut doc.spare_ops);
         Transaction {
             doc,
             start,
             next: start,
             timestamp: None,
-            ops: Vec::new(),
+            ops,
             uses_timestamp: false,
             changed: BTreeSet::new(),
         }
@@ -189,7 +190,9 @@ impl<'d> Transaction<'d> {
         };
         let span = change.span();
         let merge = self.doc.config().merge_changes;
-        self.doc.log.push(std::borrow::Cow::Owned(change), merge);
+        if let Some(ops) = self.doc.log.push_local(change, merge) {
+            self.doc.spare_ops = ops;
+        }
         if self.doc.events_enabled() {
             let containers = std::mem::take(&mut self.changed).into_iter().collect();
             self.doc.emit(super::event::Origin::Local, containers, vec![span]);
