@@ -1,6 +1,6 @@
 //! The current state of every container, and how operations change it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -184,10 +184,12 @@ fn collect_children(first: OpId, items: &[Element], out: &mut Vec<ContainerId>) 
 /// same batch may refer to it before anything is applied.
 #[derive(Default)]
 pub(crate) struct Overlay {
-    /// Sequence element ids (text/list elements, movable list positions) per container.
-    elements: HashMap<ContainerId, IdRanges>,
+    /// Sequence element ids (text/list elements, movable list positions) per container. A
+    /// sorted map: container ids compare by pointer first, and hashing one (a name) per op
+    /// cost more than comparing it with the one or two containers a batch usually touches.
+    elements: BTreeMap<ContainerId, IdRanges>,
     /// Movable list element ids per container.
-    movable_elems: HashMap<ContainerId, IdRanges>,
+    movable_elems: BTreeMap<ContainerId, IdRanges>,
     containers: HashSet<ContainerId>,
     /// Nothing validated after this op can refer to it (the batch is one op), so recording
     /// what it adds would be wasted work, on every keystroke of live sync.
@@ -214,16 +216,36 @@ impl Overlay {
 }
 
 /// Id spans indexed by their first id: a lookup is a logarithmic search, not a scan, because a
-/// whole document's history is one batch when it is loaded.
+/// whole document's history is one batch when it is loaded. A batch mostly adds spans in
+/// ascending id order (one peer typing), so those go at the end of a vector; the others into
+/// a tree. The spans never overlap (an op's ids are checked unused before they are recorded).
 #[derive(Default)]
-struct IdRanges(BTreeMap<OpId, u32>);
+struct IdRanges {
+    /// `(first id, length)`, ascending.
+    ascending: Vec<(OpId, u32)>,
+    /// The spans that came out of order.
+    others: BTreeMap<OpId, u32>,
+}
 
 impl IdRanges {
+    fn insert(&mut self, span: IdSpan) {
+        match self.ascending.last() {
+            Some(&(last, _)) if last >= span.start => {
+                self.others.insert(span.start, span.len);
+            }
+            _ => self.ascending.push((span.start, span.len)),
+        }
+    }
+
     /// The end counter of the range holding `id`, if any.
     fn end_of_range_holding(&self, id: OpId) -> Option<u32> {
-        let (start, len) = self.0.range(..=id).next_back()?;
-        let end = start.counter.saturating_add(*len);
-        (start.peer == id.peer && id.counter < end).then_some(end)
+        let holds = |&(start, len): &(OpId, u32)| {
+            let end = start.counter.saturating_add(len);
+            (start.peer == id.peer && id.counter < end).then_some(end)
+        };
+        let at = self.ascending.partition_point(|&(start, _)| start <= id);
+        let in_order = at.checked_sub(1).and_then(|i| holds(&self.ascending[i]));
+        in_order.or_else(|| self.others.range(..=id).next_back().and_then(|(&s, &l)| holds(&(s, l))))
     }
 
     fn contains(&self, id: OpId) -> bool {
@@ -243,10 +265,10 @@ impl IdRanges {
     }
 }
 
-fn record(map: &mut HashMap<ContainerId, IdRanges>, container: &ContainerId, span: IdSpan) {
+fn record(map: &mut BTreeMap<ContainerId, IdRanges>, container: &ContainerId, span: IdSpan) {
     match map.get_mut(container) {
-        Some(ranges) => ranges.0.insert(span.start, span.len),
-        None => map.entry(container.clone()).or_default().0.insert(span.start, span.len),
+        Some(ranges) => ranges.insert(span),
+        None => map.entry(container.clone()).or_default().insert(span),
     };
 }
 
@@ -395,14 +417,18 @@ mod tests {
 
     #[test]
     fn id_ranges_find_ids_and_cover_abutting_spans() {
-        let mut ranges = IdRanges::default();
-        ranges.0.insert(id(1, 0), 5);
-        ranges.0.insert(id(1, 5), 3);
-        ranges.0.insert(id(2, 10), 1);
-        assert!(ranges.contains(id(1, 4)) && ranges.contains(id(1, 7)) && ranges.contains(id(2, 10)));
-        assert!(!ranges.contains(id(1, 8)) && !ranges.contains(id(2, 9)) && !ranges.contains(id(3, 0)));
-        assert!(ranges.covers(&IdSpan::new(id(1, 2), 6)), "two abutting ranges cover a span across them");
-        assert!(!ranges.covers(&IdSpan::new(id(1, 2), 7)), "one id past the end is not covered");
-        assert!(!ranges.covers(&IdSpan::new(id(2, 9), 2)));
+        // Added in id order, and the same spans added backwards (the out-of-order half).
+        let spans = [IdSpan::new(id(1, 0), 5), IdSpan::new(id(1, 5), 3), IdSpan::new(id(2, 10), 1)];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let mut ranges = IdRanges::default();
+            for i in order {
+                ranges.insert(spans[i]);
+            }
+            assert!(ranges.contains(id(1, 4)) && ranges.contains(id(1, 7)) && ranges.contains(id(2, 10)));
+            assert!(!ranges.contains(id(1, 8)) && !ranges.contains(id(2, 9)) && !ranges.contains(id(3, 0)));
+            assert!(ranges.covers(&IdSpan::new(id(1, 2), 6)), "two abutting ranges cover a span across them");
+            assert!(!ranges.covers(&IdSpan::new(id(1, 2), 7)), "one id past the end is not covered");
+            assert!(!ranges.covers(&IdSpan::new(id(2, 9), 2)));
+        }
     }
 }
