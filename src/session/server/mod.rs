@@ -690,6 +690,14 @@ impl<S: DocumentStore> Server<S> {
         let behind = doc.pending_count() > 0;
         let Some(subscribers) = self.subscribers.get(name) else { return };
         for (id, slot) in subscribers {
+            // Most subscribers of a busy document only read: nothing to acknowledge or to ask
+            // for. A look through a shared borrow skips them without marking them touched.
+            let idle = |conn: &Connection| {
+                conn.subscriptions.get(slot).is_none_or(|sub| sub.unacked.is_empty() && !sub.asked)
+            };
+            if self.connections.get(id).is_none_or(idle) {
+                continue;
+            }
             let Some(conn) = self.connections.get_mut(id) else { continue };
             let Some(sub) = conn.subscriptions.get_mut(slot) else { continue };
             let mut acked = None;
