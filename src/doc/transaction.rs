@@ -15,6 +15,10 @@ use super::types::RegisterMut;
 use super::types::TextMut;
 use crate::{Document, Error};
 
+/// The largest operation vector a document keeps for its next transaction (typing makes
+/// one or two operations per transaction).
+const SPARE_OPS: usize = 16;
+
 /// A group of edits that becomes one [`Change`] when committed.
 ///
 /// Edits take effect on the document immediately (reads inside the transaction see them);
@@ -175,10 +179,14 @@ impl<'d> Transaction<'d> {
     pub fn commit(self) {}
 
     fn finish(&mut self) {
-        let Some(timestamp) = self.timestamp else { return };
-        if self.ops.is_empty() {
-            return;
-        }
+        let timestamp = match self.timestamp {
+            Some(timestamp) if !self.ops.is_empty() => timestamp,
+            // Nothing to record: the (empty) buffer serves the next transaction.
+            _ => {
+                self.doc.spare_ops = std::mem::take(&mut self.ops);
+                return;
+            }
+        };
         let change = Change {
             id: OpId::new(self.doc.peer, self.start),
             deps: self.doc.log.frontier().clone(),
@@ -190,7 +198,8 @@ impl<'d> Transaction<'d> {
         };
         let span = change.span();
         let merge = self.doc.config().merge_changes;
-        if let Some(ops) = self.doc.log.push_local(change, merge) {
+        // A big transaction's buffer is let go: kept, it would hold its memory for good.
+        if let Some(ops) = self.doc.log.push_local(change, merge).filter(|ops| ops.capacity() <= SPARE_OPS) {
             self.doc.spare_ops = ops;
         }
         if self.doc.events_enabled() {
@@ -203,5 +212,31 @@ impl<'d> Transaction<'d> {
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Document, PeerId};
+
+    #[test]
+    fn typing_reuses_one_operation_buffer_and_a_big_transaction_does_not_keep_its_own() {
+        let mut doc = Document::new(PeerId::new(1));
+        for (i, c) in "hello".chars().enumerate() {
+            doc.transact().text("t").insert(i, &c.to_string()).unwrap();
+        }
+        // Every keystroke merged into the change before it and handed its buffer on.
+        assert_eq!(doc.change_count(), 1);
+        assert!(doc.spare_ops.capacity() > 0 && doc.spare_ops.capacity() <= super::SPARE_OPS);
+        {
+            // Inserting back to front makes one operation per character.
+            let mut txn = doc.transact();
+            for _ in 0..100 {
+                txn.text("t").insert(0, "x").unwrap();
+            }
+        }
+        assert_eq!(doc.change_count(), 1, "the big transaction merged too");
+        assert!(doc.spare_ops.capacity() < 100, "its 100-operation buffer was let go");
+        assert_eq!(doc.text("t").to_string(), format!("{}hello", "x".repeat(100)));
     }
 }
