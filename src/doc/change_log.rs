@@ -7,6 +7,7 @@ use super::change::Change;
 use super::frozen_history::{ChangesByPeer, FrozenHistory};
 use super::id::{Counter, OpId, PeerId};
 use super::op::Op;
+use super::state_section::LamportIndex;
 use super::version::{Frontier, VersionVector};
 use crate::Error;
 
@@ -45,6 +46,46 @@ impl ChangeLog {
         }
     }
 
+    /// A log of changes kept encoded (`frozen`), never decoded, at `version` with heads
+    /// `frontier`, above history trimmed at `trimmed` (heads `trimmed_frontier`).
+    pub(crate) fn from_frozen(
+        frozen: FrozenHistory,
+        version: VersionVector,
+        frontier: Frontier,
+        trimmed: VersionVector,
+        trimmed_frontier: Frontier,
+        lamport_end: u32,
+    ) -> Self {
+        ChangeLog {
+            by_peer: ChangesByPeer::new(),
+            frozen: Some(Box::new(frozen)),
+            version,
+            frontier,
+            trimmed,
+            trimmed_frontier,
+            lamport_end,
+        }
+    }
+
+    /// Per peer, `(first counter, end counter, Lamport time)` of each stored change.
+    pub(crate) fn lamport_index(&self) -> LamportIndex {
+        match &self.frozen {
+            Some(frozen) => frozen.lamport_index().clone(),
+            None => self
+                .by_peer
+                .iter()
+                .map(|(peer, list)| {
+                    (*peer, list.iter().map(|c| (c.id.counter, c.id.counter + c.len, c.lamport)).collect())
+                })
+                .collect(),
+        }
+    }
+
+    /// The frozen history, if the log still holds its changes only encoded.
+    pub(crate) fn frozen(&self) -> Option<&FrozenHistory> {
+        self.frozen.as_deref()
+    }
+
     pub(crate) fn version(&self) -> &VersionVector {
         &self.version
     }
@@ -76,11 +117,6 @@ impl ChangeLog {
         let frozen = FrozenHistory::new(bytes, max_decoded_bytes, changes);
         self.by_peer = ChangesByPeer::new();
         self.frozen = Some(Box::new(frozen));
-    }
-
-    /// The encoding of every change, if the log still holds the bytes it was loaded from.
-    pub(crate) fn frozen_bytes(&self) -> Option<&[u8]> {
-        self.frozen.as_deref().map(FrozenHistory::bytes)
     }
 
     fn changes(&self) -> &ChangesByPeer {

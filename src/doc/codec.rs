@@ -36,6 +36,8 @@ pub(crate) enum PayloadKind {
     Changes = 1,
     Document = 2,
     StateSnapshot = 3,
+    /// A document with its history and a state section (`state_section`).
+    DocumentState = 4,
 }
 
 impl PayloadKind {
@@ -44,6 +46,7 @@ impl PayloadKind {
             PayloadKind::Changes => "changes",
             PayloadKind::Document => "a document",
             PayloadKind::StateSnapshot => "a state snapshot",
+            PayloadKind::DocumentState => "a document",
         }
     }
 
@@ -52,6 +55,7 @@ impl PayloadKind {
             1 => Some(PayloadKind::Changes),
             2 => Some(PayloadKind::Document),
             3 => Some(PayloadKind::StateSnapshot),
+            4 => Some(PayloadKind::DocumentState),
             _ => None,
         }
     }

@@ -13,10 +13,12 @@ use super::codec::{self, EncodeOptions, PayloadKind};
 use super::columnar;
 use super::config::DocumentConfig;
 use super::event::{DocEvent, Origin};
+use super::frozen_history::FrozenHistory;
 use super::id::{Counter, IdSpan, OpId, PeerId};
 use super::intake;
 use super::op::{ContainerId, ContainerKind, Element};
 use super::state::{ContainerState, DocState, Overlay};
+use super::state_section::StateSection;
 use super::transaction::Transaction;
 use super::types::CounterRef;
 use super::types::ListRef;
@@ -89,18 +91,55 @@ pub(crate) struct StateSnapshot {
 }
 
 /// A document with its history: the trimmed base (if any) and every change after it, in the
-/// columnar encoding.
+/// columnar encoding. The format before [`StatePayload`]; still loaded, no longer written
+/// (tests write it to check that it loads).
+#[cfg(test)]
 #[derive(Serialize)]
-struct DocumentPayload<'a> {
+pub(crate) struct DocumentPayload<'a> {
     /// The postcard encoding of the base [`StateSnapshot`].
-    base: Option<&'a [u8]>,
-    changes: Vec<u8>,
+    pub(crate) base: Option<&'a [u8]>,
+    pub(crate) changes: Vec<u8>,
 }
 
 #[derive(Deserialize)]
 struct OwnedDocumentPayload {
     base: Option<Vec<u8>>,
     changes: Vec<u8>,
+}
+
+/// A document with its history and its state: the trimmed base (if any), the state section
+/// at the document's version, and every change after the base in the columnar encoding with
+/// the text the state holds left out. Loading builds the state from the section instead of
+/// replaying the changes, which stay encoded until something needs them.
+#[derive(Serialize)]
+pub(crate) struct StatePayload<'a> {
+    pub(crate) base: Option<&'a [u8]>,
+    pub(crate) state: &'a [u8],
+    pub(crate) changes: &'a [u8],
+}
+
+#[derive(Deserialize)]
+struct OwnedStatePayload {
+    #[serde(with = "optional_bytes")]
+    base: Option<Vec<u8>>,
+    #[serde(with = "crate::wire::message::byte_string")]
+    state: Vec<u8>,
+    #[serde(with = "crate::wire::message::byte_string")]
+    changes: Vec<u8>,
+}
+
+/// `Option<Vec<u8>>` read as bytes (one copy) rather than byte by byte.
+mod optional_bytes {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    struct Bytes(#[serde(with = "crate::wire::message::byte_string")] Vec<u8>);
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<Bytes>::deserialize(deserializer)?.map(|b| b.0))
+    }
 }
 
 /// A state snapshot, decoded and as the bytes it came in.
@@ -124,6 +163,16 @@ struct DecodedDocument {
 fn decode_document(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocument, Error> {
     let payload: OwnedDocumentPayload = codec::from_postcard(raw)?;
     let changes = columnar::decode_changes(&payload.changes, max_decoded_bytes)?;
+    let base = payload.base.map(decode_base).transpose()?;
+    Ok(DecodedDocument { base, encoded: payload.changes, changes })
+}
+
+/// Decode the changes of a document with a state section, for merging them: the text the
+/// history leaves out is taken from the section.
+fn decode_document_changes(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocument, Error> {
+    let payload: OwnedStatePayload = codec::from_postcard(raw)?;
+    let text = StateSection::held_text(&payload.state, max_decoded_bytes)?;
+    let changes = columnar::decode_changes_filling(&payload.changes, max_decoded_bytes, &|id| text.get(id))?;
     let base = payload.base.map(decode_base).transpose()?;
     Ok(DecodedDocument { base, encoded: payload.changes, changes })
 }
@@ -441,19 +490,39 @@ impl Document {
 
     /// Import encoded changes, a document or a state snapshot from another replica.
     ///
+    /// A whole document imported into an empty replica (a late joiner's first sync) is taken
+    /// as [`Document::load`] takes it; into a replica with history, its changes are merged.
+    ///
     /// Idempotent and order-free: known changes are skipped; changes whose dependencies are
     /// missing wait and are applied as soon as the dependencies arrive. On error nothing
     /// changed.
     pub fn import(&mut self, bytes: &[u8]) -> Result<ImportStatus, Error> {
         let max = self.config.max_decoded_bytes;
-        let all = [PayloadKind::Changes, PayloadKind::Document, PayloadKind::StateSnapshot];
+        let all = [
+            PayloadKind::Changes,
+            PayloadKind::Document,
+            PayloadKind::StateSnapshot,
+            PayloadKind::DocumentState,
+        ];
         let (kind, raw) = codec::decode_raw(&all, bytes, max)?;
         match kind {
             PayloadKind::Changes => {
                 let changes = columnar::decode_changes(&raw, max)?;
                 self.apply_changes(changes)
             }
-            PayloadKind::Document => match decode_document(&raw, max)? {
+            // An empty replica takes the document as it is, without replaying its history:
+            // the late joiner's first sync.
+            PayloadKind::DocumentState if self.version().is_empty() && self.pending.is_empty() => {
+                let loaded = Self::from_state_payload(self.peer, self.config.clone(), &raw)?;
+                let applied = loaded.change_count();
+                self.replace_with(loaded);
+                Ok(ImportStatus { applied, ..ImportStatus::default() })
+            }
+            PayloadKind::Document | PayloadKind::DocumentState => match if kind == PayloadKind::Document {
+                decode_document(&raw, max)?
+            } else {
+                decode_document_changes(&raw, max)?
+            } {
                 DecodedDocument { base: Some(base), changes, .. }
                     if !self.version().includes(&base.0.version) =>
                 {
@@ -463,6 +532,20 @@ impl Document {
             },
             PayloadKind::StateSnapshot => self.import_state_snapshot(decode_base(raw)?, Vec::new()),
         }
+    }
+
+    /// Become `loaded` (the same peer and configuration), keeping the wall clock and the event
+    /// queue, and report every container as changed.
+    fn replace_with(&mut self, loaded: Document) {
+        let events = self.events.take();
+        let containers = loaded.containers();
+        let clock_wall = self.clock.wall_ms();
+        *self = loaded;
+        if let Some(wall) = clock_wall {
+            self.clock.set_wall_ms(wall);
+        }
+        self.events = events;
+        self.emit(Origin::Remote, containers, Vec::new());
     }
 
     /// A snapshot can only replace a document that has nothing the snapshot and the changes
@@ -480,15 +563,7 @@ impl Document {
         // Buffered changes survive the swap: those the snapshot already holds are dropped,
         // the rest wait on (or now apply on top of) the loaded state.
         let pending = std::mem::take(&mut self.pending);
-        let events = self.events.take();
-        let containers = loaded.containers();
-        let clock_wall = self.clock.wall_ms();
-        *self = loaded;
-        if let Some(wall) = clock_wall {
-            self.clock.set_wall_ms(wall);
-        }
-        self.events = events;
-        self.emit(Origin::Remote, containers, Vec::new());
+        self.replace_with(loaded);
         // What the snapshot holds in part is cut to the rest.
         let version = self.version().clone();
         self.pending = pending
@@ -707,18 +782,27 @@ impl Document {
     // ---- persistence ---------------------------------------------------------------------
 
     /// Encode the whole document with its history. [`Document::load`] restores it.
+    ///
+    /// The encoding holds the state as well as the history, so that loading does not replay
+    /// the history: texts as compact run columns, whose visible characters the history then
+    /// leaves out. A document loaded and not changed since encodes to the bytes it came in.
     pub fn encode(&self) -> Vec<u8> {
         self.encode_with(EncodeOptions::default())
     }
 
     /// [`Document::encode`] with options (lz4).
     pub fn encode_with(&self, options: EncodeOptions) -> Vec<u8> {
-        let changes = match self.log.frozen_bytes() {
-            Some(bytes) => bytes.to_vec(),
-            None => columnar::encode_changes(&self.log.all()),
-        };
-        let payload = DocumentPayload { base: self.base.as_deref(), changes };
-        codec::encode(PayloadKind::Document, &payload, options)
+        // Loaded and untouched: the bytes it came in (state and history agree).
+        if let Some(frozen) = self.log.frozen()
+            && let Some(state) = frozen.held()
+        {
+            let payload = StatePayload { base: self.base.as_deref(), state, changes: frozen.bytes() };
+            return codec::encode(PayloadKind::DocumentState, &payload, options);
+        }
+        let state = StateSection::encode(&self.state, &self.log, self.clock.last());
+        let changes = columnar::encode_changes_eliding(&self.log.all(), &|id| self.state.shows_text(id));
+        let payload = StatePayload { base: self.base.as_deref(), state: &state, changes: &changes };
+        codec::encode(PayloadKind::DocumentState, &payload, options)
     }
 
     /// Encode the current state without history: smaller, and enough to keep syncing with
@@ -747,19 +831,26 @@ impl Document {
 
     /// Load a document encoded by [`Document::encode`] or [`Document::encode_state`], to be
     /// edited as `peer`.
+    ///
+    /// The state comes from the encoding (it is trusted to be what the history stored beside
+    /// it produces, as a state snapshot is); the history stays encoded until something needs
+    /// its operations. Encodings written before the state was stored are loaded by replaying
+    /// their history.
     pub fn load(bytes: &[u8], peer: PeerId) -> Result<Document, Error> {
         Self::load_with_config(bytes, peer, DocumentConfig::default())
     }
 
     /// [`Document::load`] with explicit limits.
     pub fn load_with_config(bytes: &[u8], peer: PeerId, config: DocumentConfig) -> Result<Document, Error> {
-        let expected = [PayloadKind::Document, PayloadKind::StateSnapshot];
+        let expected = [PayloadKind::DocumentState, PayloadKind::Document, PayloadKind::StateSnapshot];
         let max = config.max_decoded_bytes;
         if codec::peek_kind(bytes)? == PayloadKind::Changes {
             return Err(DecodeError::WrongKind { expected: "a document", found: "changes" }.into());
         }
         let (kind, raw) = codec::decode_raw(&expected, bytes, max)?;
-        if kind == PayloadKind::Document {
+        if kind == PayloadKind::DocumentState {
+            Self::from_state_payload(peer, config, &raw)
+        } else if kind == PayloadKind::Document {
             let DecodedDocument { base, encoded, changes } = decode_document(&raw, max)?;
             let count = changes.len();
             let mut doc = Self::from_parts(peer, config, base, changes)?;
@@ -772,6 +863,41 @@ impl Document {
         } else {
             Self::from_parts(peer, config, Some(decode_base(raw)?), Vec::new())
         }
+    }
+
+    /// Load a document with a state section: the state and the log's bookkeeping come from
+    /// the section, the changes stay encoded.
+    fn from_state_payload(peer: PeerId, config: DocumentConfig, raw: &[u8]) -> Result<Document, Error> {
+        let max = config.max_decoded_bytes;
+        let payload: OwnedStatePayload = codec::from_postcard(raw)?;
+        let base = payload.base.map(decode_base).transpose()?;
+        let (trimmed, trimmed_frontier, base_timestamp) = match &base {
+            Some((snapshot, _)) => {
+                if !snapshot.state.is_consistent() || !snapshot.frontier.is_canonical() {
+                    return Err(DecodeError::Malformed("inconsistent state snapshot".into()).into());
+                }
+                (snapshot.version.clone(), snapshot.frontier.clone(), snapshot.max_timestamp)
+            }
+            None => (VersionVector::new(), Frontier::default(), Timestamp::default()),
+        };
+        let section = StateSection::decode(&payload.state, &trimmed, max)?;
+        if !section.version.includes(&trimmed) {
+            return Err(DecodeError::Malformed("state section below its base".into()).into());
+        }
+        let frozen = FrozenHistory::with_state(payload.changes, payload.state.into(), max, section.lamports);
+        let mut doc = Document::with_config(peer, config);
+        doc.log = ChangeLog::from_frozen(
+            frozen,
+            section.version,
+            section.frontier,
+            trimmed,
+            trimmed_frontier,
+            section.lamport_end,
+        );
+        doc.state = section.state;
+        doc.clock.observe(base_timestamp.max(section.max_timestamp));
+        doc.base = base.map(|(_, bytes)| bytes);
+        Ok(doc)
     }
 
     fn from_parts(

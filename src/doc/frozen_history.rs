@@ -1,18 +1,20 @@
 //! History kept encoded until something needs its operations.
 //!
-//! A loaded document has applied its history to build its state; after that the operations
-//! are only needed to export them, check out an old version or compare a duplicate. Holding
+//! A loaded document has its state (from the encoding's state section, or, for documents
+//! written before it had one, by applying the history); after that the operations are only
+//! needed to export them, check out an old version or compare a duplicate. Holding
 //! them decoded costs tens of bytes per operation (a paper typed keystroke by keystroke is
 //! tens of megabytes), while their columnar encoding is a few bytes per operation. So the log
 //! keeps the bytes it was loaded from and decodes them on first use, with a small index for the
 //! one question every remote change asks: the Lamport time of its dependencies.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use super::change::Change;
 use super::columnar;
 use super::id::{Counter, OpId, PeerId};
+use super::state_section::{LamportIndex, StateSection};
 
 /// Changes grouped per peer, each peer's in counter order (a tree: peers are few and compare
 /// as integers, cheaper than hashing them on every change).
@@ -21,8 +23,11 @@ pub(crate) type ChangesByPeer = BTreeMap<PeerId, Vec<Change>>;
 /// The encoded form of every change a log holds.
 #[derive(Clone, Debug)]
 pub(crate) struct FrozenHistory {
-    /// `columnar::encode_changes` of exactly the changes the log holds.
+    /// `columnar::encode_changes` of exactly the changes the log holds, or, with `held`,
+    /// `columnar::encode_changes_eliding` the visible text that state section holds.
     bytes: Vec<u8>,
+    /// The encoded state section the history's visible text is kept in.
+    held: Option<Arc<[u8]>>,
     /// The limit the bytes were first decoded under (they are known to fit it).
     max_decoded_bytes: usize,
     /// Per peer, `(first counter, end counter, Lamport time)` of each change.
@@ -41,7 +46,42 @@ impl FrozenHistory {
             })
             .collect();
         let change_count = changes.values().map(Vec::len).sum();
-        FrozenHistory { bytes, max_decoded_bytes, lamports, change_count, thawed: OnceLock::new() }
+        FrozenHistory {
+            bytes,
+            held: None,
+            max_decoded_bytes,
+            lamports,
+            change_count,
+            thawed: OnceLock::new(),
+        }
+    }
+
+    /// Changes never decoded: `bytes` leaves out the visible text the encoded state section
+    /// `held` holds, and `lamports` (checked against the version) indexes them.
+    pub(crate) fn with_state(
+        bytes: Vec<u8>,
+        held: Arc<[u8]>,
+        max_decoded_bytes: usize,
+        lamports: LamportIndex,
+    ) -> Self {
+        let change_count = lamports.values().map(Vec::len).sum();
+        FrozenHistory {
+            bytes,
+            held: Some(held),
+            max_decoded_bytes,
+            lamports,
+            change_count,
+            thawed: OnceLock::new(),
+        }
+    }
+
+    /// The encoded state section the bytes leave the visible text to, if any.
+    pub(crate) fn held(&self) -> Option<&Arc<[u8]>> {
+        self.held.as_ref()
+    }
+
+    pub(crate) fn lamport_index(&self) -> &LamportIndex {
+        &self.lamports
     }
 
     /// The encoded changes.
@@ -70,21 +110,26 @@ impl FrozenHistory {
     pub(crate) fn into_changes(self) -> ChangesByPeer {
         match self.thawed.into_inner() {
             Some(changes) => changes,
-            None => decode(&self.bytes, self.max_decoded_bytes),
+            None => decode(&self.bytes, self.held.as_deref(), self.max_decoded_bytes),
         }
     }
 
     fn decode(&self) -> ChangesByPeer {
-        decode(&self.bytes, self.max_decoded_bytes)
+        decode(&self.bytes, self.held.as_deref(), self.max_decoded_bytes)
     }
 }
 
-fn decode(bytes: &[u8], max_decoded_bytes: usize) -> ChangesByPeer {
-    // These exact bytes decoded under this limit when the document was loaded, and decoding
-    // is deterministic, so this cannot fail; an empty history is the harmless answer if it
-    // somehow did.
-    let decoded = columnar::decode_changes(bytes, max_decoded_bytes);
-    debug_assert!(decoded.is_ok(), "frozen history no longer decodes");
+fn decode(bytes: &[u8], held: Option<&[u8]>, max_decoded_bytes: usize) -> ChangesByPeer {
+    // Without a state section these exact bytes decoded under this limit when the document
+    // was loaded, and decoding is deterministic, so this cannot fail. With one, the history
+    // was not decoded at load (that is the point) and bytes that lie about it fail here: an
+    // empty history is the harmless answer, as for any other failure.
+    let decoded = match held {
+        None => columnar::decode_changes(bytes, max_decoded_bytes),
+        Some(section) => StateSection::held_text(section, max_decoded_bytes)
+            .and_then(|text| columnar::decode_changes_filling(bytes, max_decoded_bytes, &|id| text.get(id))),
+    };
+    debug_assert!(held.is_some() || decoded.is_ok(), "frozen history no longer decodes");
     let mut out = ChangesByPeer::new();
     for change in decoded.unwrap_or_default() {
         out.entry(change.id.peer).or_default().push(change);

@@ -14,6 +14,7 @@ pub(crate) mod id;
 pub(crate) mod intake;
 pub(crate) mod op;
 pub(crate) mod state;
+pub(crate) mod state_section;
 pub(crate) mod transaction;
 pub(crate) mod types;
 pub(crate) mod value;

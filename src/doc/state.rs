@@ -88,6 +88,19 @@ impl DocState {
         matches!(id, ContainerId::Root { .. }) || self.containers.contains_key(id)
     }
 
+    /// Whether `id` is a visible character of some text.
+    pub(crate) fn shows_text(&self, id: OpId) -> bool {
+        self.containers.values().any(|state| match state {
+            ContainerState::Text(seq) => seq.is_deleted(id) == Some(false),
+            _ => false,
+        })
+    }
+
+    /// A state holding exactly `containers`.
+    pub(crate) fn from_containers(containers: BTreeMap<ContainerId, ContainerState>) -> Self {
+        DocState { containers }
+    }
+
     pub(crate) fn containers(&self) -> impl Iterator<Item = (&ContainerId, &ContainerState)> {
         self.containers.iter()
     }

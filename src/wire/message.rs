@@ -223,15 +223,15 @@ pub enum CloseReason {
 /// Byte fields as one block: the same bytes on the wire as a sequence of `u8` (length, then
 /// the bytes), but postcard copies them in one go instead of visiting them one by one, which
 /// showed up in profiles of live typing.
-mod byte_string {
+pub(crate) mod byte_string {
     use serde::de::{Deserializer, Error, SeqAccess, Visitor};
     use serde::ser::Serializer;
 
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(bytes)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         deserializer.deserialize_byte_buf(BytesVisitor)
     }
 

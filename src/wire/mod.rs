@@ -7,7 +7,7 @@
 pub(crate) mod change_codec;
 mod frame;
 mod limits;
-mod message;
+pub(crate) mod message;
 mod stream;
 
 pub use frame::{PROTOCOL_VERSION, decode_frame, decode_frame_into, encode_frame};

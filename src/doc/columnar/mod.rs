@@ -89,6 +89,8 @@ mod wire;
 
 // Shared with the wire's change codec, which writes kinds and signed numbers the same way.
 pub(crate) use values::{kind_code, kind_from_code, value_tags, write_bytes, write_element, write_value};
+// The state section of an encoded document writes its columns the same way.
+pub(crate) use wire::{Budget, read_column, write_column};
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -101,7 +103,7 @@ use smallvec::SmallVec;
 
 use self::predict::History;
 use self::values::{GenericReader, GenericWriter};
-use self::wire::{Budget, Reader, RleReader, RleWriter, malformed, read_column, write_column, write_varint};
+use self::wire::{Reader, RleReader, RleWriter, malformed, write_varint};
 use super::change::Change;
 use super::clock::Timestamp;
 use super::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
@@ -137,7 +139,14 @@ const FORM_EXPLICIT: u64 = 2;
 
 /// Encode `changes` (in causal order, as the change log holds them) in the columnar format.
 pub(crate) fn encode_changes(changes: &[&Change]) -> Vec<u8> {
-    let mut encoder = Encoder::default();
+    encode_changes_eliding(changes, &|_| false)
+}
+
+/// [`encode_changes`], leaving out of the text column every inserted character whose id
+/// `held` says is kept elsewhere (an encoded document's state section holds the visible
+/// text). [`decode_changes_filling`] puts them back.
+pub(crate) fn encode_changes_eliding(changes: &[&Change], held: &dyn Fn(OpId) -> bool) -> Vec<u8> {
+    let mut encoder = Encoder { held: Some(held), ..Encoder::default() };
     for change in changes {
         encoder.change(change);
     }
@@ -148,6 +157,16 @@ pub(crate) fn encode_changes(changes: &[&Change]) -> Vec<u8> {
 /// its derived length. Fails, without panicking or allocating more than `max_decoded_bytes`
 /// (approximately, at in-memory sizes), on any input that is not such an encoding.
 pub(crate) fn decode_changes(bytes: &[u8], max_decoded_bytes: usize) -> Result<Vec<Change>, DecodeError> {
+    decode_changes_filling(bytes, max_decoded_bytes, &|_| None)
+}
+
+/// Decode what [`encode_changes_eliding`] produced: an inserted character for which `held`
+/// gives one is taken from it, the others from the text column.
+pub(crate) fn decode_changes_filling(
+    bytes: &[u8],
+    max_decoded_bytes: usize,
+    held: &dyn Fn(OpId) -> Option<char>,
+) -> Result<Vec<Change>, DecodeError> {
     let mut budget = Budget::new(max_decoded_bytes);
     let mut input = Reader::new(bytes);
     let version = input.u8()?;
@@ -197,7 +216,7 @@ pub(crate) fn decode_changes(bytes: &[u8], max_decoded_bytes: usize) -> Result<V
     if !input.is_empty() {
         return Err(malformed("trailing bytes"));
     }
-    let mut decoder = Decoder::new(&blocks, &peers, &containers, budget)?;
+    let mut decoder = Decoder::new(&blocks, &peers, &containers, budget, held)?;
     // Capacity only as far as the input size can justify; the budget bounds the rest.
     let mut changes = Vec::with_capacity(change_count.min(bytes.len()));
     for _ in 0..change_count {
@@ -260,7 +279,9 @@ fn diff(a: u32, b: u32) -> i64 {
 
 /// Builds every column while walking the changes once.
 #[derive(Default)]
-struct Encoder {
+struct Encoder<'h> {
+    /// Inserted characters kept elsewhere, left out of the text column.
+    held: Option<&'h dyn Fn(OpId) -> bool>,
     peers: PeerTable,
     /// Index into `container_list`; empty while the list is small enough to scan.
     containers: HashMap<ContainerId, usize>,
@@ -292,7 +313,7 @@ struct Encoder {
     generic: Vec<u8>,
 }
 
-impl Encoder {
+impl Encoder<'_> {
     fn change(&mut self, change: &Change) {
         let peer = self.peers.intern(change.id.peer);
         let counter = change.id.counter;
@@ -368,7 +389,17 @@ impl Encoder {
         let (kind, anchor) = match &op.content {
             OpContent::TextInsert { anchor, text } => {
                 self.text_len.push(text.chars().count() as u64);
-                self.text.extend_from_slice(text.as_bytes());
+                match self.held {
+                    None => self.text.extend_from_slice(text.as_bytes()),
+                    Some(held) => {
+                        for (at, c) in (id.counter..).zip(text.chars()) {
+                            if !held(OpId::new(id.peer, at)) {
+                                let mut utf8 = [0; 4];
+                                self.text.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                            }
+                        }
+                    }
+                }
                 (TEXT_INSERT, Some(anchor))
             }
             OpContent::ListInsert { anchor, items } => {
@@ -540,6 +571,8 @@ impl Encoder {
 
 /// Reads the columns back, change by change.
 struct Decoder<'a> {
+    /// Inserted characters kept elsewhere (see [`decode_changes_filling`]).
+    held: &'a dyn Fn(OpId) -> Option<char>,
     peers: &'a [PeerId],
     containers: &'a [ContainerId],
     budget: Budget,
@@ -567,6 +600,45 @@ struct Decoder<'a> {
     generic: GenericReader<'a, 'a>,
 }
 
+impl Decoder<'_> {
+    /// The `chars` characters inserted with ids from `id`: those `held` gives, the others from
+    /// the text column.
+    fn text_of(&mut self, id: OpId, chars: u32) -> Result<String, DecodeError> {
+        let column_only = |counter: u32| (self.held)(OpId::new(id.peer, counter)).is_none();
+        if (id.counter..id.counter.saturating_add(chars)).all(column_only) {
+            let end = match chars.checked_sub(1) {
+                None => 0,
+                Some(last) => self
+                    .text
+                    .char_indices()
+                    .nth(last as usize)
+                    .map(|(at, c)| at + c.len_utf8())
+                    .ok_or_else(|| malformed("text column too short"))?,
+            };
+            let (text, rest) = self.text.split_at(end);
+            self.text = rest;
+            self.budget.charge(text.len())?;
+            return Ok(text.to_owned());
+        }
+        let end = id.counter.checked_add(chars).ok_or_else(|| malformed("text ids overflow the counter"))?;
+        let mut text = String::new();
+        for counter in id.counter..end {
+            let c = match (self.held)(OpId::new(id.peer, counter)) {
+                Some(c) => c,
+                None => {
+                    let mut rest = self.text.chars();
+                    let c = rest.next().ok_or_else(|| malformed("text column too short"))?;
+                    self.text = rest.as_str();
+                    c
+                }
+            };
+            self.budget.charge(c.len_utf8())?;
+            text.push(c);
+        }
+        Ok(text)
+    }
+}
+
 /// `base + delta` as a counter or Lamport time, refusing anything outside `u32`.
 fn offset(base: u32, delta: i64) -> Result<u32, DecodeError> {
     i64::from(base)
@@ -581,10 +653,12 @@ impl<'a> Decoder<'a> {
         peers: &'a [PeerId],
         containers: &'a [ContainerId],
         budget: Budget,
+        held: &'a dyn Fn(OpId) -> Option<char>,
     ) -> Result<Self, DecodeError> {
         let rle = |i: usize| RleReader::new(&blocks[i]);
         let text = std::str::from_utf8(&blocks[14]).map_err(|_| malformed("text column is not UTF-8"))?;
         Ok(Decoder {
+            held,
             peers,
             containers,
             budget,
@@ -685,20 +759,9 @@ impl<'a> Decoder<'a> {
         let content = match self.kind.next()? {
             TEXT_INSERT => {
                 let anchor = self.anchor(id, author)?;
-                let chars = usize::try_from(self.text_len.next()?).unwrap_or(usize::MAX);
-                let end = match chars.checked_sub(1) {
-                    None => 0,
-                    Some(last) => self
-                        .text
-                        .char_indices()
-                        .nth(last)
-                        .map(|(at, c)| at + c.len_utf8())
-                        .ok_or_else(|| malformed("text column too short"))?,
-                };
-                let (text, rest) = self.text.split_at(end);
-                self.text = rest;
-                self.budget.charge(text.len())?;
-                OpContent::TextInsert { anchor, text: text.to_owned() }
+                let chars = u32::try_from(self.text_len.next()?).map_err(|_| malformed("text too long"))?;
+                let text = self.text_of(id, chars)?;
+                OpContent::TextInsert { anchor, text }
             }
             LIST_INSERT => {
                 let items = self.generic.elements(budget)?;

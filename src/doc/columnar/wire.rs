@@ -179,7 +179,7 @@ impl<'a> RleReader<'a> {
 
 /// Append one column block: `varint(stored_len << 1 | deflated)`, then, if deflated,
 /// `varint(raw_len)`, then the stored bytes. DEFLATE is kept only when it saves bytes.
-pub(super) fn write_column(out: &mut Vec<u8>, raw: &[u8]) {
+pub(crate) fn write_column(out: &mut Vec<u8>, raw: &[u8]) {
     if raw.len() >= DEFLATE_MIN_LEN {
         let packed = miniz_oxide::deflate::compress_to_vec(raw, DEFLATE_LEVEL);
         if packed.len() + varint_len(raw.len() as u64) < raw.len() {
@@ -196,7 +196,7 @@ pub(super) fn write_column(out: &mut Vec<u8>, raw: &[u8]) {
 /// Read one column block, inflating it if needed. The declared raw length is charged to the
 /// budget before inflating, and inflation stops at that length.
 #[inline]
-pub(super) fn read_column<'a>(
+pub(crate) fn read_column<'a>(
     input: &mut Reader<'a>,
     budget: &mut Budget,
 ) -> Result<Cow<'a, [u8]>, DecodeError> {
@@ -230,17 +230,17 @@ fn inflate_column<'a>(
 /// in-memory size) before it is built, so a small hostile input that declares huge runs or
 /// counts fails with [`DecodeError::TooLarge`] instead of exhausting memory.
 #[derive(Debug)]
-pub(super) struct Budget {
+pub(crate) struct Budget {
     used: usize,
     limit: usize,
 }
 
 impl Budget {
-    pub(super) fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Budget { used: 0, limit }
     }
 
-    pub(super) fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
+    pub(crate) fn charge(&mut self, bytes: usize) -> Result<(), DecodeError> {
         match self.used.checked_add(bytes) {
             Some(used) if used <= self.limit => {
                 self.used = used;

@@ -13,7 +13,7 @@ use super::*;
 
 impl<C: SeqContent> Sequence<C> {
     /// Maximal runs in document order: what is serialized and compared.
-    fn canonical_runs(&self) -> Vec<Run<Cow<'_, C>>> {
+    pub(super) fn canonical_runs(&self) -> Vec<Run<Cow<'_, C>>> {
         let mut out: Vec<Run<Cow<'_, C>>> = Vec::new();
         let mut last_end = None;
         for piece in self.pieces.iter() {
@@ -43,7 +43,7 @@ impl<C: SeqContent> Sequence<C> {
     }
 
     /// Rebuild from decoded runs, checking everything a hostile encoder could get wrong.
-    fn from_runs(runs: Vec<Run<C>>) -> Result<Self, &'static str> {
+    pub(super) fn from_runs(runs: Vec<Run<C>>) -> Result<Self, &'static str> {
         // Pieces in document order, merged where the canonical form would have merged them.
         let mut pieces: Vec<(Piece<C>, Option<Anchor>)> = Vec::with_capacity(runs.len());
         for run in runs {
