@@ -168,9 +168,13 @@ fn check_index(
     let mut index = LamportIndex::new();
     for (peer, spans) in lamports {
         let mut at = trimmed.get(peer);
-        for &(start, end, _) in &spans {
+        for &(start, end, lamport) in &spans {
             if start != at || end <= start {
                 return Err(malformed("change index has gaps"));
+            }
+            // Lamport times of the change's ops count up from its own.
+            if lamport.checked_add(end - start).is_none() {
+                return Err(malformed("Lamport time out of range"));
             }
             at = end;
         }
@@ -293,5 +297,19 @@ mod tests {
         let mut fresh = Document::new(PeerId::new(3));
         fresh.import(&bytes).unwrap();
         assert_eq!(fresh.text("body").to_string(), doc.text("body").to_string());
+    }
+
+    #[test]
+    fn a_change_index_whose_lamport_times_overflow_is_refused() {
+        use crate::doc::version::VersionVector as Vv;
+        let peer = PeerId::new(1);
+        let mut version = Vv::new();
+        version.set(peer, 10);
+        let index = vec![(peer, vec![(0, 10, u32::MAX - 3)])];
+        assert!(super::check_index(index, &version, &Vv::new()).is_err());
+        let index = vec![(peer, vec![(0, 4, 0), (4, 10, 4)])];
+        assert!(super::check_index(index, &version, &Vv::new()).is_ok());
+        let gap = vec![(peer, vec![(0, 4, 0), (5, 10, 4)])];
+        assert!(super::check_index(gap, &version, &Vv::new()).is_err());
     }
 }
