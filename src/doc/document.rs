@@ -172,7 +172,12 @@ fn decode_document(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocume
 fn decode_document_changes(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocument, Error> {
     let payload: OwnedStatePayload = codec::from_postcard(raw)?;
     let text = StateSection::held_text(&payload.state, max_decoded_bytes)?;
-    let changes = columnar::decode_changes_filling(&payload.changes, max_decoded_bytes, &|id| text.get(id))?;
+    let changes = columnar::decode_changes_filling(
+        &payload.changes,
+        max_decoded_bytes,
+        &|id| text.get(id),
+        text.len(),
+    )?;
     let base = payload.base.map(decode_base).transpose()?;
     Ok(DecodedDocument { base, encoded: payload.changes, changes })
 }

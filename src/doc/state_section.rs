@@ -148,6 +148,11 @@ pub(crate) struct HeldText {
 }
 
 impl HeldText {
+    /// How many characters there are.
+    pub(crate) fn len(&self) -> usize {
+        self.runs.iter().map(|(_, chars)| chars.len()).sum()
+    }
+
     pub(crate) fn get(&self, id: OpId) -> Option<char> {
         let at = self.runs.partition_point(|(start, _)| *start <= id).checked_sub(1)?;
         let (start, chars) = &self.runs[at];

@@ -157,15 +157,17 @@ pub(crate) fn encode_changes_eliding(changes: &[&Change], held: &dyn Fn(OpId) ->
 /// its derived length. Fails, without panicking or allocating more than `max_decoded_bytes`
 /// (approximately, at in-memory sizes), on any input that is not such an encoding.
 pub(crate) fn decode_changes(bytes: &[u8], max_decoded_bytes: usize) -> Result<Vec<Change>, DecodeError> {
-    decode_changes_filling(bytes, max_decoded_bytes, &|_| None)
+    decode_changes_filling(bytes, max_decoded_bytes, &|_| None, 0)
 }
 
 /// Decode what [`encode_changes_eliding`] produced: an inserted character for which `held`
-/// gives one is taken from it, the others from the text column.
+/// gives one is taken from it, the others from the text column. `held` gives at most
+/// `held_count` characters, which bounds how long a text the input can claim.
 pub(crate) fn decode_changes_filling(
     bytes: &[u8],
     max_decoded_bytes: usize,
     held: &dyn Fn(OpId) -> Option<char>,
+    held_count: usize,
 ) -> Result<Vec<Change>, DecodeError> {
     let mut budget = Budget::new(max_decoded_bytes);
     let mut input = Reader::new(bytes);
@@ -217,6 +219,7 @@ pub(crate) fn decode_changes_filling(
         return Err(malformed("trailing bytes"));
     }
     let mut decoder = Decoder::new(&blocks, &peers, &containers, budget, held)?;
+    decoder.held_left = held_count;
     // Capacity only as far as the input size can justify; the budget bounds the rest.
     let mut changes = Vec::with_capacity(change_count.min(bytes.len()));
     for _ in 0..change_count {
@@ -573,6 +576,8 @@ impl Encoder<'_> {
 struct Decoder<'a> {
     /// Inserted characters kept elsewhere (see [`decode_changes_filling`]).
     held: &'a dyn Fn(OpId) -> Option<char>,
+    /// How many characters `held` can still give.
+    held_left: usize,
     peers: &'a [PeerId],
     containers: &'a [ContainerId],
     budget: Budget,
@@ -604,6 +609,11 @@ impl Decoder<'_> {
     /// The `chars` characters inserted with ids from `id`: those `held` gives, the others from
     /// the text column.
     fn text_of(&mut self, id: OpId, chars: u32) -> Result<String, DecodeError> {
+        // Every character is a byte or more of the column, or one `held` gives: refuse a
+        // length that cannot be there before looking at each of its ids.
+        if chars as usize > self.text.len().saturating_add(self.held_left) {
+            return Err(malformed("text column too short"));
+        }
         let column_only = |counter: u32| (self.held)(OpId::new(id.peer, counter)).is_none();
         if (id.counter..id.counter.saturating_add(chars)).all(column_only) {
             let end = match chars.checked_sub(1) {
@@ -624,7 +634,11 @@ impl Decoder<'_> {
         let mut text = String::new();
         for counter in id.counter..end {
             let c = match (self.held)(OpId::new(id.peer, counter)) {
-                Some(c) => c,
+                Some(c) if self.held_left > 0 => {
+                    self.held_left -= 1;
+                    c
+                }
+                Some(_) => return Err(malformed("text held twice")),
                 None => {
                     let mut rest = self.text.chars();
                     let c = rest.next().ok_or_else(|| malformed("text column too short"))?;
@@ -659,6 +673,7 @@ impl<'a> Decoder<'a> {
         let text = std::str::from_utf8(&blocks[14]).map_err(|_| malformed("text column is not UTF-8"))?;
         Ok(Decoder {
             held,
+            held_left: 0,
             peers,
             containers,
             budget,

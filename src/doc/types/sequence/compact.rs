@@ -157,8 +157,10 @@ impl Sequence<String> {
             let p = peer_col.varint()?;
             let peer = peer_at(p).ok_or_else(|| malformed("peer index out of range"))?;
             let end = &mut ends[p as usize];
-            let start = i64::from(*end) + crate::bytes::unzigzag(starts.varint()?);
-            let start = Counter::try_from(start).map_err(|_| malformed("start counter out of range"))?;
+            let start = i64::from(*end).checked_add(crate::bytes::unzigzag(starts.varint()?));
+            let start = start
+                .and_then(|s| Counter::try_from(s).ok())
+                .ok_or_else(|| malformed("start counter out of range"))?;
             let len = Counter::try_from(lengths.varint()?).map_err(|_| malformed("run too long"))?;
             *end = start.checked_add(len).ok_or_else(|| malformed("run ids overflow the counter"))?;
             spans.push((OpId::new(peer, start), len));
@@ -191,9 +193,11 @@ impl Sequence<String> {
                 } else {
                     let peer =
                         peer_at(parents.varint()?).ok_or_else(|| malformed("peer index out of range"))?;
-                    let counter = i64::from(start.counter) - crate::bytes::unzigzag(parents.varint()?);
                     let counter =
-                        Counter::try_from(counter).map_err(|_| malformed("parent counter out of range"))?;
+                        i64::from(start.counter).checked_sub(crate::bytes::unzigzag(parents.varint()?));
+                    let counter = counter
+                        .and_then(|c| Counter::try_from(c).ok())
+                        .ok_or_else(|| malformed("parent counter out of range"))?;
                     Some(OpId::new(peer, counter))
                 };
                 Some(Anchor { parent, side })
@@ -221,5 +225,44 @@ impl Sequence<String> {
             return Err(malformed("a column holds more values than the runs use"));
         }
         Sequence::from_runs(runs).map_err(malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compact text of one run with the given raw columns.
+    fn one_run(start: u64, parents: &[u8], flag: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_varint(&mut out, 1);
+        write_varint(&mut out, 7);
+        write_varint(&mut out, 1);
+        let mut starts = Vec::new();
+        write_varint(&mut starts, start);
+        for column in [&[0u8][..], &starts, &[1], &[flag], parents, b"a"] {
+            write_column(&mut out, column);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Sequence<String>, DecodeError> {
+        Sequence::decode_compact(bytes, &mut Budget::new(1 << 20))
+    }
+
+    #[test]
+    fn round_trips_and_refuses_out_of_range_counters_without_overflowing() {
+        let seq = decode(&one_run(0, &[], EXPLICIT | RIGHT | ROOT)).unwrap();
+        assert_eq!(seq.to_content(), "a");
+        assert_eq!(decode(&seq.encode_compact()).unwrap().to_content(), "a");
+        // A start delta of i64::MAX, and a parent delta of i64::MIN, are errors.
+        assert!(decode(&one_run(u64::MAX - 1, &[], EXPLICIT | RIGHT | ROOT)).is_err());
+        let mut parents = vec![0];
+        write_varint(&mut parents, u64::MAX);
+        assert!(decode(&one_run(0, &parents, EXPLICIT | RIGHT)).is_err());
+        // More runs than flag bytes is refused before anything is sized by the count.
+        let mut huge = one_run(0, &[], EXPLICIT | RIGHT | ROOT);
+        huge[2] = 0x7f;
+        assert!(decode(&huge).is_err());
     }
 }
