@@ -805,7 +805,9 @@ impl Document {
             return codec::encode(PayloadKind::DocumentState, &payload, options);
         }
         let state = StateSection::encode(&self.state, &self.log, self.clock.last());
-        let changes = columnar::encode_changes_eliding(&self.log.all(), &|id| self.state.shows_text(id));
+        let changes = columnar::encode_changes_eliding(&self.log.all(), &|container, id| {
+            self.state.shows_text(container, id)
+        });
         let payload = StatePayload { base: self.base.as_deref(), state: &state, changes: &changes };
         codec::encode(PayloadKind::DocumentState, &payload, options)
     }

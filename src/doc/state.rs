@@ -88,12 +88,9 @@ impl DocState {
         matches!(id, ContainerId::Root { .. }) || self.containers.contains_key(id)
     }
 
-    /// Whether `id` is a visible character of some text.
-    pub(crate) fn shows_text(&self, id: OpId) -> bool {
-        self.containers.values().any(|state| match state {
-            ContainerState::Text(seq) => seq.is_deleted(id) == Some(false),
-            _ => false,
-        })
+    /// Whether `id` is a visible character of the text `container`.
+    pub(crate) fn shows_text(&self, container: &ContainerId, id: OpId) -> bool {
+        self.text(container).is_some_and(|seq| seq.is_deleted(id) == Some(false))
     }
 
     /// A state holding exactly `containers`.

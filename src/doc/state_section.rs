@@ -256,8 +256,9 @@ mod tests {
         let b = typed(2, "other words");
         let payload = |state: &Document, history: &Document| {
             let section = super::StateSection::encode(&state.state, &state.log, state.clock.last());
-            let changes =
-                columnar::encode_changes_eliding(&history.log.all(), &|id| history.state.shows_text(id));
+            let changes = columnar::encode_changes_eliding(&history.log.all(), &|container, id| {
+                history.state.shows_text(container, id)
+            });
             let payload =
                 crate::doc::document::StatePayload { base: None, state: &section, changes: &changes };
             codec::encode(PayloadKind::DocumentState, &payload, EncodeOptions::default())
@@ -316,5 +317,24 @@ mod tests {
         assert!(super::check_index(index, &version, &Vv::new()).is_ok());
         let gap = vec![(peer, vec![(0, 4, 0), (5, 10, 4)])];
         assert!(super::check_index(gap, &version, &Vv::new()).is_err());
+    }
+
+    #[test]
+    fn many_texts_keep_their_own_characters() {
+        use crate::ContainerKind;
+        let mut doc = Document::new(PeerId::new(1));
+        for i in 0..50 {
+            let mut txn = doc.transact();
+            let id =
+                txn.map::<String, i64>("m").insert_container(&format!("k{i}"), ContainerKind::Text).unwrap();
+            let mut text = txn.text_by_id(&id).unwrap();
+            text.insert(0, &format!("text number {i}")).unwrap();
+            text.delete(0, 5).unwrap();
+        }
+        let loaded = Document::load(&doc.encode(), PeerId::new(2)).unwrap();
+        assert_eq!(loaded.to_json(), doc.to_json());
+        let mut copy = Document::new(PeerId::new(3));
+        copy.import(&loaded.export_since(&VersionVector::new()).unwrap()).unwrap();
+        assert_eq!(copy.to_json(), doc.to_json());
     }
 }

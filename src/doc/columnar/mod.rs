@@ -139,13 +139,13 @@ const FORM_EXPLICIT: u64 = 2;
 
 /// Encode `changes` (in causal order, as the change log holds them) in the columnar format.
 pub(crate) fn encode_changes(changes: &[&Change]) -> Vec<u8> {
-    encode_changes_eliding(changes, &|_| false)
+    encode_changes_eliding(changes, &|_, _| false)
 }
 
-/// [`encode_changes`], leaving out of the text column every inserted character whose id
-/// `held` says is kept elsewhere (an encoded document's state section holds the visible
+/// [`encode_changes`], leaving out of the text column every inserted character that `held`
+/// (given its text and its id) says is kept elsewhere (an encoded document's state section holds the visible
 /// text). [`decode_changes_filling`] puts them back.
-pub(crate) fn encode_changes_eliding(changes: &[&Change], held: &dyn Fn(OpId) -> bool) -> Vec<u8> {
+pub(crate) fn encode_changes_eliding(changes: &[&Change], held: &Held<'_>) -> Vec<u8> {
     let mut encoder = Encoder { held: Some(held), ..Encoder::default() };
     for change in changes {
         encoder.change(change);
@@ -280,11 +280,14 @@ fn diff(a: u32, b: u32) -> i64 {
     i64::from(a) - i64::from(b)
 }
 
+/// Whether the character with this id, in this text, is kept elsewhere.
+type Held<'a> = dyn Fn(&ContainerId, OpId) -> bool + 'a;
+
 /// Builds every column while walking the changes once.
 #[derive(Default)]
 struct Encoder<'h> {
     /// Inserted characters kept elsewhere, left out of the text column.
-    held: Option<&'h dyn Fn(OpId) -> bool>,
+    held: Option<&'h Held<'h>>,
     peers: PeerTable,
     /// Index into `container_list`; empty while the list is small enough to scan.
     containers: HashMap<ContainerId, usize>,
@@ -396,7 +399,7 @@ impl Encoder<'_> {
                     None => self.text.extend_from_slice(text.as_bytes()),
                     Some(held) => {
                         for (at, c) in (id.counter..).zip(text.chars()) {
-                            if !held(OpId::new(id.peer, at)) {
+                            if !held(&op.container, OpId::new(id.peer, at)) {
                                 let mut utf8 = [0; 4];
                                 self.text.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
                             }
