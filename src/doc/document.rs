@@ -523,18 +523,21 @@ impl Document {
                 self.replace_with(loaded);
                 Ok(ImportStatus { applied, ..ImportStatus::default() })
             }
-            PayloadKind::Document | PayloadKind::DocumentState => match if kind == PayloadKind::Document {
-                decode_document(&raw, max)?
-            } else {
-                decode_document_changes(&raw, max)?
-            } {
-                DecodedDocument { base: Some(base), changes, .. }
-                    if !self.version().includes(&base.0.version) =>
-                {
-                    self.import_state_snapshot(base, changes)
+            PayloadKind::Document | PayloadKind::DocumentState => {
+                let decoded = if kind == PayloadKind::Document {
+                    decode_document(&raw, max)?
+                } else {
+                    decode_document_changes(&raw, max)?
+                };
+                match decoded {
+                    DecodedDocument { base: Some(base), changes, .. }
+                        if !self.version().includes(&base.0.version) =>
+                    {
+                        self.import_state_snapshot(base, changes)
+                    }
+                    DecodedDocument { changes, .. } => self.apply_changes(changes),
                 }
-                DecodedDocument { changes, .. } => self.apply_changes(changes),
-            },
+            }
             PayloadKind::StateSnapshot => self.import_state_snapshot(decode_base(raw)?, Vec::new()),
         }
     }

@@ -31,7 +31,7 @@ pub(crate) type ChangeSpans = Vec<(Counter, Counter, u32)>;
 /// Per peer, its [`ChangeSpans`].
 pub(crate) type LamportIndex = BTreeMap<PeerId, ChangeSpans>;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Section {
     version: VersionVector,
     frontier: Frontier,
@@ -41,12 +41,30 @@ struct Section {
     containers: Vec<(ContainerId, Slot)>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 enum Slot {
     /// A text, in its compact form.
     Text(#[serde(with = "crate::wire::message::byte_string")] Vec<u8>),
     /// Any other container, as in a state snapshot.
     Other(Box<ContainerState>),
+}
+
+/// [`Section`] as it is written: the containers borrowed from the document, not copied.
+#[derive(Serialize)]
+struct SectionRef<'a> {
+    version: &'a VersionVector,
+    frontier: &'a Frontier,
+    lamport_end: u32,
+    max_timestamp: Timestamp,
+    lamports: Vec<(PeerId, ChangeSpans)>,
+    containers: Vec<(&'a ContainerId, SlotRef<'a>)>,
+}
+
+/// [`Slot`] as it is written (a reference serializes as the value, a `Box` too).
+#[derive(Serialize)]
+enum SlotRef<'a> {
+    Text(#[serde(with = "crate::wire::message::byte_string")] Vec<u8>),
+    Other(&'a ContainerState),
 }
 
 /// A decoded state section.
@@ -70,15 +88,15 @@ impl StateSection {
             .containers()
             .map(|(id, container)| {
                 let slot = match container {
-                    ContainerState::Text(seq) => Slot::Text(seq.encode_compact()),
-                    other => Slot::Other(Box::new(other.clone())),
+                    ContainerState::Text(seq) => SlotRef::Text(seq.encode_compact()),
+                    other => SlotRef::Other(other),
                 };
-                (id.clone(), slot)
+                (id, slot)
             })
             .collect();
-        let section = Section {
-            version: log.version().clone(),
-            frontier: log.frontier().clone(),
+        let section = SectionRef {
+            version: log.version(),
+            frontier: log.frontier(),
             lamport_end: log.lamport_end(),
             max_timestamp,
             lamports: log.lamport_index().into_iter().collect(),
@@ -132,8 +150,8 @@ impl StateSection {
         let mut runs: Vec<(OpId, Vec<char>)> = Vec::new();
         for (_, slot) in section.containers {
             if let Slot::Text(bytes) = slot {
-                let seq = Sequence::decode_compact(&bytes, &mut budget)?;
-                seq.for_each_visible_run(|start, text| runs.push((start, text.chars().collect())));
+                let visible = Sequence::compact_visible_runs(&bytes, &mut budget)?;
+                runs.extend(visible.into_iter().map(|(start, text)| (start, text.chars().collect())));
             }
         }
         runs.sort_unstable_by_key(|(start, _)| *start);
@@ -212,21 +230,28 @@ mod tests {
         doc
     }
 
+    /// Load `bytes`, and import them into an empty replica: both show `expected`'s text
+    /// `name`. Returns the loaded document.
+    fn loads_and_imports(bytes: &[u8], expected: &Document, name: &str) -> Document {
+        let loaded = Document::load(bytes, PeerId::new(2)).unwrap();
+        assert_eq!(loaded.text(name).to_string(), expected.text(name).to_string());
+        let mut fresh = Document::new(PeerId::new(4));
+        fresh.import(bytes).unwrap();
+        assert_eq!(fresh.text(name).to_string(), expected.text(name).to_string());
+        loaded
+    }
+
     #[test]
     fn documents_written_before_the_state_section_still_load() {
         let doc = typed(1, "héllo wörld");
         let changes = columnar::encode_changes(&doc.log.all());
         let payload = crate::doc::document::DocumentPayload { base: None, changes };
         let old = codec::encode(PayloadKind::Document, &payload, EncodeOptions::default());
-        let loaded = Document::load(&old, PeerId::new(2)).unwrap();
-        assert_eq!(loaded.text("t").to_string(), doc.text("t").to_string());
+        let loaded = loads_and_imports(&old, &doc, "t");
         assert_eq!(loaded.version(), doc.version());
         // And it is written back in the new form, which loads to the same.
         let again = Document::load(&loaded.encode(), PeerId::new(3)).unwrap();
         assert_eq!(again.text("t").to_string(), doc.text("t").to_string());
-        let mut fresh = Document::new(PeerId::new(4));
-        fresh.import(&old).unwrap();
-        assert_eq!(fresh.text("t").to_string(), doc.text("t").to_string());
     }
 
     #[test]
@@ -297,12 +322,7 @@ mod tests {
         for i in 0..2000 {
             doc.transact().text("body").insert(i, "abcdefghij").unwrap();
         }
-        let bytes = doc.encode();
-        let loaded = Document::load(&bytes, PeerId::new(2)).unwrap();
-        assert_eq!(loaded.text("body").to_string(), doc.text("body").to_string());
-        let mut fresh = Document::new(PeerId::new(3));
-        fresh.import(&bytes).unwrap();
-        assert_eq!(fresh.text("body").to_string(), doc.text("body").to_string());
+        loads_and_imports(&doc.encode(), &doc, "body");
     }
 
     #[test]

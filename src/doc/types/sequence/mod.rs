@@ -449,15 +449,6 @@ impl<C: SeqContent> Sequence<C> {
         out
     }
 
-    /// Call `f(first id, content)` for each visible piece, in document order.
-    pub(crate) fn for_each_visible_run(&self, mut f: impl FnMut(OpId, &C)) {
-        for piece in self.pieces.iter() {
-            if let Some(content) = &piece.content {
-                f(piece.start(), content);
-            }
-        }
-    }
-
     // ---- tree ------------------------------------------------------------------------------
 
     /// The chain holding `id`, with its first counter.
