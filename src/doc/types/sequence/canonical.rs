@@ -1,8 +1,9 @@
 //! The canonical serialized form of a [`Sequence`]: maximal runs in document order.
 //!
 //! Replicas holding the same inserts and deletes encode to the same bytes however the operations
-//! were batched or ordered; decoding rebuilds the tree and checks that the runs are in the order
-//! it implies, so hostile bytes are an error, never a corrupt sequence.
+//! were batched or ordered; decoding ([`rebuild`](super::rebuild)) rebuilds the tree and checks
+//! that the runs are in the order it implies, so hostile bytes are an error, never a corrupt
+//! sequence.
 
 use std::borrow::Cow;
 
@@ -42,103 +43,9 @@ impl<C: SeqContent> Sequence<C> {
         out
     }
 
-    /// Rebuild from decoded runs, checking everything a hostile encoder could get wrong.
-    pub(super) fn from_runs(runs: Vec<Run<C>>) -> Result<Self, &'static str> {
-        // Pieces in document order, merged where the canonical form would have merged them.
-        let mut pieces: Vec<(Piece<C>, Option<Anchor>)> = Vec::with_capacity(runs.len());
-        for run in runs {
-            let (len, content) = match run.body {
-                Body::Visible(content) => {
-                    (Counter::try_from(content.len()).map_err(|_| "run too long")?, Some(content))
-                }
-                Body::Deleted(len) => (len, None),
-            };
-            if len == 0 {
-                return Err("empty run");
-            }
-            if run.start.counter.checked_add(len).is_none() {
-                return Err("run ids overflow the counter");
-            }
-            let anchor = run.anchor.filter(|a| !continues_chain(run.start, a));
-            let piece = Piece::new(run.start, len, content);
-            if anchor.is_none()
-                && let Some((prev, _)) = pieces.last_mut()
-                && prev.peer == piece.peer
-                && prev.end() == piece.counter
-                && prev.content.is_some() == piece.content.is_some()
-            {
-                prev.len += piece.len;
-                if let (Some(a), Some(b)) = (prev.content.as_mut(), piece.content) {
-                    a.append(b);
-                }
-                continue;
-            }
-            pieces.push((piece, anchor));
-        }
-
-        // Chains, from the runs in id order.
-        let mut by_id: Vec<(OpId, Counter, Option<Anchor>)> =
-            pieces.iter().map(|(p, a)| (p.start(), p.end(), *a)).collect();
-        by_id.sort_unstable_by_key(|r| r.0);
-        let mut chains: Vec<(PeerId, Chains)> = Vec::new();
-        for (i, &(start, end, anchor)) in by_id.iter().enumerate() {
-            if i > 0 && by_id[i - 1].0.peer == start.peer && by_id[i - 1].1 > start.counter {
-                return Err("duplicate element id");
-            }
-            let last = chains.last_mut().filter(|(peer, _)| *peer == start.peer);
-            match anchor {
-                Some(anchor) => {
-                    let segment = Segment::new(start.counter, end, anchor);
-                    match last {
-                        Some((_, list)) => list.0.push(segment),
-                        None => chains.push((start.peer, Chains(vec![segment]))),
-                    }
-                }
-                None => match last.and_then(|(_, list)| list.0.last_mut()) {
-                    Some(segment) if segment.end == start.counter => segment.end = end,
-                    _ => return Err("run continues a chain whose previous element is missing"),
-                },
-            }
-        }
-        for (_, list) in &mut chains {
-            list.0.shrink_to_fit();
-        }
-        let mut seq = Sequence::<C> { segments: PeerMap::from_entries(chains), ..Sequence::default() };
-        // Explicit anchors name existing parents; children are gathered in ascending id order.
-        let (mut left, mut right) = (Vec::new(), Vec::new());
-        for &(start, _, anchor) in &by_id {
-            let Some(anchor) = anchor else { continue };
-            match (anchor.parent, anchor.side) {
-                (None, Side::Right) => seq.root_kids.push(start),
-                (None, Side::Left) => return Err("left child of the root"),
-                (Some(p), _) if !seq.contains(p) => return Err("anchor names a missing element"),
-                (Some(p), Side::Left) => left.push((p, start)),
-                (Some(p), Side::Right) => right.push((p, start)),
-            }
-        }
-        seq.left_kids = group_kids(left);
-        seq.right_kids = group_kids(right);
-        let parents: Vec<OpId> =
-            seq.right_kids.iter().flat_map(|(p, kids)| kids.keys().map(move |&c| OpId::new(p, c))).collect();
-        for parent in parents {
-            seq.refresh_branch(parent);
-        }
-
-        // The runs must be in the order the tree implies (which also rules out cycles, whose
-        // elements the traversal never reaches).
-        let mut stored: Vec<(PeerId, Counter, Counter)> = Vec::with_capacity(pieces.len());
-        for (piece, _) in &pieces {
-            push_range(&mut stored, piece.peer, piece.counter, piece.end());
-        }
-        if seq.tree_order() != stored {
-            return Err("runs are not in the order their anchors imply");
-        }
-
-        seq.pieces = Pieces::from_pieces(pieces.into_iter().map(|(p, _)| p).collect());
-        Ok(seq)
-    }
-
-    /// The in-order traversal of the tree, as merged id ranges `(peer, start, end)`.
+    /// The in-order traversal of the tree, as merged id ranges `(peer, start, end)`, computed
+    /// from the maps editing uses: what tests compare the document order with.
+    #[cfg(test)]
     pub(super) fn tree_order(&self) -> Vec<(PeerId, Counter, Counter)> {
         enum Task {
             /// Visit the subtree of an element.
@@ -175,20 +82,6 @@ impl<C: SeqContent> Sequence<C> {
         }
         out
     }
-}
-
-/// Per-parent children from `(parent, child)` edges listed in ascending child order.
-fn group_kids(mut edges: Vec<(OpId, OpId)>) -> ByCounter<Kids> {
-    // Stable, so each parent's children stay ascending.
-    edges.sort_by_key(|&(parent, _)| parent);
-    let mut grouped: Vec<(OpId, Kids)> = Vec::new();
-    for (parent, kid) in edges {
-        match grouped.last_mut() {
-            Some((p, kids)) if *p == parent => kids.push(kid),
-            _ => grouped.push((parent, Kids::from_elem(kid, 1))),
-        }
-    }
-    PeerMap::from_sorted(grouped)
 }
 
 /// Append the range `from..to` of `peer`, extending the last range when they touch.

@@ -193,6 +193,7 @@ fn compact_runs(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Run<String>>, D
 
     let mut runs: Vec<Run<String>> = Vec::with_capacity(count);
     let mut rest = text;
+    let ascii = text.is_ascii();
     for (i, (&(start, len), &flag)) in spans.iter().zip(flags.iter()).enumerate() {
         if flag & !(DELETED | EXPLICIT | RIGHT | ROOT | PREDICTED) != 0 {
             return Err(malformed("unknown flags"));
@@ -225,15 +226,16 @@ fn compact_runs(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Run<String>>, D
         let body = if flag & DELETED != 0 {
             Body::Deleted(len)
         } else {
-            // `len` characters of the text column.
-            let mut chars = rest.char_indices();
-            let end = match (len as usize).checked_sub(1) {
-                None => 0,
-                Some(last) => chars
-                    .nth(last)
-                    .map(|(at, c)| at + c.len_utf8())
-                    .ok_or_else(|| malformed("text column too short"))?,
+            // `len` characters of the text column, which are `len` bytes when it is ASCII.
+            let end = if ascii {
+                Some(len as usize).filter(|&n| n <= rest.len())
+            } else {
+                match (len as usize).checked_sub(1) {
+                    None => Some(0),
+                    Some(last) => rest.char_indices().nth(last).map(|(at, c)| at + c.len_utf8()),
+                }
             };
+            let end = end.ok_or_else(|| malformed("text column too short"))?;
             let (content, tail) = rest.split_at(end);
             rest = tail;
             budget.charge(content.len())?;

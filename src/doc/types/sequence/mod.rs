@@ -656,6 +656,7 @@ mod differential;
 #[cfg(test)]
 mod oracle;
 mod peer_map;
+mod rebuild;
 #[cfg(test)]
 mod tests;
 mod tree;

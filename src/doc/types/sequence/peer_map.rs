@@ -60,6 +60,7 @@ impl<T> PeerMap<T> {
     }
 
     /// Every peer and its value, ascending by peer.
+    #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = (PeerId, &T)> {
         self.entries.iter().map(|(p, v)| (*p, v))
     }

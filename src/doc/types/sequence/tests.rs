@@ -48,11 +48,36 @@ fn check<C: SeqContent>(seq: &Sequence<C>) {
     assert_eq!(nonempty(&fresh.branches), nonempty(&seq.branches));
 }
 
+/// The tree bookkeeping as plain values: chains with their anchors, children per parent, and
+/// branches, all keyed by id.
+#[allow(clippy::type_complexity)]
+fn tree_maps<C>(
+    seq: &Sequence<C>,
+) -> (Vec<(OpId, Counter, Anchor)>, Vec<(OpId, Vec<OpId>)>, Vec<(OpId, Vec<OpId>)>, Vec<OpId>, Vec<OpId>) {
+    let chains = seq
+        .segments
+        .iter()
+        .flat_map(|(p, c)| c.0.iter().map(move |s| (OpId::new(p, s.start), s.end, s.anchor())));
+    let kids = |map: &ByCounter<Kids>| -> Vec<(OpId, Vec<OpId>)> {
+        map.iter().flat_map(|(p, m)| m.iter().map(move |(&c, k)| (OpId::new(p, c), k.to_vec()))).collect()
+    };
+    let branches = seq.branches.iter().flat_map(|(p, b)| b.iter().map(move |&c| OpId::new(p, c)));
+    (
+        chains.collect(),
+        kids(&seq.left_kids),
+        kids(&seq.right_kids),
+        seq.root_kids.to_vec(),
+        branches.collect(),
+    )
+}
+
 fn round_trip<C: SeqContent>(seq: &Sequence<C>) -> Vec<u8> {
     let bytes = postcard::to_allocvec(seq).unwrap();
     let back: Sequence<C> = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(&back, seq);
     assert_eq!(back.to_content(), seq.to_content());
+    // Decoding builds the bookkeeping in one go; it must be what editing built step by step.
+    assert_eq!(tree_maps(&back), tree_maps(seq));
     check(&back);
     assert_eq!(postcard::to_allocvec(&back).unwrap(), bytes);
     bytes
@@ -457,13 +482,15 @@ fn inconsistent_encodings_are_errors() {
     let root = Some(Anchor { parent: None, side: Side::Right });
     let run = |start, anchor, body| Run { start, anchor, body };
     let text = |s: &str| Body::Visible(s.to_owned());
+    let left_of = |parent| Anchor { parent: Some(parent), side: Side::Left };
     let ok = [run(id(1, 0), root, text("ab")), run(id(2, 0), Some(Anchor::after(id(1, 1))), text("c"))];
     assert_eq!(decode(&ok).unwrap().to_content(), "abc");
     let bad: Vec<Vec<Run<String>>> = vec![
         // Duplicate ids.
         vec![run(id(1, 0), root, text("ab")), run(id(1, 1), Some(Anchor::after(id(1, 0))), text("c"))],
-        // Missing parent.
+        // Missing parent: of a peer with no element, or past the end of a peer's ids.
         vec![run(id(1, 0), Some(Anchor::after(id(3, 0))), text("a"))],
+        vec![run(id(1, 0), root, text("ab")), run(id(1, 5), Some(Anchor::after(id(1, 3))), text("c"))],
         // Empty runs.
         vec![run(id(1, 0), root, text(""))],
         vec![run(id(1, 0), root, Body::Deleted(0))],
@@ -482,9 +509,33 @@ fn inconsistent_encodings_are_errors() {
             run(id(1, 0), Some(Anchor::after(id(2, 0))), text("a")),
             run(id(2, 0), Some(Anchor::after(id(1, 0))), text("b")),
         ],
+        // A chain hung on one of its own elements, reachable from nowhere.
+        vec![run(id(1, 0), root, text("a")), run(id(2, 0), Some(Anchor::after(id(2, 1))), text("bc"))],
+        // A left child after its parent.
+        vec![run(id(1, 0), root, text("ab")), run(id(2, 0), Some(left_of(id(1, 0))), text("x"))],
+        // Right children out of id order.
+        vec![
+            run(id(1, 0), root, text("a")),
+            run(id(3, 0), Some(Anchor::after(id(1, 0))), text("c")),
+            run(id(2, 0), Some(Anchor::after(id(1, 0))), text("b")),
+        ],
     ];
     for runs in bad {
         assert!(decode(&runs).is_err(), "{runs:?}");
+    }
+    let good: Vec<(Vec<Run<String>>, &str)> = vec![
+        (vec![run(id(2, 0), Some(left_of(id(1, 0))), text("x")), run(id(1, 0), root, text("ab"))], "xab"),
+        (
+            vec![
+                run(id(1, 0), root, text("a")),
+                run(id(2, 0), Some(Anchor::after(id(1, 0))), text("b")),
+                run(id(3, 0), Some(Anchor::after(id(1, 0))), text("c")),
+            ],
+            "abc",
+        ),
+    ];
+    for (runs, content) in good {
+        assert_eq!(decode(&runs).unwrap().to_content(), content, "{runs:?}");
     }
     // Non-maximal runs and explicit chain anchors are accepted and normalized.
     let split = [

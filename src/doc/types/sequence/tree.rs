@@ -145,25 +145,26 @@ impl<C> Default for Pieces<C> {
 
 impl<C: SeqContent> Pieces<C> {
     /// Build from pieces in document order, leaves and nodes half full so that edits anywhere
-    /// have room before splitting.
-    pub(super) fn from_pieces(pieces: Vec<Piece<C>>) -> Self {
+    /// have room before splitting. `id_order` lists the pieces' indexes ascending by first id,
+    /// which the caller has already sorted.
+    pub(super) fn from_pieces(pieces: Vec<Piece<C>>, id_order: &[u32]) -> Self {
         let mut tree = Self::default();
-        let mut index = Vec::with_capacity(pieces.len());
+        // Leaf `i / per_leaf` holds piece `i`.
+        let per_leaf = MAX_PIECES / 2;
+        let index = id_order.iter().map(|&i| (pieces[i as usize].start(), (i as usize / per_leaf) as u32));
+        tree.index = PeerMap::from_sorted(index.collect::<Vec<_>>());
         let mut pieces = pieces.into_iter().peekable();
         while pieces.peek().is_some() {
             let leaf = tree.leaves.len();
-            let chunk: Vec<Piece<C>> = pieces.by_ref().take(MAX_PIECES / 2).collect();
+            let chunk: Vec<Piece<C>> = pieces.by_ref().take(per_leaf).collect();
             let visible = chunk.iter().map(Piece::visible_len).sum();
             let total = chunk.iter().map(|p| p.len as usize).sum();
-            index.extend(chunk.iter().map(|piece| (piece.start(), leaf as u32)));
             let prev = leaf.checked_sub(1);
             tree.leaves.push(Leaf { pieces: chunk, parent: 0, prev, next: None, visible, total });
             if let Some(prev) = prev {
                 tree.leaves[prev].next = Some(leaf);
             }
         }
-        index.sort_unstable_by_key(|&(start, _)| start);
-        tree.index = PeerMap::from_sorted(index);
         if tree.leaves.is_empty() {
             return tree;
         }

@@ -1,0 +1,366 @@
+//! Rebuilding a [`Sequence`] from its canonical runs, checking everything a hostile encoder
+//! could get wrong.
+//!
+//! Loading a document spends most of its time here, so the work is done on flat vectors sorted
+//! once, not on the B-tree maps editing uses: the chains in id order, and the explicit tree
+//! edges sorted by parent. A chain's edges are then one contiguous slice, and the check that
+//! the runs are in the order their anchors imply walks each slice once with a cursor, since
+//! a traversal of the tree reaches the elements of a chain in counter order. The maps are
+//! built at the end, each in one go from sorted entries.
+
+use super::canonical::{Body, Run, push_range};
+use super::*;
+
+/// A chain found while decoding: ids `start..end`, the first hung at `anchor`.
+#[derive(Clone, Copy)]
+struct FlatChain {
+    start: OpId,
+    end: Counter,
+    anchor: Anchor,
+}
+
+/// An explicit tree edge: the chain `child_chain` (its index in id order), whose first element
+/// is `child`, hangs on `side` of `parent`.
+#[derive(Clone, Copy)]
+struct Edge {
+    parent: OpId,
+    side: Side,
+    child: OpId,
+    child_chain: u32,
+}
+
+/// The explicit anchor of each piece's first element, by piece.
+type Anchors = Vec<Option<Anchor>>;
+
+/// The root's children, ascending, each with its chain number.
+type RootKids = Vec<(OpId, u32)>;
+
+/// A step of the traversal that checks the order.
+enum Task {
+    /// Visit the subtree of element `(chain, counter)`: its left children, then itself.
+    Subtree(u32, Counter),
+    /// Emit element `(chain, counter)` and what follows it on its chain, then right subtrees.
+    Emit(u32, Counter),
+}
+
+const NOT_IN_ORDER: &str = "runs are not in the order their anchors imply";
+
+impl<C: SeqContent> Sequence<C> {
+    /// Rebuild from decoded runs, checking everything a hostile encoder could get wrong.
+    pub(super) fn from_runs(runs: Vec<Run<C>>) -> Result<Self, &'static str> {
+        let (pieces, anchors) = merged_pieces(runs)?;
+        let peers = peers_of(&pieces);
+        let id_order = id_order(&pieces, &peers);
+        let chains = chains_in_id_order(&pieces, &anchors, &id_order)?;
+        let (root_kids, edges) = edges_by_parent(&chains, &peers)?;
+        let first_edge = edge_ranges(&chains, &edges)?;
+
+        let mut stored: Vec<(PeerId, Counter, Counter)> = Vec::with_capacity(pieces.len());
+        for piece in &pieces {
+            push_range(&mut stored, piece.peer, piece.counter, piece.end());
+        }
+        if traverse(&chains, &edges, &first_edge, &root_kids)? != stored {
+            return Err(NOT_IN_ORDER);
+        }
+
+        let mut seq = Sequence::<C> {
+            segments: segments_by_peer(&chains),
+            root_kids: root_kids.iter().map(|&(id, _)| id).collect(),
+            ..Sequence::default()
+        };
+        seq.set_kids(&chains, &edges, &first_edge);
+        seq.pieces = Pieces::from_pieces(pieces, &id_order);
+        Ok(seq)
+    }
+
+    /// Fill the children maps and the branch index from the sorted edges.
+    fn set_kids(&mut self, chains: &[FlatChain], edges: &[Edge], first_edge: &[usize]) {
+        let mut left: Vec<(OpId, Kids)> = Vec::new();
+        let mut right: Vec<(OpId, Kids)> = Vec::new();
+        let mut branches: Vec<(PeerId, Vec<Counter>)> = Vec::new();
+        for (chain, bounds) in chains.iter().zip(first_edge.windows(2)) {
+            let mut group = &edges[bounds[0]..bounds[1]];
+            while let Some(first) = group.first() {
+                let n = group.iter().take_while(|e| e.parent == first.parent && e.side == first.side).count();
+                let kids: Kids = group[..n].iter().map(|e| e.child).collect();
+                let parent = first.parent;
+                if first.side == Side::Right {
+                    // A branch: the largest right child is explicit, not the chain child.
+                    let largest = kids[kids.len() - 1];
+                    let chain_child = parent.counter + 1 < chain.end;
+                    if !chain_child || largest > OpId::new(parent.peer, parent.counter + 1) {
+                        match branches.last_mut() {
+                            Some((peer, list)) if *peer == parent.peer => list.push(parent.counter),
+                            _ => branches.push((parent.peer, vec![parent.counter])),
+                        }
+                    }
+                    right.push((parent, kids));
+                } else {
+                    left.push((parent, kids));
+                }
+                group = &group[n..];
+            }
+        }
+        self.left_kids = PeerMap::from_sorted(left);
+        self.right_kids = PeerMap::from_sorted(right);
+        self.branches = PeerMap::from_entries(
+            branches.into_iter().map(|(peer, list)| (peer, list.into_iter().collect())).collect(),
+        );
+    }
+}
+
+/// Pieces in document order, merged where the canonical form would have merged them, and the
+/// explicit anchor of each piece's first element.
+fn merged_pieces<C: SeqContent>(runs: Vec<Run<C>>) -> Result<(Vec<Piece<C>>, Anchors), &'static str> {
+    let mut pieces: Vec<Piece<C>> = Vec::with_capacity(runs.len());
+    let mut anchors: Vec<Option<Anchor>> = Vec::with_capacity(runs.len());
+    for run in runs {
+        let (len, content) = match run.body {
+            Body::Visible(content) => {
+                (Counter::try_from(content.len()).map_err(|_| "run too long")?, Some(content))
+            }
+            Body::Deleted(len) => (len, None),
+        };
+        if len == 0 {
+            return Err("empty run");
+        }
+        if run.start.counter.checked_add(len).is_none() {
+            return Err("run ids overflow the counter");
+        }
+        let anchor = run.anchor.filter(|a| !continues_chain(run.start, a));
+        let piece = Piece::new(run.start, len, content);
+        if anchor.is_none()
+            && let Some(prev) = pieces.last_mut()
+            && prev.peer == piece.peer
+            && prev.end() == piece.counter
+            && prev.content.is_some() == piece.content.is_some()
+        {
+            prev.len += piece.len;
+            if let (Some(a), Some(b)) = (prev.content.as_mut(), piece.content) {
+                a.append(b);
+            }
+            continue;
+        }
+        pieces.push(piece);
+        anchors.push(anchor);
+    }
+    if u32::try_from(pieces.len()).is_err() {
+        return Err("too many runs");
+    }
+    Ok((pieces, anchors))
+}
+
+/// The distinct peers of the pieces, ascending. An id packs into an integer as its peer's
+/// rank here and its counter, so that sorting ids compares integers.
+fn peers_of<C>(pieces: &[Piece<C>]) -> Vec<PeerId> {
+    let mut peers: Vec<PeerId> = Vec::new();
+    let mut last = None;
+    for piece in pieces {
+        if last != Some(piece.peer) {
+            last = Some(piece.peer);
+            if let Err(at) = peers.binary_search(&piece.peer) {
+                peers.insert(at, piece.peer);
+            }
+        }
+    }
+    peers
+}
+
+/// `id` packed as `(rank of its peer, counter)`, which orders as ids do; `None` if its peer has
+/// no element.
+fn packed_id(peers: &[PeerId], id: OpId) -> Option<u64> {
+    let rank = match peers {
+        [only] if *only == id.peer => 0,
+        _ => peers.binary_search(&id.peer).ok()?,
+    };
+    Some((rank as u64) << 32 | u64::from(id.counter))
+}
+
+/// The indexes of the pieces, ascending by first id.
+fn id_order<C>(pieces: &[Piece<C>], peers: &[PeerId]) -> Vec<u32> {
+    // Every piece's peer is in `peers`, so none is left out.
+    let mut keys: Vec<u128> = pieces
+        .iter()
+        .zip(0u32..)
+        .filter_map(|(p, i)| Some(u128::from(packed_id(peers, p.start())?) << 32 | u128::from(i)))
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|k| k as u32).collect()
+}
+
+/// The chains, ascending by id: pieces with an anchor start one, the others continue the
+/// chain ending right before them.
+fn chains_in_id_order<C>(
+    pieces: &[Piece<C>],
+    anchors: &[Option<Anchor>],
+    id_order: &[u32],
+) -> Result<Vec<FlatChain>, &'static str> {
+    let mut chains: Vec<FlatChain> = Vec::new();
+    let mut prev: Option<(PeerId, Counter)> = None;
+    for &i in id_order {
+        let (piece, anchor) = (&pieces[i as usize], anchors[i as usize]);
+        let (start, end) = (piece.start(), piece.end());
+        if prev.is_some_and(|(peer, prev_end)| peer == start.peer && prev_end > start.counter) {
+            return Err("duplicate element id");
+        }
+        prev = Some((start.peer, end));
+        match anchor {
+            Some(anchor) => chains.push(FlatChain { start, end, anchor }),
+            None => match chains.last_mut() {
+                Some(chain) if chain.start.peer == start.peer && chain.end == start.counter => {
+                    chain.end = end
+                }
+                _ => return Err("run continues a chain whose previous element is missing"),
+            },
+        }
+    }
+    Ok(chains)
+}
+
+/// The root's children (with their chain numbers), and the explicit edges sorted by parent,
+/// each parent's left children first, then its right ones, each side ascending by id.
+fn edges_by_parent(chains: &[FlatChain], peers: &[PeerId]) -> Result<(RootKids, Vec<Edge>), &'static str> {
+    let mut root_kids = Vec::new();
+    // (parent, side, child chain) packed: chains are numbered in id order, so the chain
+    // number orders children as their ids do.
+    let mut keys: Vec<u128> = Vec::with_capacity(chains.len());
+    for (chain, index) in chains.iter().zip(0u32..) {
+        match (chain.anchor.parent, chain.anchor.side) {
+            (None, Side::Right) => root_kids.push((chain.start, index)),
+            (None, Side::Left) => return Err("left child of the root"),
+            (Some(parent), side) => {
+                let parent = packed_id(peers, parent).ok_or("anchor names a missing element")?;
+                let side = u128::from(side == Side::Right);
+                keys.push(u128::from(parent) << 64 | side << 32 | u128::from(index));
+            }
+        }
+    }
+    keys.sort_unstable();
+    let edges = keys
+        .into_iter()
+        .map(|key| {
+            let (parent, child_chain) = ((key >> 64) as u64, key as u32);
+            Edge {
+                parent: OpId::new(peers[(parent >> 32) as usize], parent as u32),
+                side: if key >> 32 & 1 == 1 { Side::Right } else { Side::Left },
+                child: chains[child_chain as usize].start,
+                child_chain,
+            }
+        })
+        .collect();
+    Ok((root_kids, edges))
+}
+
+/// For each chain (and one past the last), the index of the first edge whose parent is in it
+/// or a later chain: the edges of chain `i` are `first_edge[i]..first_edge[i + 1]`. Fails if an
+/// edge's parent is in no chain.
+fn edge_ranges(chains: &[FlatChain], edges: &[Edge]) -> Result<Vec<usize>, &'static str> {
+    let mut first_edge = Vec::with_capacity(chains.len() + 1);
+    let mut e = 0;
+    for chain in chains {
+        if edges.get(e).is_some_and(|edge| edge.parent < chain.start) {
+            return Err("anchor names a missing element");
+        }
+        first_edge.push(e);
+        while edges
+            .get(e)
+            .is_some_and(|edge| edge.parent.peer == chain.start.peer && edge.parent.counter < chain.end)
+        {
+            e += 1;
+        }
+    }
+    if e < edges.len() {
+        return Err("anchor names a missing element");
+    }
+    first_edge.push(e);
+    Ok(first_edge)
+}
+
+/// The in-order traversal of the tree, as merged id ranges `(peer, start, end)`. Elements in a
+/// cycle are never reached, so a cyclic tree shows as runs missing from the traversal.
+///
+/// Every element is visited once and each chain's elements in counter order (a chain's next
+/// element is its first right child), so each chain's edges are consumed front to back: a
+/// cursor per chain replaces the lookups of children by parent.
+fn traverse(
+    chains: &[FlatChain],
+    edges: &[Edge],
+    first_edge: &[usize],
+    root_kids: &[(OpId, u32)],
+) -> Result<Vec<(PeerId, Counter, Counter)>, &'static str> {
+    let mut cursor: Vec<usize> = first_edge[..chains.len()].to_vec();
+    let mut out = Vec::new();
+    let mut stack: Vec<Task> =
+        root_kids.iter().rev().map(|&(id, chain)| Task::Subtree(chain, id.counter)).collect();
+    while let Some(task) = stack.pop() {
+        match task {
+            Task::Subtree(chain, counter) => {
+                let g = chain as usize;
+                stack.push(Task::Emit(chain, counter));
+                let (from, limit) = (cursor[g], first_edge[g + 1]);
+                let mut to = from;
+                while to < limit && edges[to].parent.counter == counter && edges[to].side == Side::Left {
+                    to += 1;
+                }
+                cursor[g] = to;
+                stack.extend(
+                    edges[from..to].iter().rev().map(|e| Task::Subtree(e.child_chain, e.child.counter)),
+                );
+            }
+            Task::Emit(chain, from) => {
+                let g = chain as usize;
+                let (peer, end) = (chains[g].start.peer, chains[g].end);
+                let (first, limit) = (cursor[g], first_edge[g + 1]);
+                // The chain runs on until an element with left children, or up to and
+                // including one with explicit right children.
+                let to = match edges[first..limit].first() {
+                    Some(e) if e.side == Side::Left => e.parent.counter,
+                    Some(e) => e.parent.counter.saturating_add(1),
+                    None => end,
+                };
+                if to <= from {
+                    // Children left behind by an earlier element: only a malformed tree.
+                    return Err(NOT_IN_ORDER);
+                }
+                push_range(&mut out, peer, from, to);
+                let mut last = first;
+                while last < limit && edges[last].side == Side::Right && edges[last].parent.counter == to - 1
+                {
+                    last += 1;
+                }
+                cursor[g] = last;
+                // Right subtrees ascending by id, the chain's next element among them.
+                let mut next = (to < end).then_some(to);
+                for e in edges[first..last].iter().rev() {
+                    if let Some(c) = next
+                        && e.child < OpId::new(peer, c)
+                    {
+                        stack.push(Task::Subtree(chain, c));
+                        next = None;
+                    }
+                    stack.push(Task::Subtree(e.child_chain, e.child.counter));
+                }
+                if let Some(c) = next {
+                    stack.push(Task::Subtree(chain, c));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The chains as each peer's [`Chains`].
+fn segments_by_peer(chains: &[FlatChain]) -> PeerMap<Chains> {
+    let mut out: Vec<(PeerId, Chains)> = Vec::new();
+    for chain in chains {
+        let segment = Segment::new(chain.start.counter, chain.end, chain.anchor);
+        match out.last_mut() {
+            Some((peer, list)) if *peer == chain.start.peer => list.0.push(segment),
+            _ => out.push((chain.start.peer, Chains(vec![segment]))),
+        }
+    }
+    for (_, list) in &mut out {
+        list.0.shrink_to_fit();
+    }
+    PeerMap::from_entries(out)
+}
