@@ -26,7 +26,10 @@
 //! it, on the left the first element of the run after it: typing after a character, or before
 //! one, hangs there. Decoding checks everything [`Sequence::from_runs`] checks.
 
-use super::canonical::{Body, Run};
+use std::borrow::Cow;
+
+use super::canonical::Body;
+use super::rebuild::PieceList;
 use super::*;
 use crate::DecodeError;
 use crate::bytes::{Reader, write_varint, zigzag};
@@ -121,7 +124,12 @@ impl Sequence<String> {
 
     /// Decode [`Sequence::encode_compact`], charging what it builds to `budget`.
     pub(crate) fn decode_compact(bytes: &[u8], budget: &mut Budget) -> Result<Self, DecodeError> {
-        Sequence::from_runs(compact_runs(bytes, budget)?).map_err(malformed)
+        let runs = CompactRuns::parse(bytes, budget)?;
+        let mut list = PieceList::with_capacity(runs.spans.len());
+        runs.for_each(budget, |start, len, text, anchor| {
+            list.push(start, len, text.map(str::to_owned), anchor).map_err(malformed)
+        })?;
+        Sequence::from_piece_list(list).map_err(malformed)
     }
 
     /// The visible runs of an encoded compact text, `(first id, text)`, without building the
@@ -130,123 +138,146 @@ impl Sequence<String> {
         bytes: &[u8],
         budget: &mut Budget,
     ) -> Result<Vec<(OpId, String)>, DecodeError> {
-        let runs = compact_runs(bytes, budget)?;
-        Ok(runs
-            .into_iter()
-            .filter_map(|run| match run.body {
-                Body::Visible(text) => Some((run.start, text)),
-                Body::Deleted(_) => None,
-            })
-            .collect())
+        let runs = CompactRuns::parse(bytes, budget)?;
+        let mut out = Vec::new();
+        runs.for_each(budget, |start, _, text, _| {
+            if let Some(text) = text {
+                out.push((start, text.to_owned()));
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 
-/// The runs of an encoded compact text, in document order.
-fn compact_runs(bytes: &[u8], budget: &mut Budget) -> Result<Vec<Run<String>>, DecodeError> {
-    let mut input = Reader::new(bytes);
-    let peer_count = input.count(1)?;
-    let mut peers = Vec::with_capacity(peer_count);
-    for _ in 0..peer_count {
-        peers.push(PeerId::new(input.varint()?));
-    }
-    let count = usize::try_from(input.varint()?).map_err(|_| malformed("too many runs"))?;
-    let mut columns = Vec::with_capacity(6);
-    for _ in 0..6 {
-        columns.push(read_column(&mut input, budget)?);
-    }
-    if !input.is_empty() {
-        return Err(malformed("bytes after the last column"));
-    }
-    let [peer_col, starts, lengths, flags, parents, text] = &columns[..] else {
-        return Err(malformed("missing columns"));
-    };
-    let (mut peer_col, mut starts, mut lengths) =
-        (Reader::new(peer_col), Reader::new(starts), Reader::new(lengths));
-    let mut parents = Reader::new(parents);
-    let text = std::str::from_utf8(text).map_err(|_| malformed("text is not UTF-8"))?;
-    // One flag byte per run, and the flag column was charged to the budget when it was
-    // inflated: the count is backed by real bytes before anything is sized by it.
-    if flags.len() != count {
-        return Err(malformed("flag column length"));
-    }
-    budget.charge(count.saturating_mul(size_of::<Run<String>>() + size_of::<(OpId, Counter)>()))?;
-    let peer_at = |i: u64| usize::try_from(i).ok().and_then(|i| peers.get(i).copied());
+/// An encoded compact text with the ids and lengths of its runs decoded: a left anchor's
+/// predicted parent is the next run's start, so they come first.
+struct CompactRuns<'a> {
+    peers: Vec<PeerId>,
+    /// First id and length of each run, in document order.
+    spans: Vec<(OpId, Counter)>,
+    flags: Cow<'a, [u8]>,
+    parents: Cow<'a, [u8]>,
+    text: Cow<'a, [u8]>,
+}
 
-    // Ids and lengths first: a left anchor's predicted parent is the next run's start.
-    let mut spans: Vec<(OpId, Counter)> = Vec::with_capacity(count);
-    let mut ends: Vec<Counter> = vec![0; peers.len()];
-    for _ in 0..count {
-        let p = peer_col.varint()?;
-        let peer = peer_at(p).ok_or_else(|| malformed("peer index out of range"))?;
-        let end = &mut ends[p as usize];
-        let start = i64::from(*end).checked_add(crate::bytes::unzigzag(starts.varint()?));
-        let start = start
-            .and_then(|s| Counter::try_from(s).ok())
-            .ok_or_else(|| malformed("start counter out of range"))?;
-        let len = Counter::try_from(lengths.varint()?).map_err(|_| malformed("run too long"))?;
-        *end = start.checked_add(len).ok_or_else(|| malformed("run ids overflow the counter"))?;
-        spans.push((OpId::new(peer, start), len));
-    }
-    if !(peer_col.is_empty() && starts.is_empty() && lengths.is_empty()) {
-        return Err(malformed("a column holds more values than the runs use"));
-    }
-
-    let mut runs: Vec<Run<String>> = Vec::with_capacity(count);
-    let mut rest = text;
-    let ascii = text.is_ascii();
-    for (i, (&(start, len), &flag)) in spans.iter().zip(flags.iter()).enumerate() {
-        if flag & !(DELETED | EXPLICIT | RIGHT | ROOT | PREDICTED) != 0 {
-            return Err(malformed("unknown flags"));
+impl<'a> CompactRuns<'a> {
+    fn parse(bytes: &'a [u8], budget: &mut Budget) -> Result<Self, DecodeError> {
+        let mut input = Reader::new(bytes);
+        let peer_count = input.count(1)?;
+        let mut peers = Vec::with_capacity(peer_count);
+        for _ in 0..peer_count {
+            peers.push(PeerId::new(input.varint()?));
         }
-        let anchor = if flag & EXPLICIT == 0 {
-            None
-        } else {
-            let side = if flag & RIGHT != 0 { Side::Right } else { Side::Left };
-            let parent = if flag & ROOT != 0 {
+        let count = usize::try_from(input.varint()?).map_err(|_| malformed("too many runs"))?;
+        let mut columns = Vec::with_capacity(6);
+        for _ in 0..6 {
+            columns.push(read_column(&mut input, budget)?);
+        }
+        if !input.is_empty() {
+            return Err(malformed("bytes after the last column"));
+        }
+        let mut columns = columns.into_iter();
+        let mut next = || columns.next().ok_or_else(|| malformed("missing columns"));
+        let (peer_col, starts, lengths) = (next()?, next()?, next()?);
+        let (flags, parents, text) = (next()?, next()?, next()?);
+        // One flag byte per run, and the flag column was charged to the budget when it was
+        // inflated: the count is backed by real bytes before anything is sized by it.
+        if flags.len() != count {
+            return Err(malformed("flag column length"));
+        }
+        budget.charge(count.saturating_mul(size_of::<Piece<String>>() + size_of::<(OpId, Counter)>()))?;
+
+        let (mut peer_col, mut starts, mut lengths) =
+            (Reader::new(&peer_col), Reader::new(&starts), Reader::new(&lengths));
+        let mut spans: Vec<(OpId, Counter)> = Vec::with_capacity(count);
+        let mut ends: Vec<Counter> = vec![0; peers.len()];
+        for _ in 0..count {
+            let p = usize::try_from(peer_col.varint()?).ok().filter(|&p| p < peers.len());
+            let p = p.ok_or_else(|| malformed("peer index out of range"))?;
+            let end = &mut ends[p];
+            let start = i64::from(*end).checked_add(crate::bytes::unzigzag(starts.varint()?));
+            let start = start
+                .and_then(|s| Counter::try_from(s).ok())
+                .ok_or_else(|| malformed("start counter out of range"))?;
+            let len = Counter::try_from(lengths.varint()?).map_err(|_| malformed("run too long"))?;
+            *end = start.checked_add(len).ok_or_else(|| malformed("run ids overflow the counter"))?;
+            spans.push((OpId::new(peers[p], start), len));
+        }
+        if !(peer_col.is_empty() && starts.is_empty() && lengths.is_empty()) {
+            return Err(malformed("a column holds more values than the runs use"));
+        }
+        Ok(CompactRuns { peers, spans, flags, parents, text })
+    }
+
+    /// Call `f(start, len, text, anchor)` for each run in document order; `text` is `None`
+    /// for tombstones, and otherwise exactly `len` characters, charged to `budget`.
+    fn for_each(
+        &self,
+        budget: &mut Budget,
+        mut f: impl FnMut(OpId, Counter, Option<&str>, Option<Anchor>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let text = std::str::from_utf8(&self.text).map_err(|_| malformed("text is not UTF-8"))?;
+        let ascii = text.is_ascii();
+        let mut rest = text;
+        let mut parents = Reader::new(&self.parents);
+        let spans = &self.spans;
+        for (i, (&(start, len), &flag)) in spans.iter().zip(self.flags.iter()).enumerate() {
+            if flag & !(DELETED | EXPLICIT | RIGHT | ROOT | PREDICTED) != 0 {
+                return Err(malformed("unknown flags"));
+            }
+            let anchor = if flag & EXPLICIT == 0 {
                 None
-            } else if flag & PREDICTED != 0 {
-                let predicted = match side {
-                    Side::Right => i.checked_sub(1).map(|j| {
-                        let (prev, prev_len) = spans[j];
-                        OpId::new(prev.peer, prev.counter + prev_len.saturating_sub(1))
-                    }),
-                    Side::Left => spans.get(i + 1).map(|&(next, _)| next),
+            } else {
+                let side = if flag & RIGHT != 0 { Side::Right } else { Side::Left };
+                let parent = if flag & ROOT != 0 {
+                    None
+                } else if flag & PREDICTED != 0 {
+                    let predicted = match side {
+                        Side::Right => i.checked_sub(1).map(|j| {
+                            let (prev, prev_len) = spans[j];
+                            OpId::new(prev.peer, prev.counter + prev_len.saturating_sub(1))
+                        }),
+                        Side::Left => spans.get(i + 1).map(|&(next, _)| next),
+                    };
+                    Some(predicted.ok_or_else(|| malformed("predicted parent without a neighbour"))?)
+                } else {
+                    let p = usize::try_from(parents.varint()?).ok().and_then(|p| self.peers.get(p));
+                    let peer = *p.ok_or_else(|| malformed("peer index out of range"))?;
+                    let counter =
+                        i64::from(start.counter).checked_sub(crate::bytes::unzigzag(parents.varint()?));
+                    let counter = counter
+                        .and_then(|c| Counter::try_from(c).ok())
+                        .ok_or_else(|| malformed("parent counter out of range"))?;
+                    Some(OpId::new(peer, counter))
                 };
-                Some(predicted.ok_or_else(|| malformed("predicted parent without a neighbour"))?)
-            } else {
-                let peer = peer_at(parents.varint()?).ok_or_else(|| malformed("peer index out of range"))?;
-                let counter = i64::from(start.counter).checked_sub(crate::bytes::unzigzag(parents.varint()?));
-                let counter = counter
-                    .and_then(|c| Counter::try_from(c).ok())
-                    .ok_or_else(|| malformed("parent counter out of range"))?;
-                Some(OpId::new(peer, counter))
+                Some(Anchor { parent, side })
             };
-            Some(Anchor { parent, side })
-        };
-        let body = if flag & DELETED != 0 {
-            Body::Deleted(len)
-        } else {
-            // `len` characters of the text column, which are `len` bytes when it is ASCII.
-            let end = if ascii {
-                Some(len as usize).filter(|&n| n <= rest.len())
+            let content = if flag & DELETED != 0 {
+                None
             } else {
-                match (len as usize).checked_sub(1) {
-                    None => Some(0),
-                    Some(last) => rest.char_indices().nth(last).map(|(at, c)| at + c.len_utf8()),
-                }
+                // `len` characters of the text column, which are `len` bytes when it is ASCII.
+                let end = if ascii {
+                    Some(len as usize).filter(|&n| n <= rest.len())
+                } else {
+                    match (len as usize).checked_sub(1) {
+                        None => Some(0),
+                        Some(last) => rest.char_indices().nth(last).map(|(at, c)| at + c.len_utf8()),
+                    }
+                };
+                let end = end.ok_or_else(|| malformed("text column too short"))?;
+                let (content, tail) = rest.split_at(end);
+                rest = tail;
+                budget.charge(content.len())?;
+                Some(content)
             };
-            let end = end.ok_or_else(|| malformed("text column too short"))?;
-            let (content, tail) = rest.split_at(end);
-            rest = tail;
-            budget.charge(content.len())?;
-            Body::Visible(content.to_owned())
-        };
-        runs.push(Run { start, anchor, body });
+            f(start, len, content, anchor)?;
+        }
+        if !rest.is_empty() || !parents.is_empty() {
+            return Err(malformed("a column holds more values than the runs use"));
+        }
+        Ok(())
     }
-    if !rest.is_empty() || !parents.is_empty() {
-        return Err(malformed("a column holds more values than the runs use"));
-    }
-    Ok(runs)
 }
 
 #[cfg(test)]

@@ -48,7 +48,25 @@ const NOT_IN_ORDER: &str = "runs are not in the order their anchors imply";
 impl<C: SeqContent> Sequence<C> {
     /// Rebuild from decoded runs, checking everything a hostile encoder could get wrong.
     pub(super) fn from_runs(runs: Vec<Run<C>>) -> Result<Self, &'static str> {
-        let (pieces, anchors) = merged_pieces(runs)?;
+        let mut list = PieceList::with_capacity(runs.len());
+        for run in runs {
+            let (len, content) = match run.body {
+                Body::Visible(content) => {
+                    (Counter::try_from(content.len()).map_err(|_| "run too long")?, Some(content))
+                }
+                Body::Deleted(len) => (len, None),
+            };
+            list.push(run.start, len, content, run.anchor)?;
+        }
+        Self::from_piece_list(list)
+    }
+
+    /// [`Self::from_runs`] of runs already gathered into pieces.
+    pub(super) fn from_piece_list(list: PieceList<C>) -> Result<Self, &'static str> {
+        let PieceList { pieces, anchors } = list;
+        if u32::try_from(pieces.len()).is_err() {
+            return Err("too many runs");
+        }
         let peers = peers_of(&pieces);
         let id_order = id_order(&pieces, &peers);
         let chains = chains_in_id_order(&pieces, &anchors, &id_order)?;
@@ -109,45 +127,51 @@ impl<C: SeqContent> Sequence<C> {
     }
 }
 
-/// Pieces in document order, merged where the canonical form would have merged them, and the
-/// explicit anchor of each piece's first element.
-fn merged_pieces<C: SeqContent>(runs: Vec<Run<C>>) -> Result<(Vec<Piece<C>>, Anchors), &'static str> {
-    let mut pieces: Vec<Piece<C>> = Vec::with_capacity(runs.len());
-    let mut anchors: Vec<Option<Anchor>> = Vec::with_capacity(runs.len());
-    for run in runs {
-        let (len, content) = match run.body {
-            Body::Visible(content) => {
-                (Counter::try_from(content.len()).map_err(|_| "run too long")?, Some(content))
-            }
-            Body::Deleted(len) => (len, None),
-        };
+/// Decoded runs gathered into pieces in document order, merged where the canonical form would
+/// have merged them, with the explicit anchor of each piece's first element.
+pub(super) struct PieceList<C> {
+    pieces: Vec<Piece<C>>,
+    anchors: Anchors,
+}
+
+impl<C: SeqContent> PieceList<C> {
+    pub(super) fn with_capacity(runs: usize) -> Self {
+        PieceList { pieces: Vec::with_capacity(runs), anchors: Vec::with_capacity(runs) }
+    }
+
+    /// Add the run of `len` elements from `start`, with `content` (`None` for tombstones)
+    /// holding exactly `len` elements, and `anchor` for its first element unless it continues
+    /// a chain.
+    pub(super) fn push(
+        &mut self,
+        start: OpId,
+        len: Counter,
+        content: Option<C>,
+        anchor: Option<Anchor>,
+    ) -> Result<(), &'static str> {
         if len == 0 {
             return Err("empty run");
         }
-        if run.start.counter.checked_add(len).is_none() {
+        if start.counter.checked_add(len).is_none() {
             return Err("run ids overflow the counter");
         }
-        let anchor = run.anchor.filter(|a| !continues_chain(run.start, a));
-        let piece = Piece::new(run.start, len, content);
+        let anchor = anchor.filter(|a| !continues_chain(start, a));
         if anchor.is_none()
-            && let Some(prev) = pieces.last_mut()
-            && prev.peer == piece.peer
-            && prev.end() == piece.counter
-            && prev.content.is_some() == piece.content.is_some()
+            && let Some(prev) = self.pieces.last_mut()
+            && prev.peer == start.peer
+            && prev.end() == start.counter
+            && prev.content.is_some() == content.is_some()
         {
-            prev.len += piece.len;
-            if let (Some(a), Some(b)) = (prev.content.as_mut(), piece.content) {
+            prev.len += len;
+            if let (Some(a), Some(b)) = (prev.content.as_mut(), content) {
                 a.append(b);
             }
-            continue;
+            return Ok(());
         }
-        pieces.push(piece);
-        anchors.push(anchor);
+        self.pieces.push(Piece::new(start, len, content));
+        self.anchors.push(anchor);
+        Ok(())
     }
-    if u32::try_from(pieces.len()).is_err() {
-        return Err("too many runs");
-    }
-    Ok((pieces, anchors))
 }
 
 /// The distinct peers of the pieces, ascending. An id packs into an integer as its peer's
@@ -179,13 +203,42 @@ fn packed_id(peers: &[PeerId], id: OpId) -> Option<u64> {
 /// The indexes of the pieces, ascending by first id.
 fn id_order<C>(pieces: &[Piece<C>], peers: &[PeerId]) -> Vec<u32> {
     // Every piece's peer is in `peers`, so none is left out.
-    let mut keys: Vec<u128> = pieces
-        .iter()
-        .zip(0u32..)
-        .filter_map(|(p, i)| Some(u128::from(packed_id(peers, p.start())?) << 32 | u128::from(i)))
-        .collect();
-    keys.sort_unstable();
-    keys.into_iter().map(|k| k as u32).collect()
+    let mut keyed: Vec<(u64, u32)> =
+        pieces.iter().zip(0u32..).filter_map(|(p, i)| Some((packed_id(peers, p.start())?, i))).collect();
+    radix_sort(&mut keyed);
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Sort by key, stably: least significant byte first, skipping the bytes on which every key
+/// agrees. Keys are packed ids, whose high bytes (large counters, peer ranks) rarely vary, so
+/// this takes two or three linear passes where a comparison sort took most of the load time.
+fn radix_sort(items: &mut Vec<(u64, u32)>) {
+    let (mut any, mut all) = (0u64, u64::MAX);
+    for &(key, _) in items.iter() {
+        any |= key;
+        all &= key;
+    }
+    let varying = any ^ all;
+    let mut scratch = vec![(0u64, 0u32); items.len()];
+    for shift in (0..64).step_by(8) {
+        if (varying >> shift) & 0xff == 0 {
+            continue;
+        }
+        let mut starts = [0usize; 256];
+        for &(key, _) in items.iter() {
+            starts[(key >> shift & 0xff) as usize] += 1;
+        }
+        let mut sum = 0;
+        for start in &mut starts {
+            (*start, sum) = (sum, sum + *start);
+        }
+        for &item in items.iter() {
+            let digit = (item.0 >> shift & 0xff) as usize;
+            scratch[starts[digit]] = item;
+            starts[digit] += 1;
+        }
+        std::mem::swap(items, &mut scratch);
+    }
 }
 
 /// The chains, ascending by id: pieces with an anchor start one, the others continue the
@@ -221,29 +274,32 @@ fn chains_in_id_order<C>(
 /// each parent's left children first, then its right ones, each side ascending by id.
 fn edges_by_parent(chains: &[FlatChain], peers: &[PeerId]) -> Result<(RootKids, Vec<Edge>), &'static str> {
     let mut root_kids = Vec::new();
-    // (parent, side, child chain) packed: chains are numbered in id order, so the chain
-    // number orders children as their ids do.
-    let mut keys: Vec<u128> = Vec::with_capacity(chains.len());
+    // (packed parent, child chain): left edges first, then right ones, each in chain order,
+    // which is id order; a stable sort by parent then leaves them as wanted.
+    let (mut left, mut right) = (Vec::new(), Vec::new());
     for (chain, index) in chains.iter().zip(0u32..) {
         match (chain.anchor.parent, chain.anchor.side) {
             (None, Side::Right) => root_kids.push((chain.start, index)),
             (None, Side::Left) => return Err("left child of the root"),
             (Some(parent), side) => {
                 let parent = packed_id(peers, parent).ok_or("anchor names a missing element")?;
-                let side = u128::from(side == Side::Right);
-                keys.push(u128::from(parent) << 64 | side << 32 | u128::from(index));
+                match side {
+                    Side::Left => left.push((parent, index)),
+                    Side::Right => right.push((parent, index)),
+                }
             }
         }
     }
-    keys.sort_unstable();
-    let edges = keys
+    left.append(&mut right);
+    radix_sort(&mut left);
+    let edges = left
         .into_iter()
-        .map(|key| {
-            let (parent, child_chain) = ((key >> 64) as u64, key as u32);
+        .map(|(parent, child_chain)| {
+            let child = &chains[child_chain as usize];
             Edge {
                 parent: OpId::new(peers[(parent >> 32) as usize], parent as u32),
-                side: if key >> 32 & 1 == 1 { Side::Right } else { Side::Left },
-                child: chains[child_chain as usize].start,
+                side: child.anchor.side,
+                child: child.start,
                 child_chain,
             }
         })
@@ -363,4 +419,31 @@ fn segments_by_peer(chains: &[FlatChain]) -> PeerMap<Chains> {
         list.0.shrink_to_fit();
     }
     PeerMap::from_entries(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::radix_sort;
+
+    #[test]
+    fn radix_sort_is_a_stable_sort_by_key() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Keys varying in the low bytes (with many repeats), in a high byte only, everywhere,
+        // or not at all.
+        let keys: [&mut dyn FnMut(u64) -> u64; 4] =
+            [&mut |r| (r % 300) | (7 << 40), &mut |r| (r % 50) << 48, &mut |r| r, &mut |_| 42];
+        for (case, key) in keys.into_iter().enumerate() {
+            let mut items: Vec<(u64, u32)> = (0..2_000).map(|i| (key(next()), i)).collect();
+            let mut expected = items.clone();
+            expected.sort_by_key(|&(key, _)| key);
+            radix_sort(&mut items);
+            assert_eq!(items, expected, "case {case}");
+        }
+    }
 }
