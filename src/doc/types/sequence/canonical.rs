@@ -85,6 +85,7 @@ impl<C: SeqContent> Sequence<C> {
 }
 
 /// Append the range `from..to` of `peer`, extending the last range when they touch.
+#[cfg(test)]
 pub(super) fn push_range(
     out: &mut Vec<(PeerId, Counter, Counter)>,
     peer: PeerId,

@@ -8,7 +8,7 @@
 //! a traversal of the tree reaches the elements of a chain in counter order. The maps are
 //! built at the end, each in one go from sorted entries.
 
-use super::canonical::{Body, Run, push_range};
+use super::canonical::{Body, Run};
 use super::*;
 
 /// A chain found while decoding: ids `start..end`, the first hung at `anchor`.
@@ -73,13 +73,7 @@ impl<C: SeqContent> Sequence<C> {
         let (root_kids, edges) = edges_by_parent(&chains, &peers)?;
         let first_edge = edge_ranges(&chains, &edges)?;
 
-        let mut stored: Vec<(PeerId, Counter, Counter)> = Vec::with_capacity(pieces.len());
-        for piece in &pieces {
-            push_range(&mut stored, piece.peer, piece.counter, piece.end());
-        }
-        if traverse(&chains, &edges, &first_edge, &root_kids)? != stored {
-            return Err(NOT_IN_ORDER);
-        }
+        check_order(&pieces, &chains, &edges, &first_edge, &root_kids)?;
 
         let mut seq = Sequence::<C> {
             segments: segments_by_peer(&chains),
@@ -332,20 +326,22 @@ fn edge_ranges(chains: &[FlatChain], edges: &[Edge]) -> Result<Vec<usize>, &'sta
     Ok(first_edge)
 }
 
-/// The in-order traversal of the tree, as merged id ranges `(peer, start, end)`. Elements in a
-/// cycle are never reached, so a cyclic tree shows as runs missing from the traversal.
+/// Check that the pieces hold the elements in the in-order traversal of the tree. Elements in
+/// a cycle are never reached, so a cyclic tree shows as pieces left over.
 ///
 /// Every element is visited once and each chain's elements in counter order (a chain's next
 /// element is its first right child), so each chain's edges are consumed front to back: a
-/// cursor per chain replaces the lookups of children by parent.
-fn traverse(
+/// cursor per chain replaces the lookups of children by parent. The traversal is compared
+/// with the pieces as it goes.
+fn check_order<C>(
+    pieces: &[Piece<C>],
     chains: &[FlatChain],
     edges: &[Edge],
     first_edge: &[usize],
     root_kids: &[(OpId, u32)],
-) -> Result<Vec<(PeerId, Counter, Counter)>, &'static str> {
+) -> Result<(), &'static str> {
     let mut cursor: Vec<usize> = first_edge[..chains.len()].to_vec();
-    let mut out = Vec::new();
+    let mut stored = StoredOrder { pieces, next: 0, offset: 0 };
     let mut stack: Vec<Task> =
         root_kids.iter().rev().map(|&(id, chain)| Task::Subtree(chain, id.counter)).collect();
     while let Some(task) = stack.pop() {
@@ -378,7 +374,7 @@ fn traverse(
                     // Children left behind by an earlier element: only a malformed tree.
                     return Err(NOT_IN_ORDER);
                 }
-                push_range(&mut out, peer, from, to);
+                stored.expect(peer, from, to)?;
                 let mut last = first;
                 while last < limit && edges[last].side == Side::Right && edges[last].parent.counter == to - 1
                 {
@@ -402,7 +398,34 @@ fn traverse(
             }
         }
     }
-    Ok(out)
+    if stored.next == pieces.len() { Ok(()) } else { Err(NOT_IN_ORDER) }
+}
+
+/// The pieces' elements, consumed in document order.
+struct StoredOrder<'a, C> {
+    pieces: &'a [Piece<C>],
+    /// The piece holding the next element, and how far into it.
+    next: usize,
+    offset: Counter,
+}
+
+impl<C> StoredOrder<'_, C> {
+    /// Consume elements `from..to` of `peer`, which must come next.
+    fn expect(&mut self, peer: PeerId, mut from: Counter, to: Counter) -> Result<(), &'static str> {
+        while from < to {
+            let piece = self.pieces.get(self.next).ok_or(NOT_IN_ORDER)?;
+            if piece.peer != peer || piece.counter + self.offset != from {
+                return Err(NOT_IN_ORDER);
+            }
+            let take = (to - from).min(piece.len - self.offset);
+            from += take;
+            self.offset += take;
+            if self.offset == piece.len {
+                (self.next, self.offset) = (self.next + 1, 0);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The chains as each peer's [`Chains`].
