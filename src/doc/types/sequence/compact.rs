@@ -170,17 +170,12 @@ impl<'a> CompactRuns<'a> {
             peers.push(PeerId::new(input.varint()?));
         }
         let count = usize::try_from(input.varint()?).map_err(|_| malformed("too many runs"))?;
-        let mut columns = Vec::with_capacity(6);
-        for _ in 0..6 {
-            columns.push(read_column(&mut input, budget)?);
-        }
+        let mut column = || read_column(&mut input, budget);
+        let (peer_col, starts, lengths) = (column()?, column()?, column()?);
+        let (flags, parents, text) = (column()?, column()?, column()?);
         if !input.is_empty() {
             return Err(malformed("bytes after the last column"));
         }
-        let mut columns = columns.into_iter();
-        let mut next = || columns.next().ok_or_else(|| malformed("missing columns"));
-        let (peer_col, starts, lengths) = (next()?, next()?, next()?);
-        let (flags, parents, text) = (next()?, next()?, next()?);
         // One flag byte per run, and the flag column was charged to the budget when it was
         // inflated: the count is backed by real bytes before anything is sized by it.
         if flags.len() != count {
