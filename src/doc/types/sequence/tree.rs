@@ -266,14 +266,28 @@ impl<C: SeqContent> Pieces<C> {
         }
     }
 
-    /// The location of visible element `rest` of `leaf`.
+    /// The location of visible element `rest` of `leaf`, scanning from the nearer end of the
+    /// leaf: finding a position is a part of every local edit, and a leaf holds dozens of pieces.
     fn find_in_leaf(&self, leaf: usize, mut rest: usize) -> Option<Loc> {
-        for (piece, p) in self.leaves[leaf].pieces.iter().enumerate() {
-            let visible = p.visible_len();
-            if rest < visible {
-                return Some(Loc { leaf, piece, offset: rest as Counter });
+        let l = &self.leaves[leaf];
+        if rest < l.visible / 2 {
+            for (piece, p) in l.pieces.iter().enumerate() {
+                let visible = p.visible_len();
+                if rest < visible {
+                    return Some(Loc { leaf, piece, offset: rest as Counter });
+                }
+                rest -= visible;
             }
-            rest -= visible;
+            return None;
+        }
+        // The element is the `from_end`-th visible one counting back from the leaf's end.
+        let mut from_end = l.visible.checked_sub(rest).filter(|&n| n > 0)?;
+        for (piece, p) in l.pieces.iter().enumerate().rev() {
+            let visible = p.visible_len();
+            if from_end <= visible {
+                return Some(Loc { leaf, piece, offset: (visible - from_end) as Counter });
+            }
+            from_end -= visible;
         }
         None
     }
