@@ -166,6 +166,12 @@ impl Frontier {
     /// Advance the frontier past a new change whose last id is `last` and whose dependencies
     /// were `deps`: the dependencies stop being heads and `last` becomes one.
     pub(crate) fn advance(&mut self, deps: &Frontier, last: OpId) {
+        if self.0 == deps.0 {
+            // The commonest case, every local change: made on top of all heads, it replaces them.
+            self.0.clear();
+            self.0.push(last);
+            return;
+        }
         self.0.retain(|id| !(deps.0.contains(id) || (id.peer == last.peer && id.counter < last.counter)));
         if let Err(at) = self.0.binary_search(&last) {
             self.0.insert(at, last);
