@@ -146,9 +146,14 @@ mod optional_bytes {
 type Base = (StateSnapshot, Arc<[u8]>);
 
 /// Decode an encoded base snapshot.
+/// Decode a state snapshot, checking that it is consistent in itself.
 fn decode_base(bytes: impl Into<Arc<[u8]>>) -> Result<Base, Error> {
     let bytes = bytes.into();
-    Ok((codec::from_postcard(&bytes)?, bytes))
+    let snapshot: StateSnapshot = codec::from_postcard(&bytes)?;
+    if !snapshot.state.is_consistent() || !snapshot.frontier.is_canonical() {
+        return Err(DecodeError::Malformed("inconsistent state snapshot".into()).into());
+    }
+    Ok((snapshot, bytes))
 }
 
 /// A decoded whole-document payload.
@@ -171,13 +176,7 @@ fn decode_document(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocume
 /// history leaves out is taken from the section.
 fn decode_document_changes(raw: &[u8], max_decoded_bytes: usize) -> Result<DecodedDocument, Error> {
     let payload: OwnedStatePayload = codec::from_postcard(raw)?;
-    let text = StateSection::held_text(&payload.state, max_decoded_bytes)?;
-    let changes = columnar::decode_changes_filling(
-        &payload.changes,
-        max_decoded_bytes,
-        &|id| text.get(id),
-        text.len(),
-    )?;
+    let changes = StateSection::decode_history(&payload.state, &payload.changes, max_decoded_bytes)?;
     let base = payload.base.map(decode_base).transpose()?;
     Ok(DecodedDocument { base, encoded: payload.changes, changes })
 }
@@ -883,9 +882,6 @@ impl Document {
         let base = payload.base.map(decode_base).transpose()?;
         let (trimmed, trimmed_frontier, base_timestamp) = match &base {
             Some((snapshot, _)) => {
-                if !snapshot.state.is_consistent() || !snapshot.frontier.is_canonical() {
-                    return Err(DecodeError::Malformed("inconsistent state snapshot".into()).into());
-                }
                 (snapshot.version.clone(), snapshot.frontier.clone(), snapshot.max_timestamp)
             }
             None => (VersionVector::new(), Frontier::default(), Timestamp::default()),
@@ -919,9 +915,6 @@ impl Document {
         // Loading is not a sync: drift checks apply to live peers, not to stored history.
         let mut doc = Document::with_config(peer, config.clone().with_max_clock_drift_ms(None));
         if let Some((base, bytes)) = base {
-            if !base.state.is_consistent() || !base.frontier.is_canonical() {
-                return Err(DecodeError::Malformed("inconsistent state snapshot".into()).into());
-            }
             doc.log = ChangeLog::with_trimmed(base.version, base.frontier, base.lamport_end);
             doc.state = base.state;
             doc.clock.observe(base.max_timestamp);

@@ -126,9 +126,7 @@ fn decode(bytes: &[u8], held: Option<&[u8]>, max_decoded_bytes: usize) -> Change
     // empty history is the harmless answer, as for any other failure.
     let decoded = match held {
         None => columnar::decode_changes(bytes, max_decoded_bytes),
-        Some(section) => StateSection::held_text(section, max_decoded_bytes).and_then(|text| {
-            columnar::decode_changes_filling(bytes, max_decoded_bytes, &|id| text.get(id), text.len())
-        }),
+        Some(section) => StateSection::decode_history(section, bytes, max_decoded_bytes),
     };
     debug_assert!(held.is_some() || decoded.is_ok(), "frozen history no longer decodes");
     let mut out = ChangesByPeer::new();

@@ -15,8 +15,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::change::Change;
 use super::change_log::ChangeLog;
 use super::clock::Timestamp;
+use super::columnar;
 use super::columnar::Budget;
 use super::id::{Counter, OpId, PeerId};
 use super::op::ContainerId;
@@ -142,16 +144,28 @@ impl StateSection {
         })
     }
 
+    /// Decode `history`, the changes stored beside the encoded section `section`: the visible
+    /// characters they leave out of their text column are taken from the section.
+    pub(crate) fn decode_history(
+        section: &[u8],
+        history: &[u8],
+        max_decoded_bytes: usize,
+    ) -> Result<Vec<Change>, DecodeError> {
+        let text = Self::held_text(section, max_decoded_bytes)?;
+        columnar::decode_changes_filling(history, max_decoded_bytes, &|id| text.get(id), text.len())
+    }
+
     /// The visible characters of every text in an encoded section, by id: what the history
     /// stored beside it left out of its text column.
-    pub(crate) fn held_text(bytes: &[u8], max_decoded_bytes: usize) -> Result<HeldText, DecodeError> {
+    fn held_text(bytes: &[u8], max_decoded_bytes: usize) -> Result<HeldText, DecodeError> {
         let section: Section = postcard::from_bytes(bytes).map_err(|e| malformed(&e.to_string()))?;
         let mut budget = Budget::new(max_decoded_bytes);
         let mut runs: Vec<(OpId, Vec<char>)> = Vec::new();
         for (_, slot) in section.containers {
             if let Slot::Text(bytes) = slot {
-                let visible = Sequence::compact_visible_runs(&bytes, &mut budget)?;
-                runs.extend(visible.into_iter().map(|(start, text)| (start, text.chars().collect())));
+                Sequence::for_each_compact_visible_run(&bytes, &mut budget, |start, text| {
+                    runs.push((start, text.chars().collect()));
+                })?;
             }
         }
         runs.sort_unstable_by_key(|(start, _)| *start);
@@ -160,18 +174,18 @@ impl StateSection {
 }
 
 /// Visible characters by id (see [`StateSection::held_text`]).
-pub(crate) struct HeldText {
+struct HeldText {
     /// Runs of consecutive ids, ascending by first id.
     runs: Vec<(OpId, Vec<char>)>,
 }
 
 impl HeldText {
     /// How many characters there are.
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.runs.iter().map(|(_, chars)| chars.len()).sum()
     }
 
-    pub(crate) fn get(&self, id: OpId) -> Option<char> {
+    fn get(&self, id: OpId) -> Option<char> {
         let at = self.runs.partition_point(|(start, _)| *start <= id).checked_sub(1)?;
         let (start, chars) = &self.runs[at];
         if start.peer != id.peer {

@@ -218,8 +218,7 @@ pub(crate) fn decode_changes_filling(
     if !input.is_empty() {
         return Err(malformed("trailing bytes"));
     }
-    let mut decoder = Decoder::new(&blocks, &peers, &containers, budget, held)?;
-    decoder.held_left = held_count;
+    let mut decoder = Decoder::new(&blocks, &peers, &containers, budget, held, held_count)?;
     // Capacity only as far as the input size can justify; the budget bounds the rest.
     let mut changes = Vec::with_capacity(change_count.min(bytes.len()));
     for _ in 0..change_count {
@@ -617,8 +616,9 @@ impl Decoder<'_> {
         if chars as usize > self.text.len().saturating_add(self.held_left) {
             return Err(malformed("text column too short"));
         }
+        let end = id.counter.checked_add(chars).ok_or_else(|| malformed("text ids overflow the counter"))?;
         let column_only = |counter: u32| (self.held)(OpId::new(id.peer, counter)).is_none();
-        if (id.counter..id.counter.saturating_add(chars)).all(column_only) {
+        if (id.counter..end).all(column_only) {
             let end = match chars.checked_sub(1) {
                 None => 0,
                 Some(last) => self
@@ -633,7 +633,6 @@ impl Decoder<'_> {
             self.budget.charge(text.len())?;
             return Ok(text.to_owned());
         }
-        let end = id.counter.checked_add(chars).ok_or_else(|| malformed("text ids overflow the counter"))?;
         let mut text = String::new();
         for counter in id.counter..end {
             let c = match (self.held)(OpId::new(id.peer, counter)) {
@@ -671,12 +670,13 @@ impl<'a> Decoder<'a> {
         containers: &'a [ContainerId],
         budget: Budget,
         held: &'a dyn Fn(OpId) -> Option<char>,
+        held_count: usize,
     ) -> Result<Self, DecodeError> {
         let rle = |i: usize| RleReader::new(&blocks[i]);
         let text = std::str::from_utf8(&blocks[14]).map_err(|_| malformed("text column is not UTF-8"))?;
         Ok(Decoder {
             held,
-            held_left: 0,
+            held_left: held_count,
             peers,
             containers,
             budget,

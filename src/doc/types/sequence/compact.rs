@@ -71,6 +71,8 @@ impl Sequence<String> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut text = Vec::new();
         let mut ends: Vec<Counter> = vec![0; peers.len()];
+        // The last element of the run before, a right anchor's predicted parent.
+        let mut prev_last: Option<OpId> = None;
         for (i, run) in runs.iter().enumerate() {
             let p = index(run.start.peer);
             let len = run_len(&run.body);
@@ -89,10 +91,7 @@ impl Sequence<String> {
                     flag |= RIGHT;
                 }
                 let predicted = match anchor.side {
-                    Side::Right => i.checked_sub(1).map(|j| {
-                        let prev = &runs[j];
-                        OpId::new(prev.start.peer, prev.start.counter + run_len(&prev.body) - 1)
-                    }),
+                    Side::Right => prev_last,
                     Side::Left => runs.get(i + 1).map(|next| next.start),
                 };
                 match anchor.parent {
@@ -108,6 +107,7 @@ impl Sequence<String> {
                 }
             }
             flags.push(flag);
+            prev_last = Some(OpId::new(run.start.peer, run.start.counter + len - 1));
         }
 
         let mut out = Vec::new();
@@ -132,21 +132,19 @@ impl Sequence<String> {
         Sequence::from_piece_list(list).map_err(malformed)
     }
 
-    /// The visible runs of an encoded compact text, `(first id, text)`, without building the
-    /// sequence (their order and anchors are not checked).
-    pub(crate) fn compact_visible_runs(
+    /// Call `f(first id, text)` for each visible run of an encoded compact text, without
+    /// building the sequence (the runs' order and anchors are not checked).
+    pub(crate) fn for_each_compact_visible_run(
         bytes: &[u8],
         budget: &mut Budget,
-    ) -> Result<Vec<(OpId, String)>, DecodeError> {
-        let runs = CompactRuns::parse(bytes, budget)?;
-        let mut out = Vec::new();
-        runs.for_each(budget, |start, _, text, _| {
+        mut f: impl FnMut(OpId, &str),
+    ) -> Result<(), DecodeError> {
+        CompactRuns::parse(bytes, budget)?.for_each(budget, |start, _, text, _| {
             if let Some(text) = text {
-                out.push((start, text.to_owned()));
+                f(start, text);
             }
             Ok(())
-        })?;
-        Ok(out)
+        })
     }
 }
 

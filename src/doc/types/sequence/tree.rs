@@ -152,7 +152,7 @@ impl<C: SeqContent> Pieces<C> {
         // Leaf `i / per_leaf` holds piece `i`.
         let per_leaf = MAX_PIECES / 2;
         let index = id_order.iter().map(|&i| (pieces[i as usize].start(), (i as usize / per_leaf) as u32));
-        tree.index = PeerMap::from_sorted(index.collect::<Vec<_>>());
+        tree.index = PeerMap::from_sorted(index);
         let mut pieces = pieces.into_iter().peekable();
         while pieces.peek().is_some() {
             let leaf = tree.leaves.len();
