@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
 use super::id::{Counter, IdSpan, OpId, PeerId};
-use super::op::{ContainerId, Op, ops_id_len};
+use super::op::{ContainerId, Op, TextInsertRef, ops_id_len};
 use super::version::Frontier;
 
 /// Consecutive operations of one replica: one transaction, or several that continue each other
@@ -210,15 +210,29 @@ impl Change {
         Ok(())
     }
 
-    /// [`Change::absorb`] of an owned change, giving back its emptied operation vector so that
-    /// a replica typing reuses one buffer for every keystroke's change.
-    pub(crate) fn absorb_owned(&mut self, mut next: Change) -> Result<Vec<Op>, Change> {
-        if !self.continued_by(&next) {
-            return Err(next);
+    /// Append local operation `op`, with first id `id` and `len` ids, made at `timestamp`, to
+    /// this change, whose ids end right before `id`: the transaction that made `op` started
+    /// this change or continues it (see [`super::change_log::ChangeLog::local_continues`]).
+    pub(crate) fn append_local(&mut self, op: Op, id: OpId, len: Counter, timestamp: Timestamp) {
+        self.take_header_parts(len, timestamp, !op.ignores_timestamp());
+        self.join_ops(id, std::iter::once(Cow::Owned(op)));
+    }
+
+    /// [`Change::append_local`] of a text insert that continues this change's last operation
+    /// (typing on), appended to that operation in place without building one; whether it did.
+    pub(crate) fn append_local_text(
+        &mut self,
+        insert: TextInsertRef<'_>,
+        id: OpId,
+        len: Counter,
+        timestamp: Timestamp,
+    ) -> bool {
+        let Some(last) = self.ops.last_mut() else { return false };
+        if !last.extend_text(insert, id) {
+            return false;
         }
-        self.take_header(&next);
-        self.join_ops(next.id, next.ops.drain(..).map(Cow::Owned));
-        Ok(next.ops)
+        self.take_header_parts(len, timestamp, false);
+        true
     }
 
     /// Whether `next` may be merged into this change (see [`Change::absorb`]).
@@ -233,13 +247,18 @@ impl Change {
 
     /// Take the length and timestamp of `next`, which continues this change.
     fn take_header(&mut self, next: &Change) {
-        if next.uses_timestamp {
-            self.timestamp = next.timestamp;
+        self.take_header_parts(next.len, next.timestamp, next.uses_timestamp);
+    }
+
+    /// Take `len` more ids, made at `timestamp`, which they depend on if `uses_timestamp`.
+    fn take_header_parts(&mut self, len: Counter, timestamp: Timestamp, uses_timestamp: bool) {
+        if uses_timestamp {
+            self.timestamp = timestamp;
             self.uses_timestamp = true;
         } else if !self.uses_timestamp {
-            self.timestamp = self.timestamp.max(next.timestamp);
+            self.timestamp = self.timestamp.max(timestamp);
         }
-        self.len += next.len;
+        self.len += len;
     }
 
     /// Append operations starting at id `next_id`, each joined onto the last one if it

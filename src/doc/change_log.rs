@@ -4,9 +4,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::change::Change;
+use super::clock::Timestamp;
 use super::frozen_history::{ChangesByPeer, FrozenHistory};
 use super::id::{Counter, OpId, PeerId};
-use super::op::Op;
+use super::op::{Op, TextInsertRef};
 use super::state_section::LamportIndex;
 use super::version::{Frontier, VersionVector};
 use crate::Error;
@@ -148,19 +149,72 @@ impl ChangeLog {
         changes.push(change.into_owned());
     }
 
-    /// [`ChangeLog::push`] of a change made here; when it merges into the last one, its
-    /// emptied operation vector comes back for the next transaction to fill.
-    pub(crate) fn push_local(&mut self, change: Change, merge: bool) -> Option<Vec<Op>> {
-        let changes = self.record(&change);
-        let change = match changes.last_mut() {
-            Some(last) if merge => match last.absorb_owned(change) {
-                Ok(ops) => return Some(ops),
-                Err(change) => change,
-            },
-            _ => change,
+    /// Whether the first operation of a local transaction made at `timestamp` may go into
+    /// `peer`'s last change rather than start one, as [`Change::absorb`] would merge them:
+    /// nothing has happened since that change (it is the only head, and the Lamport time has
+    /// not moved past it), and it does not depend on another timestamp.
+    pub(crate) fn local_continues(&self, peer: PeerId, timestamp: Timestamp) -> bool {
+        let Some(last) = self.changes().get(&peer).and_then(|list| list.last()) else { return false };
+        self.frontier.ids() == [last.last_id()]
+            && last.lamport_end() == self.lamport_end
+            && (!last.uses_timestamp || last.timestamp == timestamp)
+    }
+
+    /// Record local operation `op`, with first id `id` (its peer's next) and `len` ids, made
+    /// at `timestamp`: into the peer's last change if `into_last` (the operation's transaction
+    /// started that change, or [`Self::local_continues`] allowed continuing it), else as the
+    /// first operation of a new change on top of every head. The caller has checked that the
+    /// ids and Lamport times fit.
+    ///
+    /// A transaction records each operation as it is made, rather than a change when it
+    /// ends: typing on then appends to the stored change, with no change built and merged.
+    pub(crate) fn push_local_op(
+        &mut self,
+        op: Op,
+        id: OpId,
+        len: Counter,
+        timestamp: Timestamp,
+        into_last: bool,
+    ) {
+        let lamport = self.lamport_end;
+        let deps = self.advance_local(id, len);
+        let changes = self.changes_mut().entry(id.peer).or_default();
+        match changes.last_mut() {
+            Some(last) if into_last => last.append_local(op, id, len, timestamp),
+            _ => {
+                let uses_timestamp = !op.ignores_timestamp();
+                changes.push(Change { id, deps, lamport, timestamp, ops: vec![op], len, uses_timestamp });
+            }
+        }
+    }
+
+    /// [`Self::push_local_op`] of a text insert that continues the last operation of the
+    /// peer's last change (typing on), appended to it in place; whether it was. Only for an
+    /// operation that goes `into_last`.
+    pub(crate) fn push_local_text(
+        &mut self,
+        insert: TextInsertRef<'_>,
+        id: OpId,
+        len: Counter,
+        timestamp: Timestamp,
+    ) -> bool {
+        let Some(last) = self.changes_mut().get_mut(&id.peer).and_then(|list| list.last_mut()) else {
+            return false;
         };
-        changes.push(change);
-        None
+        if !last.append_local_text(insert, id, len, timestamp) {
+            return false;
+        }
+        self.advance_local(id, len);
+        true
+    }
+
+    /// Advance the version, frontier and Lamport end past local ids `id..id + len`; returns
+    /// the frontier before.
+    fn advance_local(&mut self, id: OpId, len: Counter) -> Frontier {
+        let Some(last) = len.checked_sub(1) else { return self.frontier.clone() };
+        self.version.set(id.peer, id.counter + len);
+        self.lamport_end += len;
+        std::mem::replace(&mut self.frontier, Frontier::from(OpId::new(id.peer, id.counter + last)))
     }
 
     /// Advance the version, frontier and Lamport end past `change`; returns its peer's list.

@@ -59,10 +59,12 @@ pub struct Document {
     events: Option<VecDeque<DocEvent>>,
     /// Root container ids handed to transactions, so that every keystroke's operation shares
     /// one name allocation (and compares by pointer) instead of allocating its own.
-    roots: Vec<ContainerId>,
-    /// The emptied operation vector of the last local change merged into the one before: the
-    /// next transaction fills it instead of allocating its own.
-    pub(crate) spare_ops: Vec<super::op::Op>,
+    pub(crate) roots: Vec<ContainerId>,
+}
+
+/// Whether `id` is root container `name` of type `kind`.
+fn is_root(id: &ContainerId, name: &str, kind: ContainerKind) -> bool {
+    matches!(id, ContainerId::Root { name: n, kind: k } if *k == kind && **n == *name)
 }
 
 /// What an import did.
@@ -199,26 +201,37 @@ impl Document {
             pending: BTreeMap::new(),
             events: None,
             roots: Vec::new(),
-            spare_ops: Vec::new(),
         }
     }
 
     /// The id of root container `name`, sharing the allocation of earlier ones.
     pub(crate) fn root_id(&mut self, name: &str, kind: ContainerKind) -> ContainerId {
-        /// Applications use a handful of roots; past this many, ids are simply not shared.
-        const MAX_SHARED: usize = 64;
-        let known = self
-            .roots
-            .iter()
-            .find(|id| matches!(id, ContainerId::Root { name: n, kind: k } if *k == kind && **n == *name));
+        let known = self.roots.iter().find(|id| is_root(id, name, kind));
         if let Some(id) = known {
             return id.clone();
         }
         let id = ContainerId::root(name, kind);
-        if self.roots.len() < MAX_SHARED {
-            self.roots.push(id.clone());
-        }
+        self.return_root(id.clone());
         id
+    }
+
+    /// [`Self::root_id`], taken out of the shared ids rather than cloned: cloning and dropping
+    /// a root id updates its name's atomic reference count twice, which costs as much as the
+    /// rest of a keystroke. Give it back with [`Self::return_root`].
+    pub(crate) fn lend_root(&mut self, name: &str, kind: ContainerKind) -> ContainerId {
+        match self.roots.iter().position(|id| is_root(id, name, kind)) {
+            Some(at) => self.roots.swap_remove(at),
+            None => ContainerId::root(name, kind),
+        }
+    }
+
+    /// Share root id `id` with later edits.
+    pub(crate) fn return_root(&mut self, id: ContainerId) {
+        /// Applications use a handful of roots; past this many, ids are simply not shared.
+        const MAX_SHARED: usize = 64;
+        if self.roots.len() < MAX_SHARED {
+            self.roots.push(id);
+        }
     }
 
     /// The peer id this replica edits as.

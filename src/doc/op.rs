@@ -206,6 +206,15 @@ impl OpContent {
     }
 }
 
+/// A text insert borrowed from the caller: typing on needs no [`Op`] built, only the text
+/// appended to the operation it continues.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TextInsertRef<'a> {
+    pub(crate) container: &'a ContainerId,
+    pub(crate) anchor: Anchor,
+    pub(crate) text: &'a str,
+}
+
 /// Sum of `id_len` over ops, refusing anything that does not fit a counter.
 pub(crate) fn ops_id_len(ops: &[Op]) -> Option<Counter> {
     ops.iter().try_fold(0 as Counter, |acc, op| acc.checked_add(Counter::try_from(op.content.id_len()).ok()?))
@@ -250,6 +259,21 @@ impl Op {
             self.content,
             OpContent::TextInsert { .. } | OpContent::ListInsert { .. } | OpContent::SeqDelete { .. }
         )
+    }
+
+    /// Append text insert `next`, whose first id is `next_id`, to this operation (whose ids end
+    /// right before `next_id`) if it continues it, as [`Op::absorb`] does; whether it did.
+    pub(crate) fn extend_text(&mut self, next: TextInsertRef<'_>, next_id: OpId) -> bool {
+        let continues = next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
+        match &mut self.content {
+            OpContent::TextInsert { text, .. }
+                if self.container == *next.container && Some(next.anchor) == continues =>
+            {
+                text.push_str(next.text);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Append `next` (whose first id is `next_id`) to this operation (whose ids end right before

@@ -117,6 +117,20 @@ impl DocState {
 
     /// Apply one validated operation. `id` is the op's first id, `ts` its change's timestamp.
     /// Returns the containers it created.
+    /// The text `id`, to edit; a root text not edited yet is created. `None` if `id` names no
+    /// text.
+    pub(crate) fn text_entry(&mut self, id: &ContainerId) -> Option<&mut Sequence<String>> {
+        // Looking first costs a second search, but `entry` would clone the id, and the atomic
+        // count of a root's name costs more.
+        if matches!(id, ContainerId::Root { .. }) && !self.containers.contains_key(id) {
+            self.containers.insert(id.clone(), ContainerState::new(id.kind()));
+        }
+        match self.containers.get_mut(id) {
+            Some(ContainerState::Text(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+
     pub(crate) fn apply(&mut self, id: OpId, ts: Timestamp, op: &Op) -> Vec<ContainerId> {
         let mut created = Vec::new();
         // One lookup when the container exists (nearly always); the id clone (a string for

@@ -1,11 +1,9 @@
 //! Transactions: several operations that become one change.
 
-use std::collections::BTreeSet;
-
-use super::change::Change;
-use super::clock::Timestamp;
-use super::id::{Counter, OpId};
-use super::op::{ContainerId, ContainerKind, Op, OpContent};
+use super::change_log::ChangeLog;
+use super::clock::{HybridClock, Timestamp};
+use super::id::{Counter, IdSpan, OpId, PeerId};
+use super::op::{ContainerId, ContainerKind, Op, OpContent, TextInsertRef};
 use super::types::CounterMut;
 use super::types::ListMut;
 use super::types::MapMut;
@@ -13,40 +11,63 @@ use super::types::MovableListMut;
 use super::types::OrSetMut;
 use super::types::RegisterMut;
 use super::types::TextMut;
+use super::types::sequence::Sequence;
 use crate::{Document, Error};
 
-/// The largest operation vector a document keeps for its next transaction (typing makes
-/// one or two operations per transaction).
-const SPARE_OPS: usize = 16;
+/// An operation checked by [`Transaction::reserve`]: its first id, its length in ids and the
+/// transaction's timestamp.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reserved {
+    pub(crate) id: OpId,
+    len: Counter,
+    pub(crate) timestamp: Timestamp,
+}
+
+/// [`Transaction::reserve`] once the container is known: the ids from `next` and the
+/// Lamport times must fit, and the transaction's `timestamp` is taken at its first operation.
+fn reserve_ids(
+    peer: PeerId,
+    log: &ChangeLog,
+    clock: &mut HybridClock,
+    next: Counter,
+    timestamp: &mut Option<Timestamp>,
+    len: usize,
+) -> Result<Reserved, Error> {
+    let len = Counter::try_from(len).map_err(|_| Error::CounterOverflow)?;
+    next.checked_add(len).ok_or(Error::CounterOverflow)?;
+    // Lamport time must fit too; it only runs out if a peer sent hostile Lamport times.
+    log.lamport_end().checked_add(len).ok_or(Error::CounterOverflow)?;
+    let timestamp = match *timestamp {
+        Some(ts) => ts,
+        None => *timestamp.insert(clock.tick()?),
+    };
+    Ok(Reserved { id: OpId::new(peer, next), len, timestamp })
+}
 
 /// A group of edits that becomes one [`Change`] when committed.
 ///
-/// Edits take effect on the document immediately (reads inside the transaction see them);
-/// the change is recorded, and a [`crate::DocEvent`] with [`crate::Origin::Local`] queued, when
-/// the transaction is committed or dropped. An edit that returns an error had no effect.
+/// Edits take effect on the document, and join its history, immediately: reads inside the
+/// transaction see them. When the transaction is committed or dropped, a [`crate::DocEvent`]
+/// with [`crate::Origin::Local`] is queued. An edit that returns an error had no effect.
+///
+/// [`Change`]: crate::Change
 pub struct Transaction<'d> {
     doc: &'d mut Document,
     start: Counter,
     next: Counter,
     timestamp: Option<Timestamp>,
-    ops: Vec<Op>,
-    uses_timestamp: bool,
-    changed: BTreeSet<ContainerId>,
+    /// Whether the next operation goes into the peer's last change: the transaction's own
+    /// once it has one, and decided at its first operation otherwise.
+    into_last: bool,
+    /// The containers changed, for the event (a vector: empty, it costs nothing to make and
+    /// drop, and a transaction touches few containers).
+    changed: Vec<ContainerId>,
 }
 
 impl<'d> Transaction<'d> {
     pub(crate) fn new(doc: &'d mut Document) -> Self {
         let start = doc.log.version().get(doc.peer);
-        let ops = std::mem::take(&mut doc.spare_ops);
-        Transaction {
-            doc,
-            start,
-            next: start,
-            timestamp: None,
-            ops,
-            uses_timestamp: false,
-            changed: BTreeSet::new(),
-        }
+        Transaction { doc, start, next: start, timestamp: None, into_last: false, changed: Vec::new() }
     }
 
     /// The document, for reading.
@@ -54,43 +75,96 @@ impl<'d> Transaction<'d> {
         self.doc
     }
 
-    /// Apply and record one operation; returns its first id.
-    pub(crate) fn push_op(&mut self, container: ContainerId, content: OpContent) -> Result<OpId, Error> {
-        if !self.doc.state.has_container(&container) {
+    /// Check that an operation of `len` ids on `container` can be made, before making it;
+    /// returns its first id, its length and the transaction's timestamp. The operation must
+    /// then be applied and recorded ([`Self::record`]) before any other is reserved.
+    pub(crate) fn reserve(&mut self, container: &ContainerId, len: usize) -> Result<Reserved, Error> {
+        if !self.doc.state.has_container(container) {
             return Err(Error::UnknownContainer);
         }
-        let len = Counter::try_from(content.id_len()).map_err(|_| Error::CounterOverflow)?;
-        let end = self.next.checked_add(len).ok_or(Error::CounterOverflow)?;
-        // Lamport time must fit too; it only runs out if a peer sent hostile Lamport times.
-        self.doc.log.lamport_end().checked_add(end - self.start).ok_or(Error::CounterOverflow)?;
-        let timestamp = match self.timestamp {
-            Some(ts) => ts,
-            None => {
-                let ts = self.doc.clock.tick()?;
-                self.timestamp = Some(ts);
-                ts
-            }
-        };
-        let id = OpId::new(self.doc.peer, self.next);
-        let op = Op { container, content };
-        let created = self.doc.state.apply(id, timestamp, &op);
-        // Only an event needs the set of changed containers.
+        let doc = &mut *self.doc;
+        reserve_ids(doc.peer, &doc.log, &mut doc.clock, self.next, &mut self.timestamp, len)
+    }
+
+    /// [`Self::reserve`] of an operation of `len` ids on text `id`, once `check` accepts the
+    /// text as it is; returns the text too, to apply the operation to. One lookup of the
+    /// text serves the check and the edit.
+    pub(crate) fn reserve_in_text(
+        &mut self,
+        id: &ContainerId,
+        len: usize,
+        check: impl FnOnce(&Sequence<String>) -> Result<(), Error>,
+    ) -> Result<(Reserved, &mut Sequence<String>), Error> {
+        let doc = &mut *self.doc;
+        let text = doc.state.text_entry(id).ok_or(Error::UnknownContainer)?;
+        check(text)?;
+        let reserved = reserve_ids(doc.peer, &doc.log, &mut doc.clock, self.next, &mut self.timestamp, len)?;
+        Ok((reserved, text))
+    }
+
+    /// Whether the operation about to be recorded goes into the peer's last change, and from
+    /// then on every operation of this transaction does.
+    fn take_into_last(&mut self, timestamp: Timestamp) -> bool {
+        let into_last = self.into_last
+            || (self.doc.config().merge_changes && self.doc.log.local_continues(self.doc.peer, timestamp));
+        self.into_last = true;
+        into_last
+    }
+
+    /// Note that `container` (and the containers the operation `created`) changed, for the
+    /// event; only an event needs the set.
+    fn note_changed(&mut self, container: &ContainerId, created: Vec<ContainerId>) {
         if self.doc.events_enabled() {
-            if !self.changed.contains(&op.container) {
-                self.changed.insert(op.container.clone());
+            if !self.changed.contains(container) {
+                self.changed.push(container.clone());
             }
             self.changed.extend(created);
         }
-        self.uses_timestamp |= !op.ignores_timestamp();
-        self.ops.push(op);
-        self.next = end;
-        Ok(id)
+    }
+
+    /// Apply and record one operation; returns its first id.
+    pub(crate) fn push_op(&mut self, container: ContainerId, content: OpContent) -> Result<OpId, Error> {
+        let reserved = self.reserve(&container, content.id_len())?;
+        let op = Op { container, content };
+        let created = self.doc.state.apply(reserved.id, reserved.timestamp, &op);
+        self.record(reserved, op, created);
+        Ok(reserved.id)
+    }
+
+    /// Record `op`, reserved and applied, which `created` the containers listed.
+    pub(crate) fn record(&mut self, reserved: Reserved, op: Op, created: Vec<ContainerId>) {
+        let Reserved { id, len, timestamp } = reserved;
+        debug_assert_eq!(id.counter, self.next, "an operation was reserved and not recorded");
+        self.note_changed(&op.container, created);
+        let into_last = self.take_into_last(timestamp);
+        self.doc.log.push_local_op(op, id, len, timestamp, into_last);
+        self.next += len;
+    }
+
+    /// [`Self::record`] of a text insert, from borrowed text: typing on appends it to the
+    /// stored operation it continues, with no operation built.
+    pub(crate) fn record_text_insert(&mut self, reserved: Reserved, insert: TextInsertRef<'_>) {
+        let Reserved { id, len, timestamp } = reserved;
+        debug_assert_eq!(id.counter, self.next, "an operation was reserved and not recorded");
+        self.note_changed(insert.container, Vec::new());
+        let into_last = self.take_into_last(timestamp);
+        if !(into_last && self.doc.log.push_local_text(insert, id, len, timestamp)) {
+            let content = OpContent::TextInsert { anchor: insert.anchor, text: insert.text.to_owned() };
+            let op = Op { container: insert.container.clone(), content };
+            self.doc.log.push_local_op(op, id, len, timestamp, into_last);
+        }
+        self.next += len;
     }
 
     /// Edit the root text named `name`.
     pub fn text(&mut self, name: &str) -> TextMut<'_, 'd> {
-        let id = self.doc.root_id(name, ContainerKind::Text);
-        TextMut::new(self, id)
+        let id = self.doc.lend_root(name, ContainerKind::Text);
+        TextMut::lent(self, id)
+    }
+
+    /// Give back a root id lent to an edit handle ([`Document::lend_root`]).
+    pub(crate) fn return_root(&mut self, id: ContainerId) {
+        self.doc.return_root(id);
     }
 
     /// Edit the root list named `name`.
@@ -178,32 +252,13 @@ impl<'d> Transaction<'d> {
     /// Record the change (if any edit was made). Dropping the transaction does the same.
     pub fn commit(self) {}
 
+    /// Queue the event of the transaction's edits, which the log already holds.
     fn finish(&mut self) {
-        let timestamp = match self.timestamp {
-            Some(timestamp) if !self.ops.is_empty() => timestamp,
-            // Nothing to record: the (empty) buffer serves the next transaction.
-            _ => {
-                self.doc.spare_ops = std::mem::take(&mut self.ops);
-                return;
-            }
-        };
-        let change = Change {
-            id: OpId::new(self.doc.peer, self.start),
-            deps: self.doc.log.frontier().clone(),
-            lamport: self.doc.log.lamport_end(),
-            timestamp,
-            ops: std::mem::take(&mut self.ops),
-            len: self.next - self.start,
-            uses_timestamp: self.uses_timestamp,
-        };
-        let span = change.span();
-        let merge = self.doc.config().merge_changes;
-        // A big transaction's buffer is let go: kept, it would hold its memory for good.
-        if let Some(ops) = self.doc.log.push_local(change, merge).filter(|ops| ops.capacity() <= SPARE_OPS) {
-            self.doc.spare_ops = ops;
-        }
-        if self.doc.events_enabled() {
-            let containers = std::mem::take(&mut self.changed).into_iter().collect();
+        if self.next > self.start && self.doc.events_enabled() {
+            let mut containers = std::mem::take(&mut self.changed);
+            containers.sort();
+            containers.dedup();
+            let span = IdSpan::new(OpId::new(self.doc.peer, self.start), self.next - self.start);
             self.doc.emit(super::event::Origin::Local, containers, vec![span]);
         }
     }
@@ -217,26 +272,72 @@ impl Drop for Transaction<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Document, PeerId};
+    use crate::{Document, DocumentConfig, PeerId};
 
     #[test]
-    fn typing_reuses_one_operation_buffer_and_a_big_transaction_does_not_keep_its_own() {
+    fn typing_on_grows_one_change_and_one_operation() {
         let mut doc = Document::new(PeerId::new(1));
         for (i, c) in "hello".chars().enumerate() {
             doc.transact().text("t").insert(i, &c.to_string()).unwrap();
         }
-        // Every keystroke merged into the change before it and handed its buffer on.
-        assert_eq!(doc.change_count(), 1);
-        assert!(doc.spare_ops.capacity() > 0 && doc.spare_ops.capacity() <= super::SPARE_OPS);
         {
-            // Inserting back to front makes one operation per character.
+            // Inserting back to front makes one operation per character, in the same change.
             let mut txn = doc.transact();
-            for _ in 0..100 {
+            for _ in 0..3 {
                 txn.text("t").insert(0, "x").unwrap();
             }
         }
-        assert_eq!(doc.change_count(), 1, "the big transaction merged too");
-        assert!(doc.spare_ops.capacity() < 100, "its 100-operation buffer was let go");
-        assert_eq!(doc.text("t").to_string(), format!("{}hello", "x".repeat(100)));
+        let changes = doc.changes_since(&crate::VersionVector::new()).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].len(), 8);
+        assert_eq!(changes[0].ops.len(), 4, "the keystrokes typed on joined one operation");
+        assert_eq!(doc.text("t").to_string(), "xxxhello");
+    }
+
+    #[test]
+    fn a_text_handle_gives_the_shared_root_id_back() {
+        let mut doc = Document::new(PeerId::new(1));
+        for i in 0..3 {
+            let mut txn = doc.transact();
+            txn.text("t").insert(2 * i, "a").unwrap();
+            txn.text("t").insert(0, "b").unwrap();
+        }
+        doc.transact().text("u").insert(0, "c").unwrap();
+        assert_eq!(doc.roots.len(), 2, "one shared id per root, lent and given back");
+        assert_eq!(doc.text("t").to_string(), "bbbaaa");
+    }
+
+    #[test]
+    fn a_change_from_elsewhere_ends_the_change_typing_was_growing() {
+        let mut a = Document::new(PeerId::new(1));
+        let mut b = Document::new(PeerId::new(2));
+        a.transact().text("t").insert(0, "ab").unwrap();
+        b.transact().text("t").insert(0, "xy").unwrap();
+        a.merge(&b).unwrap();
+        a.transact().text("t").insert(1, "c").unwrap();
+        let mine: Vec<_> = a
+            .changes_since(&crate::VersionVector::new())
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.peer() == a.peer_id())
+            .collect();
+        assert_eq!(mine.len(), 2, "the keystroke after the merge starts a change");
+        assert_eq!(mine[1].deps().ids().len(), 2, "on top of both heads");
+        b.merge(&a).unwrap();
+        assert_eq!(a.text("t").to_string(), b.text("t").to_string());
+    }
+
+    #[test]
+    fn without_merging_each_transaction_is_one_change() {
+        let config = DocumentConfig::default().with_merge_changes(false);
+        let mut doc = Document::with_config(PeerId::new(1), config);
+        for (i, c) in "abc".chars().enumerate() {
+            let mut txn = doc.transact();
+            txn.text("t").insert(2 * i, &c.to_string()).unwrap();
+            txn.text("t").insert(2 * i + 1, "-").unwrap();
+        }
+        let changes = doc.changes_since(&crate::VersionVector::new()).unwrap();
+        assert_eq!(changes.iter().map(|c| c.len()).collect::<Vec<_>>(), [2, 2, 2]);
+        assert_eq!(doc.text("t").to_string(), "a-b-c-");
     }
 }

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::sequence::Sequence;
-use crate::doc::id::OpId;
-use crate::doc::op::{ContainerId, OpContent};
+use crate::doc::id::{OpId, PeerId};
+use crate::doc::op::{ContainerId, ContainerKind, Op, OpContent, TextInsertRef};
 use crate::doc::transaction::Transaction;
 use crate::{Document, Error};
 
@@ -199,11 +199,18 @@ impl std::fmt::Display for TextRef<'_> {
 pub struct TextMut<'t, 'd> {
     txn: &'t mut Transaction<'d>,
     id: ContainerId,
+    /// Whether `id` is the document's shared root id, lent to this handle until it drops.
+    lent: bool,
 }
 
 impl<'t, 'd> TextMut<'t, 'd> {
     pub(crate) fn new(txn: &'t mut Transaction<'d>, id: ContainerId) -> Self {
-        TextMut { txn, id }
+        TextMut { txn, id, lent: false }
+    }
+
+    /// A handle on a root text whose id the document lent (see `Document::lend_root`).
+    pub(crate) fn lent(txn: &'t mut Transaction<'d>, id: ContainerId) -> Self {
+        TextMut { txn, id, lent: true }
     }
 
     fn seq(&self) -> Option<&Sequence<String>> {
@@ -217,29 +224,30 @@ impl<'t, 'd> TextMut<'t, 'd> {
 
     /// Insert `text` at `pos` (Unicode scalar position).
     pub fn insert(&mut self, pos: usize, text: &str) -> Result<(), Error> {
-        // One lookup of the container serves the bounds check and the anchor.
-        let seq = self.seq();
-        let len = seq.map_or(0, Sequence::len);
-        if pos > len {
-            return Err(Error::OutOfBounds { index: pos, len });
-        }
+        let in_bounds = |seq: &Sequence<String>| match seq.len() {
+            len if pos > len => Err(Error::OutOfBounds { index: pos, len }),
+            _ => Ok(()),
+        };
         if text.is_empty() {
-            return Ok(());
+            let len = self.read().len();
+            return if pos > len { Err(Error::OutOfBounds { index: pos, len }) } else { Ok(()) };
         }
-        let anchor = seq.map_or_else(|| Sequence::<String>::new().local_anchor(0), |s| s.local_anchor(pos));
-        self.txn.push_op(self.id.clone(), OpContent::TextInsert { anchor, text: text.to_owned() })?;
+        let (reserved, seq) = self.txn.reserve_in_text(&self.id, text.chars().count(), in_bounds)?;
+        let anchor = seq.insert_local(pos, reserved.id, text);
+        self.txn.record_text_insert(reserved, TextInsertRef { container: &self.id, anchor, text });
         Ok(())
     }
 
     /// Delete `len` characters starting at `pos`.
     pub fn delete(&mut self, pos: usize, len: usize) -> Result<(), Error> {
-        let seq = self.seq();
-        super::checked_range(pos, len, seq.map_or(0, Sequence::len))?;
+        let in_bounds = |seq: &Sequence<String>| super::checked_range(pos, len, seq.len()).map(drop);
         if len == 0 {
-            return Ok(());
+            return super::checked_range(pos, 0, self.read().len()).map(drop);
         }
-        let spans = seq.map(|s| s.visible_spans(pos, len)).unwrap_or_default();
-        self.txn.push_op(self.id.clone(), OpContent::SeqDelete { spans })?;
+        let (reserved, seq) = self.txn.reserve_in_text(&self.id, 1, in_bounds)?;
+        let spans = seq.delete_local(pos, len);
+        let op = Op { container: self.id.clone(), content: OpContent::SeqDelete { spans } };
+        self.txn.record(reserved, op, Vec::new());
         Ok(())
     }
 
@@ -278,5 +286,16 @@ impl<'t, 'd> TextMut<'t, 'd> {
             self.insert(old_index, &inserted)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for TextMut<'_, '_> {
+    fn drop(&mut self) {
+        if self.lent {
+            // A placeholder that owns nothing takes the id's place for the moment it has left.
+            let placeholder =
+                ContainerId::Child { id: OpId::new(PeerId::new(0), 0), kind: ContainerKind::Text };
+            self.txn.return_root(std::mem::replace(&mut self.id, placeholder));
+        }
     }
 }

@@ -7,8 +7,19 @@ use serde::de::DeserializeOwned;
 
 /// The content of a run of elements: characters of a text, items of a list.
 pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + DeserializeOwned {
+    /// The content borrowed: `str` for text, a slice of items for lists. A local edit hands
+    /// its content over borrowed, and the sequence copies it only where it needs a copy.
+    type Slice: ?Sized + ToOwned<Owned = Self>;
+
     /// Content without elements.
     fn empty() -> Self;
+
+    /// The number of elements of borrowed content.
+    fn slice_len(slice: &Self::Slice) -> usize;
+
+    /// The content, borrowed.
+    #[cfg(test)]
+    fn as_slice(&self) -> &Self::Slice;
 
     /// The number of elements (Unicode scalar values for text).
     fn len(&self) -> usize;
@@ -20,7 +31,7 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
     fn append(&mut self, other: Self);
 
     /// Append a copy of `other` at the end.
-    fn append_copy(&mut self, other: &Self);
+    fn append_copy(&mut self, other: &Self::Slice);
 
     /// [`Self::split_off`] for content known to hold `len` elements, which may be cheaper.
     fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
@@ -35,6 +46,9 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
         self.split_off_counted(from, to);
         tail
     }
+
+    /// Drop the first `n` elements of content known to hold `len`, in place.
+    fn remove_front(&mut self, n: usize, len: usize);
 
     /// Give back spare capacity if the content is small. Appends grow content by doubling, and
     /// a cut keeps the room of what it removed; once edits move on from a piece, that room is
@@ -74,8 +88,19 @@ pub(crate) fn byte_offset_counted(s: &str, chars: usize, len: usize) -> usize {
 }
 
 impl SeqContent for String {
+    type Slice = str;
+
     fn empty() -> Self {
         String::new()
+    }
+
+    fn slice_len(slice: &str) -> usize {
+        slice.chars().count()
+    }
+
+    #[cfg(test)]
+    fn as_slice(&self) -> &str {
+        self
     }
 
     fn len(&self) -> usize {
@@ -91,7 +116,7 @@ impl SeqContent for String {
         self.push_str(&other);
     }
 
-    fn append_copy(&mut self, other: &Self) {
+    fn append_copy(&mut self, other: &str) {
         self.push_str(other);
     }
 
@@ -105,6 +130,11 @@ impl SeqContent for String {
         let from = byte_offset_counted(self, from, to);
         self.truncate(from);
         tail
+    }
+
+    fn remove_front(&mut self, n: usize, len: usize) {
+        let at = byte_offset_counted(self, n, len);
+        self.drain(..at);
     }
 
     fn shrink_to_fit(&mut self) {
@@ -121,8 +151,19 @@ impl SeqContent for String {
 }
 
 impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for Vec<T> {
+    type Slice = [T];
+
     fn empty() -> Self {
         Vec::new()
+    }
+
+    fn slice_len(slice: &[T]) -> usize {
+        slice.len()
+    }
+
+    #[cfg(test)]
+    fn as_slice(&self) -> &[T] {
+        self
     }
 
     fn len(&self) -> usize {
@@ -144,8 +185,12 @@ impl<T: Clone + Debug + PartialEq + Serialize + DeserializeOwned> SeqContent for
         Vec::append(self, &mut other);
     }
 
-    fn append_copy(&mut self, other: &Self) {
+    fn append_copy(&mut self, other: &[T]) {
         self.extend_from_slice(other);
+    }
+
+    fn remove_front(&mut self, n: usize, _len: usize) {
+        self.drain(..n.min(<[T]>::len(self)));
     }
 
     fn shrink_to_fit(&mut self) {

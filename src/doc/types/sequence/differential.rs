@@ -73,25 +73,37 @@ impl<C: Make> Harness<C> {
         assert_eq!(at, self.oracle.insert(id, anchor, content));
     }
 
+    /// A local insert at `pos`, which must hang where the oracle's local anchor says.
+    fn insert_local(&mut self, pos: usize, id: OpId, content: C) {
+        let anchor = self.oracle.local_anchor(pos);
+        assert_eq!(self.seq.insert_local(pos, id, content.as_slice()), anchor, "insert_local({pos})");
+        self.oracle.insert(id, anchor, content);
+    }
+
     fn step(&mut self, s: &Step) {
         let len = self.seq.len();
         let (a, b, n) = (s.a as usize, s.b as usize, s.n as usize);
         let p = b % PEERS.len();
         match s.kind {
-            // A local run at a visible position.
-            0 | 1 => {
+            // A local run at a visible position, by the anchor and then the insert.
+            0 => {
                 let pos = a % (len + 1);
                 let anchor = self.seq.local_anchor(pos);
                 let id = self.take_id(p, n, b % 7 == 0);
                 self.insert(id, anchor, C::make(n, s.b));
             }
+            // The same as one local edit.
+            1 => {
+                let pos = a % (len + 1);
+                let id = self.take_id(p, n, b % 7 == 0);
+                self.insert_local(pos, id, C::make(n, s.b));
+            }
             // Local typing, one op per element, as editors send it.
             2 => {
                 let pos = a % (len + 1);
                 for i in 0..n {
-                    let anchor = self.seq.local_anchor(pos + i);
                     let id = self.take_id(p, 1, false);
-                    self.insert(id, anchor, C::make(1, s.b.wrapping_add(i as u32)));
+                    self.insert_local(pos + i, id, C::make(1, s.b.wrapping_add(i as u32)));
                 }
             }
             // A remote run anchored anywhere: any present element, either side, or the root;
@@ -112,12 +124,18 @@ impl<C: Make> Harness<C> {
                 let id = self.take_id(p, n, b % 3 == 0);
                 self.insert(id, anchor, C::make(n, s.a));
             }
-            // A local delete of visible elements.
+            // A local delete of visible elements, by ids or as one local edit.
             5 if len > 0 => {
                 let pos = a % len;
-                let spans = self.seq.visible_spans(pos, n);
-                assert_eq!(spans[..], self.oracle.visible_spans(pos, n)[..]);
-                assert_eq!(self.seq.delete(&spans), self.oracle.delete(&spans));
+                let expected = self.oracle.visible_spans(pos, n);
+                if b % 2 == 0 {
+                    let spans = self.seq.visible_spans(pos, n);
+                    assert_eq!(spans[..], expected[..]);
+                    assert_eq!(self.seq.delete(&spans), self.oracle.delete(&spans));
+                } else {
+                    assert_eq!(self.seq.delete_local(pos, n)[..], expected[..]);
+                    self.oracle.delete(&expected);
+                }
             }
             // A delete of an id span, possibly crossing absent and deleted ids.
             6 | 7 if !self.ids.is_empty() => {

@@ -220,9 +220,21 @@ impl<C> Default for Sequence<C> {
     }
 }
 
-/// The explicit children of `parent` in `map`, ascending.
+/// The explicit children of `parent` in `map`, ascending. The last parent is tried first: a
+/// local edit asks about the author's latest elements, which have no child or the last one.
 fn kids_of(map: &ByCounter<Kids>, parent: OpId) -> &[OpId] {
-    map.get(parent.peer).and_then(|m| m.get(&parent.counter)).map_or(&[], |k| k.as_slice())
+    let Some(by_counter) = map.get(parent.peer) else { return &[] };
+    match by_counter.last_key_value() {
+        Some((&last, kids)) if last <= parent.counter => {
+            if last == parent.counter {
+                kids
+            } else {
+                &[]
+            }
+        }
+        Some(_) => by_counter.get(&parent.counter).map_or(&[], |k| k.as_slice()),
+        None => &[],
+    }
 }
 
 /// The explicit children of `parent` in `map`, created empty if needed.
@@ -291,6 +303,89 @@ impl<C: SeqContent> Sequence<C> {
         }
     }
 
+    /// Insert `content`, with ids from `id`, at visible index `pos` (clamped to
+    /// [`Self::len`]) as a local edit, hung by the local insert convention (see the module
+    /// docs); returns the anchor, which the operation records. `id` is the author's next id.
+    pub fn insert_local(&mut self, pos: usize, id: OpId, content: &C::Slice) -> Anchor {
+        let pos = pos.min(self.len());
+        let len = C::slice_len(content);
+        let anchor = match self.type_on(pos, id, content) {
+            Some(anchor) => anchor,
+            None => {
+                let anchor = self.local_anchor(pos);
+                if self.insert_content(id, anchor, Cow::Borrowed(content)).is_none() {
+                    return anchor;
+                }
+                anchor
+            }
+        };
+        // The next keystroke most likely types on after the last element.
+        if let Some(last) = len.checked_sub(1).and_then(|n| Counter::try_from(n).ok()) {
+            self.pieces.remember(pos + len - 1, OpId::new(id.peer, id.counter + last));
+        }
+        anchor
+    }
+
+    /// The commonest local insert, typing on: the visible element right before `pos` is
+    /// `id - 1`, the author's latest element, which ends its piece and its chain and has no
+    /// other right child. The run then continues that chain and extends that piece in place,
+    /// with one position lookup and no search among siblings. `None`, having done nothing,
+    /// when the insert is anything else.
+    fn type_on(&mut self, pos: usize, id: OpId, content: &C::Slice) -> Option<Anchor> {
+        let prev = OpId::new(id.peer, id.counter.checked_sub(1)?);
+        let len = Counter::try_from(C::slice_len(content)).ok().filter(|&n| n > 0)?;
+        id.counter.checked_add(len)?;
+        let loc = self.pieces.find_visible(pos.checked_sub(1)?)?;
+        if self.pieces.id_at(loc) != prev || loc.offset + 1 != self.pieces.piece(loc).len {
+            return None;
+        }
+        if !kids_of(&self.right_kids, prev).is_empty() {
+            return None;
+        }
+        // The peer's last chain ending at `id` holds `prev`, and no id from `id` on is present.
+        let chain = self.segments.get_mut(id.peer)?.0.last_mut().filter(|chain| chain.end == id.counter)?;
+        chain.end += len;
+        self.pieces.extend(loc.leaf, loc.piece, len, Cow::Borrowed(content));
+        Some(Anchor::after(prev))
+    }
+
+    /// Tombstone the visible elements `pos..pos + len` (clamped to the sequence) as a local
+    /// edit; returns their ids, which the operation records, as [`Self::visible_spans`] gives
+    /// them.
+    pub fn delete_local(&mut self, pos: usize, len: usize) -> IdSpans {
+        let mut out = IdSpans::new();
+        let mut left = len;
+        // The elements on either side of the deletion, when they are in the same pieces as
+        // its ends: where a backspace or a forward delete goes next.
+        let (mut before, mut after) = (None, None);
+        while left > 0 {
+            // What is deleted stops being visible, so the rest starts at `pos` again.
+            let Some(loc) = self.pieces.find_visible(pos) else { break };
+            let rest = (self.pieces.piece(loc).len - loc.offset) as usize;
+            let take = Counter::try_from(rest.min(left)).unwrap_or(Counter::MAX);
+            let first = self.pieces.id_at(loc);
+            if out.is_empty() && loc.offset > 0 {
+                before = Some(OpId::new(first.peer, first.counter - 1));
+            }
+            after = (take < self.pieces.piece(loc).len - loc.offset)
+                .then(|| OpId::new(first.peer, first.counter + take));
+            push_span(&mut out, first, take);
+            let segments = &self.segments;
+            let deleted = self.pieces.delete(loc, take, |id| starts_chain(segments, id));
+            if deleted == 0 {
+                break;
+            }
+            left -= deleted;
+        }
+        if let Some(after) = after {
+            self.pieces.remember(pos, after);
+        }
+        if let (Some(before), Some(at)) = (before, pos.checked_sub(1)) {
+            self.pieces.remember(at, before);
+        }
+        out
+    }
+
     /// Whether a run of `len` elements with ids from `id` may be inserted at `anchor`: the
     /// parent exists (the root only on the right), `len > 0`, the ids fit a counter and none is
     /// present yet.
@@ -314,16 +409,16 @@ impl<C: SeqContent> Sequence<C> {
         }
     }
 
-    /// [`Sequence::insert`] of content the caller keeps (a change's operation), copied into
-    /// the sequence (appended when it continues a run), without working out the position,
-    /// which applying a remote change does not need.
-    pub fn insert_copy(&mut self, id: OpId, anchor: Anchor, content: &C) {
+    /// [`Sequence::insert`] of content the caller keeps (a change's operation, a local edit's
+    /// argument), copied into the sequence (appended when it continues a run), without
+    /// working out the position, which applying a change does not need.
+    pub fn insert_copy(&mut self, id: OpId, anchor: Anchor, content: &C::Slice) {
         self.insert_content(id, anchor, Cow::Borrowed(content));
     }
 
     /// Where the content went, or `None` if it was not inserted.
-    fn insert_content(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C>) -> Option<Loc> {
-        let n = content.len();
+    fn insert_content(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C::Slice>) -> Option<Loc> {
+        let n = C::slice_len(&content);
         let len = Counter::try_from(n).ok()?;
         if let Some((leaf, at)) = self.chain_end_slot(id, &anchor, len) {
             // Only `chain_end_slot`'s case: the chain grows, no tree edge is added.
@@ -653,6 +748,7 @@ mod compact;
 mod content;
 #[cfg(test)]
 mod differential;
+mod leaf_index;
 #[cfg(test)]
 mod oracle;
 mod peer_map;

@@ -1,5 +1,5 @@
 //! The document order: pieces in a B-tree whose nodes cache visible and total element counts,
-//! plus an index from each piece's first id to its leaf.
+//! plus an index from each id to its leaf ([`LeafIndex`]).
 //!
 //! Nodes live in two arenas (leaves and inner nodes) and name each other by index, which keeps
 //! the tree free of `unsafe` and of reference counting. Nothing is ever removed from the order
@@ -7,10 +7,9 @@
 //! the first one.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use super::SeqContent;
-use super::peer_map::{PeerMap, floor};
+use super::leaf_index::LeafIndex;
 use crate::doc::id::{Counter, OpId, PeerId};
 
 /// Pieces a leaf may hold before it splits: small enough that scanning a leaf is cheap, large
@@ -93,12 +92,13 @@ pub(super) struct Pieces<C> {
     inners: Vec<Inner>,
     /// The root inner node; meaningless while there are no leaves.
     root: usize,
-    /// Piece start to leaf, per peer. Leaves are numbered in `u32`, which halves the values:
-    /// the index has an entry per piece, and a leaf holds at least one piece of at least one
-    /// element, so there are far fewer leaves than a memory could hold elements.
-    index: PeerMap<BTreeMap<Counter, u32>>,
+    /// The leaf of each id.
+    index: LeafIndex,
     /// Where the last edit was: typing and deleting mostly happen next to the previous edit.
     cursor: Cursor,
+    /// Visible elements whose position the last edit left known, the likely places of the
+    /// next one: `(position, id)`. Any change of counts forgets them.
+    hints: [Option<(usize, OpId)>; 2],
 }
 
 /// The place of the last edit, so that the next one nearby needs neither an index lookup nor a
@@ -126,19 +126,15 @@ fn make_room<C>(pieces: &mut Vec<Piece<C>>, extra: usize) {
     }
 }
 
-/// Record in `index` that the piece starting at `start` is in `leaf`.
-fn index_piece(index: &mut PeerMap<BTreeMap<Counter, u32>>, start: OpId, leaf: usize) {
-    index.entry(start.peer).insert(start.counter, leaf as u32);
-}
-
 impl<C> Default for Pieces<C> {
     fn default() -> Self {
         Pieces {
             leaves: Vec::new(),
             inners: Vec::new(),
             root: 0,
-            index: PeerMap::default(),
+            index: LeafIndex::default(),
             cursor: Cursor::default(),
+            hints: [None; 2],
         }
     }
 }
@@ -151,8 +147,10 @@ impl<C: SeqContent> Pieces<C> {
         let mut tree = Self::default();
         // Leaf `i / per_leaf` holds piece `i`.
         let per_leaf = MAX_PIECES / 2;
-        let index = id_order.iter().map(|&i| (pieces[i as usize].start(), (i as usize / per_leaf) as u32));
-        tree.index = PeerMap::from_sorted(index);
+        tree.index = LeafIndex::from_sorted(id_order.iter().map(|&i| {
+            let piece = &pieces[i as usize];
+            (piece.start(), piece.end(), (i as usize / per_leaf) as u32)
+        }));
         let mut pieces = pieces.into_iter().peekable();
         while pieces.peek().is_some() {
             let leaf = tree.leaves.len();
@@ -225,19 +223,31 @@ impl<C: SeqContent> Pieces<C> {
                 }
             }
         }
-        let (start, &leaf) = floor(self.index.get(id.peer)?, id.counter)?;
-        let leaf = leaf as usize;
+        let leaf = self.index.leaf_of(id)?;
         let pieces = &self.leaves.get(leaf)?.pieces;
-        let first = OpId::new(id.peer, start);
-        let piece = pieces.iter().position(|p| p.start() == first)?;
-        let offset = id.counter - start;
-        (offset < pieces[piece].len).then_some(Loc { leaf, piece, offset })
+        let piece = pieces
+            .iter()
+            .position(|p| p.peer == id.peer && p.counter <= id.counter && id.counter < p.end())?;
+        Some(Loc { leaf, piece, offset: id.counter - pieces[piece].counter })
+    }
+
+    /// Note that the visible element `id` is at position `pos`, until counts change: the
+    /// caller knows where its edit left elements, and the next edit is most likely there.
+    pub(super) fn remember(&mut self, pos: usize, id: OpId) {
+        self.hints = [Some((pos, id)), self.hints[0]];
     }
 
     /// The location of the visible element at `pos`: one descent from the root.
     pub(super) fn find_visible(&self, pos: usize) -> Option<Loc> {
         if pos >= self.visible() {
             return None;
+        }
+        for &(at, id) in self.hints.iter().flatten() {
+            if at == pos
+                && let Some(loc) = self.locate(id)
+            {
+                return Some(loc);
+            }
         }
         if let Some(start) = self.cursor.start
             && let Some(rest) = pos.checked_sub(start)
@@ -398,7 +408,6 @@ impl<C: SeqContent> Pieces<C> {
         let content = piece.content.as_mut().map(|c| c.split_off_counted(at as usize, piece.len as usize));
         let tail = Piece::new(OpId::new(piece.peer, piece.counter + at), piece.len - at, content);
         piece.len = at;
-        index_piece(&mut self.index, tail.start(), leaf);
         make_room(&mut l.pieces, 1);
         l.pieces.insert(pi + 1, tail);
     }
@@ -415,29 +424,21 @@ impl<C: SeqContent> Pieces<C> {
         pi: usize,
         start: OpId,
         len: Counter,
-        content: Cow<'_, C>,
+        content: Cow<'_, C::Slice>,
         joins: bool,
     ) -> Loc {
         let (visible, total) = (len as isize, len as isize);
         let l = &mut self.leaves[leaf];
         if joins
-            && let Some(prev) = pi.checked_sub(1).and_then(|i| l.pieces.get_mut(i))
+            && let Some(prev) = pi.checked_sub(1).and_then(|i| l.pieces.get(i))
             && prev.peer == start.peer
             && prev.end() == start.counter
-            && let Some(prev_content) = prev.content.as_mut()
+            && prev.content.is_some()
         {
-            let offset = prev.len;
-            prev.len += len;
-            match content {
-                Cow::Owned(content) => prev_content.append(content),
-                Cow::Borrowed(content) => prev_content.append_copy(content),
-            }
-            self.adjust(leaf, visible, total);
-            self.edited(leaf, pi - 1);
-            return Loc { leaf, piece: pi - 1, offset };
+            return self.extend(leaf, pi - 1, len, content);
         }
         let piece = Piece::new(start, len, Some(content.into_owned()));
-        index_piece(&mut self.index, piece.start(), leaf);
+        self.index.place(start.peer, start.counter, start.counter.saturating_add(len), leaf);
         make_room(&mut l.pieces, 1);
         l.pieces.insert(pi, piece);
         self.adjust(leaf, visible, total);
@@ -451,6 +452,25 @@ impl<C: SeqContent> Pieces<C> {
             }
             _ => Loc { leaf, piece: pi, offset: 0 },
         }
+    }
+
+    /// Append `len` elements of `content` to visible piece `pi` of `leaf`, whose ids they
+    /// continue; returns where the first of them is.
+    pub(super) fn extend(&mut self, leaf: usize, pi: usize, len: Counter, content: Cow<'_, C::Slice>) -> Loc {
+        let piece = &mut self.leaves[leaf].pieces[pi];
+        let offset = piece.len;
+        let from = piece.end();
+        piece.len += len;
+        self.index.extend(piece.peer, from, piece.end(), leaf);
+        if let Some(have) = piece.content.as_mut() {
+            match content {
+                Cow::Owned(content) => have.append(content),
+                Cow::Borrowed(content) => have.append_copy(content),
+            }
+        }
+        self.adjust(leaf, len as isize, len as isize);
+        self.edited(leaf, pi);
+        Loc { leaf, piece: pi, offset }
     }
 
     /// Move the cursor to piece `piece` of `leaf`, just edited. Counts changed inside `leaf`
@@ -479,12 +499,16 @@ impl<C: SeqContent> Pieces<C> {
     /// Tombstone `len` elements from `loc` on, all in its piece, if the piece is visible;
     /// returns how many were deleted. `starts_chain` says which ids must stay piece starts.
     pub(super) fn delete(&mut self, loc: Loc, len: Counter, starts_chain: impl Fn(OpId) -> bool) -> usize {
+        if let Some(n) = self.grow_tombstone(loc, len, &starts_chain) {
+            return n;
+        }
         let (leaf, mut pi) = (loc.leaf, loc.piece);
         let l = &mut self.leaves[leaf];
         let piece = &mut l.pieces[pi];
         let (start, whole, from) = (piece.start(), piece.len, loc.offset);
         let to = from.saturating_add(len).min(whole);
         let Some(content) = piece.content.as_mut().filter(|_| from < to) else { return 0 };
+        let n = to - from;
         // Cut the piece into head (kept), tombstone and tail (kept) with one copy of the tail;
         // splitting twice would copy it twice.
         let tail = (to < whole).then(|| {
@@ -500,16 +524,14 @@ impl<C: SeqContent> Pieces<C> {
             }
             piece.len = from;
             pi += 1;
-            index_piece(&mut self.index, tombstone.start(), leaf);
             make_room(&mut l.pieces, 1);
             l.pieces.insert(pi, tombstone);
         }
         if let Some(tail) = tail {
-            index_piece(&mut self.index, tail.start(), leaf);
             make_room(&mut l.pieces, 1);
             l.pieces.insert(pi + 1, tail);
         }
-        let n = (to - from) as usize;
+        let n = n as usize;
         self.adjust(leaf, -(n as isize), 0);
         self.merge(leaf, pi, &starts_chain);
         if pi > 0 {
@@ -518,6 +540,67 @@ impl<C: SeqContent> Pieces<C> {
         self.edited(leaf, pi.saturating_sub(1));
         self.fix(leaf);
         n
+    }
+
+    /// [`Self::delete`] of the elements at one end of a visible piece, next to a tombstone
+    /// that they continue: backspacing and forward deleting. The tombstone takes them, with no
+    /// piece added or removed. `None`, having done nothing, for any other delete.
+    fn grow_tombstone(
+        &mut self,
+        loc: Loc,
+        len: Counter,
+        starts_chain: &impl Fn(OpId) -> bool,
+    ) -> Option<usize> {
+        let (leaf, pi, from) = (loc.leaf, loc.piece, loc.offset);
+        let pieces = &mut self.leaves[leaf].pieces;
+        let piece = &pieces[pi];
+        let (start, whole) = (piece.start(), piece.len);
+        let to = from.saturating_add(len).min(whole);
+        if from >= to || piece.content.is_none() {
+            return None;
+        }
+        let n = to - from;
+        if from > 0 && to == whole {
+            // The tombstone after the piece, continuing its ids, grows backwards.
+            let next = pieces.get(pi + 1)?;
+            if next.content.is_some()
+                || next.peer != start.peer
+                || next.counter != start.counter + whole
+                || starts_chain(next.start())
+            {
+                return None;
+            }
+            let piece = &mut pieces[pi];
+            piece.len = from;
+            if let Some(content) = piece.content.as_mut() {
+                content.cut(from as usize, whole as usize, whole as usize);
+            }
+            let next = &mut pieces[pi + 1];
+            next.counter -= n;
+            next.len += n;
+        } else if from == 0 && to < whole {
+            // The tombstone before the piece, which the piece's ids continue, grows forwards.
+            let prev = pieces.get(pi.checked_sub(1)?)?;
+            if prev.content.is_some()
+                || prev.peer != start.peer
+                || prev.end() != start.counter
+                || starts_chain(start)
+            {
+                return None;
+            }
+            let piece = &mut pieces[pi];
+            piece.counter += n;
+            piece.len -= n;
+            if let Some(content) = piece.content.as_mut() {
+                content.remove_front(n as usize, whole as usize);
+            }
+            pieces[pi - 1].len += n;
+        } else {
+            return None;
+        }
+        self.adjust(leaf, -(n as isize), 0);
+        self.edited(leaf, pi);
+        Some(n as usize)
     }
 
     /// Merge piece `pi + 1` of `leaf` into piece `pi` if they continue one chain with the same
@@ -537,9 +620,6 @@ impl<C: SeqContent> Pieces<C> {
         a.len += b.len;
         if let (Some(a), Some(b)) = (a.content.as_mut(), b.content) {
             a.append(b);
-        }
-        if let Some(index) = self.index.get_mut(b.peer) {
-            index.remove(&b.counter);
         }
     }
 
@@ -569,6 +649,8 @@ impl<C: SeqContent> Pieces<C> {
 
     /// Add to the counts of `leaf` and of every node above it.
     fn adjust(&mut self, leaf: usize, visible: isize, total: isize) {
+        // Positions may have moved.
+        self.hints = [None; 2];
         let l = &mut self.leaves[leaf];
         l.visible = l.visible.wrapping_add_signed(visible);
         l.total = l.total.wrapping_add_signed(total);
@@ -603,8 +685,20 @@ impl<C: SeqContent> Pieces<C> {
         if let Some(next) = next {
             self.leaves[next].prev = Some(new);
         }
-        for piece in &tail {
-            index_piece(&mut self.index, piece.start(), new);
+        // The moved ids, as few ranges as possible: a leaf's pieces are mostly cut from a few
+        // runs of consecutive ids.
+        let mut moved: Vec<(PeerId, Counter, Counter)> =
+            tail.iter().map(|p| (p.peer, p.counter, p.end())).collect();
+        moved.sort_unstable();
+        moved.dedup_by(|next, run| {
+            let joins = next.0 == run.0 && next.1 == run.2;
+            if joins {
+                run.2 = next.2;
+            }
+            joins
+        });
+        for (peer, from, to) in moved {
+            self.index.place(peer, from, to, new);
         }
         self.leaves.push(Leaf { pieces: tail, parent, prev: Some(leaf), next, visible, total });
         self.add_kid(parent, leaf, new);
@@ -707,16 +801,25 @@ impl<C: SeqContent> Pieces<C> {
                 if let Some(content) = &piece.content {
                     assert_eq!(content.len(), piece.len as usize);
                 }
-                assert_eq!(
-                    self.index.get(piece.peer).and_then(|m| m.get(&piece.counter)),
-                    Some(&(leaf as u32))
-                );
+                for counter in piece.counter..piece.end() {
+                    assert_eq!(
+                        self.index.leaf_of(OpId::new(piece.peer, counter)),
+                        Some(leaf),
+                        "index of {piece:?}"
+                    );
+                }
                 pieces += 1;
             }
         }
-        assert_eq!(self.index.iter().map(|(_, m)| m.len()).sum::<usize>(), pieces);
+        assert!(self.index.run_count() <= 2 * pieces);
+        self.index.check_ends();
         if let Some(start) = self.cursor.start {
             assert_eq!(start, self.climb(self.cursor.leaf), "stale cursor");
+        }
+        for &(pos, id) in self.hints.iter().flatten() {
+            let loc = self.locate(id).expect("hint at an absent element");
+            assert!(self.piece(loc).content.is_some(), "hint at a deleted element");
+            assert_eq!(self.visible_before(loc), pos, "stale hint");
         }
     }
 }
