@@ -157,7 +157,7 @@ impl<C: Make> Harness<C> {
         assert_eq!(seq.total_len(), oracle.total_len());
         assert_eq!(seq.to_content(), oracle.to_content());
         assert_eq!(postcard::to_allocvec(seq).unwrap(), postcard::to_allocvec(oracle).unwrap());
-        seq.pieces.check();
+        seq.check();
         let len = seq.len();
         let probe = probe as usize;
         let positions = [0, len / 2, len.saturating_sub(1), len, probe % (len + 1), (probe >> 8) % (len + 1)];
@@ -198,7 +198,7 @@ impl<C: Make> Harness<C> {
                 // The decoded form is a different tree shape (half-full nodes): same bytes.
                 let bytes = postcard::to_allocvec(&harness.seq).unwrap();
                 let back: Sequence<C> = postcard::from_bytes(&bytes).unwrap();
-                back.pieces.check();
+                back.check();
                 assert_eq!(postcard::to_allocvec(&back).unwrap(), bytes);
                 harness.seq = back;
             }

@@ -243,6 +243,7 @@ fn kids_mut(map: &mut ByCounter<Kids>, parent: OpId) -> &mut Kids {
 }
 
 /// Whether `id` starts a chain (has an explicit anchor) according to `segments`.
+#[cfg(test)]
 fn starts_chain(segments: &PeerMap<Chains>, id: OpId) -> bool {
     segments.get(id.peer).is_some_and(|m| m.get(id.counter).is_some())
 }
@@ -370,8 +371,7 @@ impl<C: SeqContent> Sequence<C> {
             after = (take < self.pieces.piece(loc).len - loc.offset)
                 .then(|| OpId::new(first.peer, first.counter + take));
             push_span(&mut out, first, take);
-            let segments = &self.segments;
-            let deleted = self.pieces.delete(loc, take, |id| starts_chain(segments, id));
+            let deleted = self.pieces.delete(loc, take);
             if deleted == 0 {
                 break;
             }
@@ -466,8 +466,7 @@ impl<C: SeqContent> Sequence<C> {
                 };
                 let rest = self.pieces.piece(loc).len - loc.offset;
                 let take = rest.min(hi - counter);
-                let segments = &self.segments;
-                deleted += self.pieces.delete(loc, take, |id| starts_chain(segments, id));
+                deleted += self.pieces.delete(loc, take);
                 counter += take;
             }
         }
@@ -542,6 +541,15 @@ impl<C: SeqContent> Sequence<C> {
         let mut out = C::empty();
         self.for_each_visible(|_, content| out.append(content.clone()));
         out
+    }
+
+    /// Check the tree's invariants, and that each piece knows whether it starts a chain.
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        self.pieces.check();
+        for piece in self.pieces.iter() {
+            assert_eq!(piece.starts_chain, starts_chain(&self.segments, piece.start()), "{piece:?}");
+        }
     }
 
     // ---- tree ------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ impl<C: SeqContent> PieceList<C> {
             }
             return Ok(());
         }
-        self.pieces.push(Piece::new(start, len, content));
+        self.pieces.push(Piece::new(start, len, content, anchor.is_some()));
         self.anchors.push(anchor);
         Ok(())
     }

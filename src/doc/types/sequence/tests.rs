@@ -31,7 +31,7 @@ fn full_order<C: SeqContent>(seq: &Sequence<C>) -> Vec<OpId> {
 
 /// Check the internal bookkeeping against the pieces and the tree.
 fn check<C: SeqContent>(seq: &Sequence<C>) {
-    seq.pieces.check();
+    seq.check();
     let mut stored = Vec::new();
     for piece in seq.pieces.iter() {
         push_range(&mut stored, piece.peer, piece.counter, piece.end());

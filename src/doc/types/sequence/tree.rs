@@ -32,11 +32,16 @@ pub(super) struct Piece<C> {
     pub(super) len: Counter,
     /// `None` once deleted: tombstones keep their ids and place, not their content.
     pub(super) content: Option<C>,
+    /// Whether the first element starts a chain (has an explicit anchor), so that the piece
+    /// never merges into the one before. Kept here because deleting asks it of neighbouring
+    /// pieces all the time, and the chains, a long sorted vector, answer it with a search
+    /// that misses the cache.
+    pub(super) starts_chain: bool,
 }
 
 impl<C> Piece<C> {
-    pub(super) fn new(start: OpId, len: Counter, content: Option<C>) -> Self {
-        Piece { peer: start.peer, counter: start.counter, len, content }
+    pub(super) fn new(start: OpId, len: Counter, content: Option<C>, starts_chain: bool) -> Self {
+        Piece { peer: start.peer, counter: start.counter, len, content, starts_chain }
     }
 
     /// The first id.
@@ -406,7 +411,7 @@ impl<C: SeqContent> Pieces<C> {
             return;
         }
         let content = piece.content.as_mut().map(|c| c.split_off_counted(at as usize, piece.len as usize));
-        let tail = Piece::new(OpId::new(piece.peer, piece.counter + at), piece.len - at, content);
+        let tail = Piece::new(OpId::new(piece.peer, piece.counter + at), piece.len - at, content, false);
         piece.len = at;
         make_room(&mut l.pieces, 1);
         l.pieces.insert(pi + 1, tail);
@@ -437,7 +442,7 @@ impl<C: SeqContent> Pieces<C> {
         {
             return self.extend(leaf, pi - 1, len, content);
         }
-        let piece = Piece::new(start, len, Some(content.into_owned()));
+        let piece = Piece::new(start, len, Some(content.into_owned()), !joins);
         self.index.place(start.peer, start.counter, start.counter.saturating_add(len), leaf);
         make_room(&mut l.pieces, 1);
         l.pieces.insert(pi, piece);
@@ -497,9 +502,9 @@ impl<C: SeqContent> Pieces<C> {
     }
 
     /// Tombstone `len` elements from `loc` on, all in its piece, if the piece is visible;
-    /// returns how many were deleted. `starts_chain` says which ids must stay piece starts.
-    pub(super) fn delete(&mut self, loc: Loc, len: Counter, starts_chain: impl Fn(OpId) -> bool) -> usize {
-        if let Some(n) = self.grow_tombstone(loc, len, &starts_chain) {
+    /// returns how many were deleted.
+    pub(super) fn delete(&mut self, loc: Loc, len: Counter) -> usize {
+        if let Some(n) = self.grow_tombstone(loc, len) {
             return n;
         }
         let (leaf, mut pi) = (loc.leaf, loc.piece);
@@ -513,9 +518,10 @@ impl<C: SeqContent> Pieces<C> {
         // splitting twice would copy it twice.
         let tail = (to < whole).then(|| {
             let content = content.cut(from as usize, to as usize, whole as usize);
-            Piece::new(OpId::new(start.peer, start.counter + to), whole - to, Some(content))
+            Piece::new(OpId::new(start.peer, start.counter + to), whole - to, Some(content), false)
         });
-        let tombstone = Piece::new(OpId::new(start.peer, start.counter + from), to - from, None);
+        let starts = from == 0 && piece.starts_chain;
+        let tombstone = Piece::new(OpId::new(start.peer, start.counter + from), to - from, None, starts);
         if from == 0 {
             *piece = tombstone;
         } else {
@@ -533,9 +539,9 @@ impl<C: SeqContent> Pieces<C> {
         }
         let n = n as usize;
         self.adjust(leaf, -(n as isize), 0);
-        self.merge(leaf, pi, &starts_chain);
+        self.merge(leaf, pi);
         if pi > 0 {
-            self.merge(leaf, pi - 1, &starts_chain);
+            self.merge(leaf, pi - 1);
         }
         self.edited(leaf, pi.saturating_sub(1));
         self.fix(leaf);
@@ -545,12 +551,7 @@ impl<C: SeqContent> Pieces<C> {
     /// [`Self::delete`] of the elements at one end of a visible piece, next to a tombstone
     /// that they continue: backspacing and forward deleting. The tombstone takes them, with no
     /// piece added or removed. `None`, having done nothing, for any other delete.
-    fn grow_tombstone(
-        &mut self,
-        loc: Loc,
-        len: Counter,
-        starts_chain: &impl Fn(OpId) -> bool,
-    ) -> Option<usize> {
+    fn grow_tombstone(&mut self, loc: Loc, len: Counter) -> Option<usize> {
         let (leaf, pi, from) = (loc.leaf, loc.piece, loc.offset);
         let pieces = &mut self.leaves[leaf].pieces;
         let piece = &pieces[pi];
@@ -566,7 +567,7 @@ impl<C: SeqContent> Pieces<C> {
             if next.content.is_some()
                 || next.peer != start.peer
                 || next.counter != start.counter + whole
-                || starts_chain(next.start())
+                || next.starts_chain
             {
                 return None;
             }
@@ -584,7 +585,7 @@ impl<C: SeqContent> Pieces<C> {
             if prev.content.is_some()
                 || prev.peer != start.peer
                 || prev.end() != start.counter
-                || starts_chain(start)
+                || piece.starts_chain
             {
                 return None;
             }
@@ -605,13 +606,13 @@ impl<C: SeqContent> Pieces<C> {
 
     /// Merge piece `pi + 1` of `leaf` into piece `pi` if they continue one chain with the same
     /// status.
-    fn merge(&mut self, leaf: usize, pi: usize, starts_chain: &impl Fn(OpId) -> bool) {
+    fn merge(&mut self, leaf: usize, pi: usize) {
         let pieces = &mut self.leaves[leaf].pieces;
         let (Some(a), Some(b)) = (pieces.get(pi), pieces.get(pi + 1)) else { return };
         let joins = a.peer == b.peer
             && a.end() == b.counter
             && a.content.is_some() == b.content.is_some()
-            && !starts_chain(b.start());
+            && !b.starts_chain;
         if !joins {
             return;
         }
