@@ -31,6 +31,18 @@ pub(crate) struct ChangeLog {
     trimmed_frontier: Frontier,
     /// Lamport time one past every operation ever seen (including trimmed ones).
     lamport_end: u32,
+    /// The local change the next transaction may continue (see [`Self::local_continues`]):
+    /// set when a local operation is recorded, cleared by anything else that changes the
+    /// history. The next transaction's first operation asks, and this answers without a search.
+    open_local: Option<OpenLocal>,
+}
+
+/// The peer's last change, which nothing has followed since.
+#[derive(Clone, Copy, Debug)]
+struct OpenLocal {
+    peer: PeerId,
+    /// The change's timestamp, if its operations depend on it.
+    timestamp: Option<Timestamp>,
 }
 
 impl ChangeLog {
@@ -44,6 +56,7 @@ impl ChangeLog {
             frontier,
             trimmed,
             lamport_end,
+            open_local: None,
         }
     }
 
@@ -65,6 +78,7 @@ impl ChangeLog {
             trimmed,
             trimmed_frontier,
             lamport_end,
+            open_local: None,
         }
     }
 
@@ -138,6 +152,7 @@ impl ChangeLog {
     /// continues the peer's previous one (see [`Change::absorb`]) joins it, so a peer typing
     /// costs one stored change per burst rather than one per keystroke.
     pub(crate) fn push(&mut self, change: Cow<'_, Change>, merge: bool) {
+        self.open_local = None;
         let changes = self.record(&change);
         let change = match changes.last_mut() {
             Some(last) if merge => match last.absorb(change) {
@@ -154,10 +169,22 @@ impl ChangeLog {
     /// nothing has happened since that change (it is the only head, and the Lamport time has
     /// not moved past it), and it does not depend on another timestamp.
     pub(crate) fn local_continues(&self, peer: PeerId, timestamp: Timestamp) -> bool {
+        let open = self.open_local.is_some_and(|open| open.peer == peer && open.timestamp.is_none_or(|t| t == timestamp));
+        debug_assert_eq!(open, self.local_continues_searched(peer, timestamp), "stale open local change");
+        open
+    }
+
+    /// [`Self::local_continues`], worked out from the stored changes.
+    fn local_continues_searched(&self, peer: PeerId, timestamp: Timestamp) -> bool {
         let Some(last) = self.changes().get(&peer).and_then(|list| list.last()) else { return false };
         self.frontier.ids() == [last.last_id()]
             && last.lamport_end() == self.lamport_end
             && (!last.uses_timestamp || last.timestamp == timestamp)
+    }
+
+    /// Note that `peer`'s last change just took a local operation.
+    fn opened(&mut self, peer: PeerId, uses_timestamp: bool, timestamp: Timestamp) {
+        self.open_local = Some(OpenLocal { peer, timestamp: uses_timestamp.then_some(timestamp) });
     }
 
     /// Record local operation `op`, with first id `id` (its peer's next) and `len` ids, made
@@ -179,13 +206,18 @@ impl ChangeLog {
         let lamport = self.lamport_end;
         let deps = self.advance_local(id, len);
         let changes = self.changes_mut().entry(id.peer).or_default();
-        match changes.last_mut() {
-            Some(last) if into_last => last.append_local(op, id, len, timestamp),
+        let (uses_timestamp, timestamp) = match changes.last_mut() {
+            Some(last) if into_last => {
+                last.append_local(op, id, len, timestamp);
+                (last.uses_timestamp, last.timestamp)
+            }
             _ => {
                 let uses_timestamp = !op.ignores_timestamp();
                 changes.push(Change { id, deps, lamport, timestamp, ops: vec![op], len, uses_timestamp });
+                (uses_timestamp, timestamp)
             }
-        }
+        };
+        self.opened(id.peer, uses_timestamp, timestamp);
     }
 
     /// [`Self::push_local_op`] of a text insert that continues the last operation of the
@@ -204,7 +236,9 @@ impl ChangeLog {
         if !last.append_local_text(insert, id, len, timestamp) {
             return false;
         }
+        let (uses_timestamp, timestamp) = (last.uses_timestamp, last.timestamp);
         self.advance_local(id, len);
+        self.opened(id.peer, uses_timestamp, timestamp);
         true
     }
 
@@ -385,6 +419,7 @@ impl ChangeLog {
     /// Drop every change inside `version` (whose heads are `frontier`), cutting a change that
     /// `version` holds in part; the caller keeps their effect in a base state.
     pub(crate) fn trim(&mut self, version: &VersionVector, frontier: Frontier) {
+        self.open_local = None;
         for (peer, changes) in self.changes_mut().iter_mut() {
             let end = version.get(*peer);
             changes.retain(|c| c.id.counter + c.len > end);

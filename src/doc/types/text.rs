@@ -232,8 +232,9 @@ impl<'t, 'd> TextMut<'t, 'd> {
             let len = self.read().len();
             return if pos > len { Err(Error::OutOfBounds { index: pos, len }) } else { Ok(()) };
         }
-        let (reserved, seq) = self.txn.reserve_in_text(&self.id, text.chars().count(), in_bounds)?;
-        let anchor = seq.insert_local(pos, reserved.id, text);
+        let chars = text.chars().count();
+        let (reserved, seq) = self.txn.reserve_in_text(&self.id, chars, in_bounds)?;
+        let anchor = seq.insert_local(pos, reserved.id, text, chars);
         self.txn.record_text_insert(reserved, TextInsertRef { container: &self.id, anchor, text });
         Ok(())
     }

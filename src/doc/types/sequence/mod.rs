@@ -306,15 +306,16 @@ impl<C: SeqContent> Sequence<C> {
 
     /// Insert `content`, with ids from `id`, at visible index `pos` (clamped to
     /// [`Self::len`]) as a local edit, hung by the local insert convention (see the module
-    /// docs); returns the anchor, which the operation records. `id` is the author's next id.
-    pub fn insert_local(&mut self, pos: usize, id: OpId, content: &C::Slice) -> Anchor {
+    /// docs); returns the anchor, which the operation records. `id` is the author's next id,
+    /// and `len` the number of elements of `content`, which the caller has counted.
+    pub fn insert_local(&mut self, pos: usize, id: OpId, content: &C::Slice, len: usize) -> Anchor {
+        debug_assert_eq!(len, C::slice_len(content));
         let pos = pos.min(self.len());
-        let len = C::slice_len(content);
-        let anchor = match self.type_on(pos, id, content) {
+        let anchor = match self.type_on(pos, id, content, len) {
             Some(anchor) => anchor,
             None => {
                 let anchor = self.local_anchor(pos);
-                if self.insert_content(id, anchor, Cow::Borrowed(content)).is_none() {
+                if self.insert_counted(id, anchor, Cow::Borrowed(content), len).is_none() {
                     return anchor;
                 }
                 anchor
@@ -332,9 +333,9 @@ impl<C: SeqContent> Sequence<C> {
     /// other right child. The run then continues that chain and extends that piece in place,
     /// with one position lookup and no search among siblings. `None`, having done nothing,
     /// when the insert is anything else.
-    fn type_on(&mut self, pos: usize, id: OpId, content: &C::Slice) -> Option<Anchor> {
+    fn type_on(&mut self, pos: usize, id: OpId, content: &C::Slice, len: usize) -> Option<Anchor> {
         let prev = OpId::new(id.peer, id.counter.checked_sub(1)?);
-        let len = Counter::try_from(C::slice_len(content)).ok().filter(|&n| n > 0)?;
+        let len = Counter::try_from(len).ok().filter(|&n| n > 0)?;
         id.counter.checked_add(len)?;
         let loc = self.pieces.find_visible(pos.checked_sub(1)?)?;
         if self.pieces.id_at(loc) != prev || loc.offset + 1 != self.pieces.piece(loc).len {
@@ -419,6 +420,11 @@ impl<C: SeqContent> Sequence<C> {
     /// Where the content went, or `None` if it was not inserted.
     fn insert_content(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C::Slice>) -> Option<Loc> {
         let n = C::slice_len(&content);
+        self.insert_counted(id, anchor, content, n)
+    }
+
+    /// [`Self::insert_content`] of content known to hold `n` elements.
+    fn insert_counted(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C::Slice>, n: usize) -> Option<Loc> {
         let len = Counter::try_from(n).ok()?;
         if let Some((leaf, at)) = self.chain_end_slot(id, &anchor, len) {
             // Only `chain_end_slot`'s case: the chain grows, no tree edge is added.
