@@ -169,7 +169,9 @@ impl ChangeLog {
     /// nothing has happened since that change (it is the only head, and the Lamport time has
     /// not moved past it), and it does not depend on another timestamp.
     pub(crate) fn local_continues(&self, peer: PeerId, timestamp: Timestamp) -> bool {
-        let open = self.open_local.is_some_and(|open| open.peer == peer && open.timestamp.is_none_or(|t| t == timestamp));
+        let open = self
+            .open_local
+            .is_some_and(|open| open.peer == peer && open.timestamp.is_none_or(|t| t == timestamp));
         debug_assert_eq!(open, self.local_continues_searched(peer, timestamp), "stale open local change");
         open
     }

@@ -117,16 +117,23 @@ impl DocState {
 
     /// Apply one validated operation. `id` is the op's first id, `ts` its change's timestamp.
     /// Returns the containers it created.
-    /// The text `id`, to edit; a root text not edited yet is created. `None` if `id` names no
-    /// text.
-    pub(crate) fn text_entry(&mut self, id: &ContainerId) -> Option<&mut Sequence<String>> {
-        // Looking first costs a second search, but `entry` would clone the id, and the atomic
-        // count of a root's name costs more.
-        if matches!(id, ContainerId::Root { .. }) && !self.containers.contains_key(id) {
-            self.containers.insert(id.clone(), ContainerState::new(id.kind()));
-        }
+    /// Whether container `id` has a state: a root gets its state when first edited.
+    pub(crate) fn has_state(&self, id: &ContainerId) -> bool {
+        self.containers.contains_key(id)
+    }
+
+    /// The text `id`, to edit.
+    pub(crate) fn text_mut(&mut self, id: &ContainerId) -> Option<&mut Sequence<String>> {
         match self.containers.get_mut(id) {
             Some(ContainerState::Text(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+
+    /// The state of text `id`, created empty if it has none; `None` if `id` names no text.
+    pub(crate) fn create_text(&mut self, id: &ContainerId) -> Option<&mut Sequence<String>> {
+        match self.containers.entry(id.clone()).or_insert_with(|| ContainerState::new(id.kind())) {
+            ContainerState::Text(seq) => Some(seq),
             _ => None,
         }
     }

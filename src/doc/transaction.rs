@@ -44,7 +44,8 @@ fn reserve_ids(
     Ok(Reserved { id: OpId::new(peer, next), len, timestamp })
 }
 
-/// A group of edits that becomes one [`Change`] when committed.
+/// A group of edits recorded as one [`Change`] (which typing on may continue: see
+/// [`crate::DocumentConfig::merge_changes`]).
 ///
 /// Edits take effect on the document, and join its history, immediately: reads inside the
 /// transaction see them. When the transaction is committed or dropped, a [`crate::DocEvent`]
@@ -88,7 +89,8 @@ impl<'d> Transaction<'d> {
 
     /// [`Self::reserve`] of an operation of `len` ids on text `id`, once `check` accepts the
     /// text as it is; returns the text too, to apply the operation to. One lookup of the
-    /// text serves the check and the edit.
+    /// text serves the check and the edit. A root text not edited yet is created, once
+    /// nothing can fail any more.
     pub(crate) fn reserve_in_text(
         &mut self,
         id: &ContainerId,
@@ -96,9 +98,19 @@ impl<'d> Transaction<'d> {
         check: impl FnOnce(&Sequence<String>) -> Result<(), Error>,
     ) -> Result<(Reserved, &mut Sequence<String>), Error> {
         let doc = &mut *self.doc;
-        let text = doc.state.text_entry(id).ok_or(Error::UnknownContainer)?;
-        check(text)?;
-        let reserved = reserve_ids(doc.peer, &doc.log, &mut doc.clock, self.next, &mut self.timestamp, len)?;
+        let (peer, next, timestamp) = (doc.peer, self.next, &mut self.timestamp);
+        if doc.state.has_state(id) {
+            let text = doc.state.text_mut(id).ok_or(Error::UnknownContainer)?;
+            check(text)?;
+            let reserved = reserve_ids(peer, &doc.log, &mut doc.clock, next, timestamp, len)?;
+            return Ok((reserved, text));
+        }
+        if !matches!(id, ContainerId::Root { kind: ContainerKind::Text, .. }) {
+            return Err(Error::UnknownContainer);
+        }
+        check(&Sequence::new())?;
+        let reserved = reserve_ids(peer, &doc.log, &mut doc.clock, next, timestamp, len)?;
+        let text = doc.state.create_text(id).ok_or(Error::UnknownContainer)?;
         Ok((reserved, text))
     }
 
@@ -249,7 +261,8 @@ impl<'d> Transaction<'d> {
         Ok(OrSetMut::new(self, id))
     }
 
-    /// Record the change (if any edit was made). Dropping the transaction does the same.
+    /// End the transaction: its edits are in the history already, and its event is queued.
+    /// Dropping the transaction does the same.
     pub fn commit(self) {}
 
     /// Queue the event of the transaction's edits, which the log already holds.
@@ -292,6 +305,17 @@ mod tests {
         assert_eq!(changes[0].len(), 8);
         assert_eq!(changes[0].ops.len(), 4, "the keystrokes typed on joined one operation");
         assert_eq!(doc.text("t").to_string(), "xxxhello");
+    }
+
+    #[test]
+    fn a_failed_first_edit_of_a_root_text_leaves_no_trace() {
+        let mut doc = Document::new(PeerId::new(1));
+        assert!(doc.transact().text("t").insert(1, "x").is_err());
+        assert!(doc.transact().text("t").delete(0, 1).is_err());
+        assert!(doc.containers().is_empty(), "no state was made for the text");
+        assert!(doc.version().is_empty() && doc.change_count() == 0);
+        doc.transact().text("t").insert(0, "x").unwrap();
+        assert_eq!(doc.containers().len(), 1);
     }
 
     #[test]

@@ -76,7 +76,11 @@ impl<C: Make> Harness<C> {
     /// A local insert at `pos`, which must hang where the oracle's local anchor says.
     fn insert_local(&mut self, pos: usize, id: OpId, content: C) {
         let anchor = self.oracle.local_anchor(pos);
-        assert_eq!(self.seq.insert_local(pos, id, content.as_slice(), content.len()), anchor, "insert_local({pos})");
+        assert_eq!(
+            self.seq.insert_local(pos, id, content.as_slice(), content.len()),
+            anchor,
+            "insert_local({pos})"
+        );
         self.oracle.insert(id, anchor, content);
     }
 

@@ -369,13 +369,13 @@ impl<C: SeqContent> Sequence<C> {
             if out.is_empty() && loc.offset > 0 {
                 before = Some(OpId::new(first.peer, first.counter - 1));
             }
-            after = (take < self.pieces.piece(loc).len - loc.offset)
-                .then(|| OpId::new(first.peer, first.counter + take));
+            let rest_after = take < self.pieces.piece(loc).len - loc.offset;
             push_span(&mut out, first, take);
             let deleted = self.pieces.delete(loc, take);
             if deleted == 0 {
                 break;
             }
+            after = rest_after.then(|| OpId::new(first.peer, first.counter + take));
             left -= deleted;
         }
         if let Some(after) = after {
@@ -424,7 +424,13 @@ impl<C: SeqContent> Sequence<C> {
     }
 
     /// [`Self::insert_content`] of content known to hold `n` elements.
-    fn insert_counted(&mut self, id: OpId, anchor: Anchor, content: Cow<'_, C::Slice>, n: usize) -> Option<Loc> {
+    fn insert_counted(
+        &mut self,
+        id: OpId,
+        anchor: Anchor,
+        content: Cow<'_, C::Slice>,
+        n: usize,
+    ) -> Option<Loc> {
         let len = Counter::try_from(n).ok()?;
         if let Some((leaf, at)) = self.chain_end_slot(id, &anchor, len) {
             // Only `chain_end_slot`'s case: the chain grows, no tree edge is added.
