@@ -72,9 +72,15 @@ pub fn apply_patches(doc: &mut Document, txn: &Txn) -> Result<(), String> {
     }
     let mut t = doc.transact();
     let mut text = t.text("text");
+    // Empty parts are skipped, as an editor would skip them (and as benches/peers drives the
+    // other libraries).
     for (pos, del, ins) in &txn.patches {
-        text.delete(*pos, *del).map_err(|e| format!("delete {pos}+{del}: {e}"))?;
-        text.insert(*pos, ins).map_err(|e| format!("insert at {pos}: {e}"))?;
+        if *del > 0 {
+            text.delete(*pos, *del).map_err(|e| format!("delete {pos}+{del}: {e}"))?;
+        }
+        if !ins.is_empty() {
+            text.insert(*pos, ins).map_err(|e| format!("insert at {pos}: {e}"))?;
+        }
     }
     Ok(())
 }
