@@ -33,7 +33,7 @@ pub(crate) struct ChangeLog {
     lamport_end: u32,
     /// The local change the next transaction may continue (see [`Self::local_continues`]):
     /// set when a local operation is recorded, cleared by anything else that changes the
-    /// history. The next transaction's first operation asks, and this answers without a search.
+    /// history. While it is set, the next transaction's first operation needs no search.
     open_local: Option<OpenLocal>,
 }
 
@@ -169,11 +169,19 @@ impl ChangeLog {
     /// nothing has happened since that change (it is the only head, and the Lamport time has
     /// not moved past it), and it does not depend on another timestamp.
     pub(crate) fn local_continues(&self, peer: PeerId, timestamp: Timestamp) -> bool {
-        let open = self
-            .open_local
-            .is_some_and(|open| open.peer == peer && open.timestamp.is_none_or(|t| t == timestamp));
-        debug_assert_eq!(open, self.local_continues_searched(peer, timestamp), "stale open local change");
-        open
+        match self.open_local {
+            Some(open) if open.peer == peer => {
+                let continues = open.timestamp.is_none_or(|t| t == timestamp);
+                debug_assert_eq!(
+                    continues,
+                    self.local_continues_searched(peer, timestamp),
+                    "stale open local change"
+                );
+                continues
+            }
+            // Not known open (a remote change came in, or the log was loaded): look.
+            _ => self.local_continues_searched(peer, timestamp),
+        }
     }
 
     /// [`Self::local_continues`], worked out from the stored changes.

@@ -331,6 +331,18 @@ mod tests {
         assert_eq!(doc.text("t").to_string(), "bbbaaa");
     }
 
+    /// Found by the convergence fuzzer: the log's note of the open local change is lost
+    /// when a document is loaded, and typing on must still continue the loaded change.
+    #[test]
+    fn typing_on_after_a_load_continues_the_loaded_change() {
+        let mut doc = Document::new(PeerId::new(1));
+        doc.transact().text("t").insert(0, "ab").unwrap();
+        let mut doc = Document::load(&doc.encode(), PeerId::new(1)).unwrap();
+        doc.transact().text("t").insert(2, "c").unwrap();
+        assert_eq!(doc.change_count(), 1);
+        assert_eq!(doc.text("t").to_string(), "abc");
+    }
+
     #[test]
     fn a_change_from_elsewhere_ends_the_change_typing_was_growing() {
         let mut a = Document::new(PeerId::new(1));

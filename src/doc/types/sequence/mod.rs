@@ -19,11 +19,17 @@
 //! The document order is a B-tree of pieces (consecutive ids of one chain, all visible or all
 //! deleted) in [`tree`]: leaves hold pieces, and every node caches its visible and total element
 //! counts, so finding a visible position and counting the elements before an element take
-//! O(log n). An index from each piece's first id to its leaf finds an id in O(log n) too.
-//! Edits cluster, so the tree also keeps a cursor at the last edit (its leaf, and how many
-//! visible elements precede that leaf): typing or deleting next to it needs neither a descent
-//! from the root nor an index lookup, and a keystroke that continues the piece before it is
-//! appended to that piece in place. Tombstones keep their ids and place but not their content.
+//! O(log n). An index of which leaf holds each id ([`leaf_index`], runs of counters per leaf,
+//! touched only when ids change leaves) finds an id in O(log n) too. Edits cluster, so the
+//! tree also keeps a cursor at the last edit (its leaf, and how many visible elements precede
+//! that leaf), and the positions the last edit left known: typing or deleting next to it
+//! needs neither a descent from the root nor an index lookup. A keystroke that continues the
+//! piece before it is appended to that piece in place, and a backspace or forward delete next
+//! to a tombstone grows that tombstone. Tombstones keep their ids and place but not their
+//! content.
+//!
+//! Local edits ([`Sequence::insert_local`], [`Sequence::delete_local`]) find their position
+//! once and apply there; the anchor or the ids they return are what the operation records.
 //!
 //! Chains are kept per peer as a vector of 24-byte records sorted by first counter: a peer's
 //! ids arrive in counter order, so a new chain is pushed at the end. Explicit children are kept
@@ -32,7 +38,7 @@
 //! from branch to branch instead of walking a chain element by element. Per-peer maps are sorted
 //! vectors ([`peer_map`]), since peers are few.
 //!
-//! Memory is dominated by the pieces, then the per-element indexes. Pieces are 40 bytes; leaves
+//! Memory is dominated by the pieces, then the per-element indexes. Pieces are 48 bytes; leaves
 //! grow a few pieces at a time rather than doubling, and content the cursor leaves behind is
 //! trimmed of the spare room that typing (doubling) and deleting (truncating) left in it.
 //! Decoding builds every map in one go, so B-tree nodes start full.

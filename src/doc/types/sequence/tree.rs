@@ -21,8 +21,8 @@ const MAX_KIDS: usize = if cfg!(test) { 4 } else { 32 };
 
 /// Consecutive ids of one chain, adjacent in document order, all visible or all deleted.
 ///
-/// The first id is kept as its two parts: an [`OpId`] pads to 16 bytes, and next to `len` the
-/// parts make a 40-byte piece instead of 48. Pieces are most of a sequence's memory.
+/// The first id is kept as its two parts, packed with `len` and the chain flag: a piece takes
+/// 48 bytes, and pieces are most of a sequence's memory.
 #[derive(Clone, Debug)]
 pub(super) struct Piece<C> {
     /// The peer of the ids.
