@@ -216,8 +216,9 @@ impl Document {
     }
 
     /// [`Self::root_id`], taken out of the shared ids rather than cloned: cloning and dropping
-    /// a root id updates its name's atomic reference count twice, which costs as much as the
-    /// rest of a keystroke. Give it back with [`Self::return_root`].
+    /// a root id updates its name's atomic reference count twice (10 to 24 ns a pair on the
+    /// 2-core test machine, where typing a character costs about 60 ns in all). Give it back
+    /// with [`Self::return_root`].
     pub(crate) fn lend_root(&mut self, name: &str, kind: ContainerKind) -> ContainerId {
         match self.roots.iter().position(|id| is_root(id, name, kind)) {
             Some(at) => self.roots.swap_remove(at),
