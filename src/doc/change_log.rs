@@ -45,6 +45,13 @@ struct OpenLocal {
     timestamp: Option<Timestamp>,
 }
 
+impl OpenLocal {
+    /// `change`, which just took a local operation.
+    fn of(change: &Change) -> Self {
+        OpenLocal { peer: change.id.peer, timestamp: change.uses_timestamp.then_some(change.timestamp) }
+    }
+}
+
 impl ChangeLog {
     /// A log whose history below `trimmed` is gone (a document loaded from a state snapshot).
     pub(crate) fn with_trimmed(trimmed: VersionVector, frontier: Frontier, lamport_end: u32) -> Self {
@@ -192,11 +199,6 @@ impl ChangeLog {
             && (!last.uses_timestamp || last.timestamp == timestamp)
     }
 
-    /// Note that `peer`'s last change just took a local operation.
-    fn opened(&mut self, peer: PeerId, uses_timestamp: bool, timestamp: Timestamp) {
-        self.open_local = Some(OpenLocal { peer, timestamp: uses_timestamp.then_some(timestamp) });
-    }
-
     /// Record local operation `op`, with first id `id` (its peer's next) and `len` ids, made
     /// at `timestamp`: into the peer's last change if `into_last` (the operation's transaction
     /// started that change, or [`Self::local_continues`] allowed continuing it), else as the
@@ -216,18 +218,14 @@ impl ChangeLog {
         let lamport = self.lamport_end;
         let deps = self.advance_local(id, len);
         let changes = self.changes_mut().entry(id.peer).or_default();
-        let (uses_timestamp, timestamp) = match changes.last_mut() {
-            Some(last) if into_last => {
-                last.append_local(op, id, len, timestamp);
-                (last.uses_timestamp, last.timestamp)
-            }
+        match changes.last_mut() {
+            Some(last) if into_last => last.append_local(op, id, len, timestamp),
             _ => {
                 let uses_timestamp = !op.ignores_timestamp();
                 changes.push(Change { id, deps, lamport, timestamp, ops: vec![op], len, uses_timestamp });
-                (uses_timestamp, timestamp)
             }
-        };
-        self.opened(id.peer, uses_timestamp, timestamp);
+        }
+        self.open_local = changes.last().map(OpenLocal::of);
     }
 
     /// [`Self::push_local_op`] of a text insert that continues the last operation of the
@@ -246,9 +244,8 @@ impl ChangeLog {
         if !last.append_local_text(insert, id, len, timestamp) {
             return false;
         }
-        let (uses_timestamp, timestamp) = (last.uses_timestamp, last.timestamp);
+        self.open_local = Some(OpenLocal::of(last));
         self.advance_local(id, len);
-        self.opened(id.peer, uses_timestamp, timestamp);
         true
     }
 

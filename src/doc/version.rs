@@ -167,7 +167,7 @@ impl Frontier {
     /// were `deps`: the dependencies stop being heads and `last` becomes one.
     pub(crate) fn advance(&mut self, deps: &Frontier, last: OpId) {
         if self.0 == deps.0 {
-            // The commonest case, every local change: made on top of all heads, it replaces them.
+            // The commonest case, a peer typing on: made on top of all heads, it replaces them.
             self.0.clear();
             self.0.push(last);
             return;

@@ -224,16 +224,13 @@ impl<'t, 'd> TextMut<'t, 'd> {
 
     /// Insert `text` at `pos` (Unicode scalar position).
     pub fn insert(&mut self, pos: usize, text: &str) -> Result<(), Error> {
-        let in_bounds = |seq: &Sequence<String>| match seq.len() {
-            len if pos > len => Err(Error::OutOfBounds { index: pos, len }),
-            _ => Ok(()),
-        };
+        let in_bounds =
+            |len: usize| if pos > len { Err(Error::OutOfBounds { index: pos, len }) } else { Ok(()) };
         if text.is_empty() {
-            let len = self.read().len();
-            return if pos > len { Err(Error::OutOfBounds { index: pos, len }) } else { Ok(()) };
+            return in_bounds(self.read().len());
         }
         let chars = text.chars().count();
-        let (reserved, seq) = self.txn.reserve_in_text(&self.id, chars, in_bounds)?;
+        let (reserved, seq) = self.txn.reserve_in_text(&self.id, chars, |seq| in_bounds(seq.len()))?;
         let anchor = seq.insert_local(pos, reserved.id, text, chars);
         self.txn.record_text_insert(reserved, TextInsertRef { container: &self.id, anchor, text });
         Ok(())

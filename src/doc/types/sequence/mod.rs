@@ -231,15 +231,11 @@ impl<C> Default for Sequence<C> {
 fn kids_of(map: &ByCounter<Kids>, parent: OpId) -> &[OpId] {
     let Some(by_counter) = map.get(parent.peer) else { return &[] };
     match by_counter.last_key_value() {
-        Some((&last, kids)) if last <= parent.counter => {
-            if last == parent.counter {
-                kids
-            } else {
-                &[]
-            }
+        Some((&last, kids)) if last == parent.counter => kids,
+        Some((&last, _)) if last > parent.counter => {
+            by_counter.get(&parent.counter).map_or(&[], |k| k.as_slice())
         }
-        Some(_) => by_counter.get(&parent.counter).map_or(&[], |k| k.as_slice()),
-        None => &[],
+        _ => &[],
     }
 }
 
