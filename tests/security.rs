@@ -9,7 +9,7 @@ use common::net::Net;
 use crdt_sync::auth::{
     AuthDecision, AuthRequest, Authenticator, Identity, Permission, TokenClaims, sign_token,
 };
-use crdt_sync::wire::{CloseReason, ErrorCode, Message, WireLimits, encode_frame};
+use crdt_sync::wire::{CloseReason, ErrorCode, Message, PROTOCOL_VERSION, WireLimits, encode_frame};
 use crdt_sync::{
     AcceptError, Awareness, AwarenessConfig, AwarenessServer, ClientConfig, ClientEvent, ConnectionStatus,
     HmacAuthenticator, PeerId, ProtocolError, Server, ServerConfig, ServerEvent,
@@ -392,8 +392,8 @@ fn authentication_can_be_answered_later_within_the_handshake_timeout() {
 
 fn hello(peer: u64) -> Vec<u8> {
     encode_frame(&[Message::Hello {
-        min_version: 1,
-        max_version: 1,
+        min_version: PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
         peer: PeerId::new(peer),
         client_name: "raw".into(),
         token: Vec::new(),
@@ -474,7 +474,7 @@ fn unfinished_handshakes_are_limited_per_address() {
 
 /// The start of an lz4 frame whose payload claims to be `declared` bytes long.
 fn lz4_frame_declaring(declared: u64) -> Vec<u8> {
-    let mut frame = vec![1, 0b1];
+    let mut frame = vec![PROTOCOL_VERSION, 0b1];
     let mut rest = declared;
     while rest >= 0x80 {
         frame.push((rest as u8) | 0x80);
@@ -523,7 +523,7 @@ fn oversized_frames_bombs_and_garbage_close_only_their_connection() {
         Some((ErrorCode::UnsupportedVersion, CloseReason::UnsupportedVersion))
     );
     let garbage = net.add_raw().unwrap();
-    net.send_raw(garbage, &[1, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    net.send_raw(garbage, &[PROTOCOL_VERSION, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
     assert_eq!(closed_with(&net, garbage), Some((ErrorCode::Malformed, CloseReason::ProtocolViolation)));
 
     net.edit(good, "doc", "unbothered");
@@ -606,8 +606,8 @@ fn a_client_lying_about_what_it_received_is_closed_when_its_queue_fills() {
         let (mut sink, stream) = ws.split();
         let frame = encode_frame(&[
             Message::Hello {
-                min_version: 1,
-                max_version: 1,
+                min_version: PROTOCOL_VERSION,
+                max_version: PROTOCOL_VERSION,
                 peer: PeerId::new(66),
                 client_name: "liar".into(),
                 token: vec![],

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
 use super::id::{Counter, IdSpan, OpId, PeerId};
-use super::op::{ContainerId, Op, TextInsertRef, ops_id_len};
+use super::op::{ContainerId, LocalEdit, Op, ops_id_len};
 use super::version::Frontier;
 
 /// Consecutive operations of one replica: one transaction, or several that continue each other
@@ -218,17 +218,18 @@ impl Change {
         self.join_ops(id, std::iter::once(Cow::Owned(op)));
     }
 
-    /// [`Change::append_local`] of a text insert that continues this change's last operation
-    /// (typing on), appended to that operation in place without building one; whether it did.
-    pub(crate) fn append_local_text(
+    /// [`Change::append_local`] of an edit that continues this change's last operation (typing
+    /// on, backspacing), appended to that operation in place without building one; whether it
+    /// did.
+    pub(crate) fn append_local_edit(
         &mut self,
-        insert: TextInsertRef<'_>,
+        edit: LocalEdit<'_>,
         id: OpId,
         len: Counter,
         timestamp: Timestamp,
     ) -> bool {
         let Some(last) = self.ops.last_mut() else { return false };
-        if !last.extend_text(insert, id) {
+        if !last.extend_local(edit, id) {
             return false;
         }
         self.take_header_parts(len, timestamp, false);

@@ -7,7 +7,7 @@ use super::change::Change;
 use super::clock::Timestamp;
 use super::frozen_history::{ChangesByPeer, FrozenHistory};
 use super::id::{Counter, OpId, PeerId};
-use super::op::{Op, TextInsertRef};
+use super::op::{LocalEdit, Op};
 use super::state_section::LamportIndex;
 use super::version::{Frontier, VersionVector};
 use crate::Error;
@@ -228,12 +228,12 @@ impl ChangeLog {
         self.open_local = changes.last().map(OpenLocal::of);
     }
 
-    /// [`Self::push_local_op`] of a text insert that continues the last operation of the
-    /// peer's last change (typing on), appended to it in place; whether it was. Only for an
+    /// [`Self::push_local_op`] of an edit that continues the last operation of the peer's last
+    /// change (typing on, backspacing), appended to it in place; whether it was. Only for an
     /// operation that goes `into_last`.
-    pub(crate) fn push_local_text(
+    pub(crate) fn push_local_edit(
         &mut self,
-        insert: TextInsertRef<'_>,
+        edit: LocalEdit<'_>,
         id: OpId,
         len: Counter,
         timestamp: Timestamp,
@@ -241,7 +241,7 @@ impl ChangeLog {
         let Some(last) = self.changes_mut().get_mut(&id.peer).and_then(|list| list.last_mut()) else {
             return false;
         };
-        if !last.append_local_text(insert, id, len, timestamp) {
+        if !last.append_local_edit(edit, id, len, timestamp) {
             return false;
         }
         self.open_local = Some(OpenLocal::of(last));

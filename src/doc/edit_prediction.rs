@@ -13,19 +13,20 @@ pub(crate) struct EditPrediction {
     /// inserted, or left of the first element they deleted (where Fugue puts text typed after
     /// a backspace).
     pub(crate) cursor: Option<Anchor>,
-    /// The counter of the author's latest delete op and the first id it deleted: a delete
-    /// right after it most likely removes the element before (another backspace).
-    last_delete: Option<(Counter, OpId)>,
+    /// Where the author's latest delete op ended (the counter after its last id) and the
+    /// element it removed last, with the direction of that removal: a delete right after it
+    /// most likely removes the next element that way (another backspace or forward delete).
+    last_delete: Option<(Counter, OpId, bool)>,
 }
 
 impl EditPrediction {
     /// The most likely first id deleted by `author`'s delete op with counter `op`, as a peer
-    /// and a counter that may be -1: the element before the previous backspace's, or the
-    /// author's own previous id (deleting what was just typed).
+    /// and a counter that may be -1: the element next to the one the previous delete removed
+    /// last, or the author's own previous id (deleting what was just typed).
     pub(crate) fn predicted_delete(&self, author: PeerId, op: Counter) -> (PeerId, i64) {
         match self.last_delete {
-            Some((last_op, start)) if last_op.checked_add(1) == Some(op) => {
-                (start.peer, i64::from(start.counter) - 1)
+            Some((end, last, forward)) if end == op => {
+                (last.peer, i64::from(last.counter) + if forward { 1 } else { -1 })
             }
             _ => (author, i64::from(op) - 1),
         }
@@ -44,9 +45,13 @@ impl EditPrediction {
                 }
             }
             OpContent::SeqDelete { spans } => {
-                if let Some(first) = spans.first() {
-                    self.cursor = Some(Anchor { parent: Some(first.start), side: Side::Left });
-                    self.last_delete = Some((id.counter, first.start));
+                let end = Counter::try_from(content.id_len()).ok().and_then(|n| id.counter.checked_add(n));
+                if let (Some(run), Some(end)) = (spans.last(), end) {
+                    // After backspaces the cursor is left of the lowest element removed, after
+                    // forward deletes left of the first one: the run's lowest either way.
+                    self.cursor = Some(Anchor { parent: Some(run.span.start), side: Side::Left });
+                    let forward = !run.backward && run.span.len > 1;
+                    self.last_delete = Some((end, run.last(), forward));
                 }
             }
             _ => {}

@@ -6,6 +6,7 @@ pub(crate) mod clock;
 pub(crate) mod codec;
 pub(crate) mod columnar;
 pub(crate) mod config;
+pub(crate) mod deletion;
 pub(crate) mod document;
 pub(crate) mod edit_prediction;
 pub(crate) mod event;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
-use super::id::{Counter, IdSpans, OpId};
+use super::deletion::{DeleteRun, DeleteRuns, push_runs, slice_runs};
+use super::id::{Counter, IdSpan, OpId};
 use super::types::sequence::{Anchor, byte_offset_counted};
 use super::value::Value;
 
@@ -156,8 +157,9 @@ pub(crate) enum OpContent {
     TextInsert { anchor: Anchor, text: String },
     /// Insert items into a list; one id per item.
     ListInsert { anchor: Anchor, items: Vec<Element> },
-    /// Delete elements of a text or list by id.
-    SeqDelete { spans: IdSpans },
+    /// Delete elements of a text or list by id; one id per element, the `i`-th id naming the
+    /// `i`-th element of the runs (see [`super::deletion`]).
+    SeqDelete { spans: DeleteRuns },
     /// Insert items into a movable list; item `i` gets element id and position id `id + i`.
     MovableInsert { anchor: Anchor, items: Vec<Element> },
     /// Move an element of a movable list to a new position (the op id names the position).
@@ -184,6 +186,7 @@ impl OpContent {
         match self {
             OpContent::TextInsert { text, .. } => text.chars().count(),
             OpContent::ListInsert { items, .. } | OpContent::MovableInsert { items, .. } => items.len(),
+            OpContent::SeqDelete { spans } => spans.iter().map(|run| run.span.len as usize).sum(),
             _ => 1,
         }
     }
@@ -206,13 +209,36 @@ impl OpContent {
     }
 }
 
-/// A text insert borrowed from the caller: typing on needs no [`Op`] built, only the text
-/// appended to the operation it continues.
+/// A local edit borrowed from the caller: typing on, backspacing and deleting forward need no
+/// [`Op`] built, only the edit appended to the operation it continues.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct TextInsertRef<'a> {
-    pub(crate) container: &'a ContainerId,
-    pub(crate) anchor: Anchor,
-    pub(crate) text: &'a str,
+pub(crate) enum LocalEdit<'a> {
+    /// Insert `text` into the text `container` at `anchor`.
+    TextInsert { container: &'a ContainerId, anchor: Anchor, text: &'a str },
+    /// Delete the elements `spans` (in document order) of the text or list `container`.
+    Delete { container: &'a ContainerId, spans: &'a [IdSpan] },
+}
+
+impl LocalEdit<'_> {
+    /// The container edited.
+    pub(crate) fn container(&self) -> &ContainerId {
+        match self {
+            LocalEdit::TextInsert { container, .. } | LocalEdit::Delete { container, .. } => container,
+        }
+    }
+
+    /// The edit as an operation of its own.
+    pub(crate) fn to_op(self) -> Op {
+        let content = match self {
+            LocalEdit::TextInsert { anchor, text, .. } => {
+                OpContent::TextInsert { anchor, text: text.to_owned() }
+            }
+            LocalEdit::Delete { spans, .. } => {
+                OpContent::SeqDelete { spans: super::deletion::forward_runs(spans.iter().copied()) }
+            }
+        };
+        Op { container: self.container().clone(), content }
+    }
 }
 
 /// Sum of `id_len` over ops, refusing anything that does not fit a counter.
@@ -222,9 +248,10 @@ pub(crate) fn ops_id_len(ops: &[Op]) -> Option<Counter> {
 
 impl Op {
     /// The part of the operation holding its ids `from..to` (relative to its first id `first`,
-    /// `from < to <= id_len`). Only runs (text and list inserts) hold more than one id; the
-    /// tail of a run hangs right after the id before it, which is where Fugue puts the
-    /// continuation of a run anyway, so the pieces together mean exactly what the whole meant.
+    /// `from < to <= id_len`). Only runs (inserts and deletes) hold more than one id. The
+    /// tail of an insert hangs right after the id before it, which is where Fugue puts the
+    /// continuation of a run anyway, and the `i`-th id of a delete names its `i`-th element, so
+    /// the pieces together mean exactly what the whole meant.
     pub(crate) fn slice(&self, first: OpId, from: usize, to: usize) -> Op {
         let anchor_at = |anchor: &Anchor| {
             if from == 0 {
@@ -247,6 +274,9 @@ impl Op {
             OpContent::MovableInsert { anchor, items } => {
                 OpContent::MovableInsert { anchor: anchor_at(anchor), items: items[from..to].to_vec() }
             }
+            OpContent::SeqDelete { spans } => {
+                OpContent::SeqDelete { spans: slice_runs(spans, from as Counter, to as Counter) }
+            }
             other => other.clone(),
         };
         Op { container: self.container.clone(), content }
@@ -261,15 +291,24 @@ impl Op {
         )
     }
 
-    /// Append text insert `next`, whose first id is `next_id`, to this operation (whose ids end
+    /// Append local edit `next`, whose first id is `next_id`, to this operation (whose ids end
     /// right before `next_id`) if it continues it, as [`Op::absorb`] does; whether it did.
-    pub(crate) fn extend_text(&mut self, next: TextInsertRef<'_>, next_id: OpId) -> bool {
-        let continues = next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
-        match &mut self.content {
-            OpContent::TextInsert { text, .. }
-                if self.container == *next.container && Some(next.anchor) == continues =>
-            {
-                text.push_str(next.text);
+    pub(crate) fn extend_local(&mut self, next: LocalEdit<'_>, next_id: OpId) -> bool {
+        if self.container != *next.container() {
+            return false;
+        }
+        match (&mut self.content, next) {
+            (OpContent::TextInsert { text, .. }, LocalEdit::TextInsert { anchor, text: more, .. }) => {
+                let continues =
+                    next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
+                if Some(anchor) != continues {
+                    return false;
+                }
+                text.push_str(more);
+                true
+            }
+            (OpContent::SeqDelete { spans: runs }, LocalEdit::Delete { spans, .. }) => {
+                push_runs(runs, spans.iter().copied().map(DeleteRun::forward));
                 true
             }
             _ => false,
@@ -277,7 +316,7 @@ impl Op {
     }
 
     /// Append `next` (whose first id is `next_id`) to this operation (whose ids end right before
-    /// `next_id`) if it continues it: an insert into the same text or list right after this
+    /// `next_id`) if it continues it: deletes always, and an insert into the same text or list right after this
     /// one's last element, which is what an insert cut in two becomes. Gives the operation back
     /// if not.
     ///
@@ -292,12 +331,19 @@ impl Op {
                 | (OpContent::MovableInsert { .. }, OpContent::MovableInsert { anchor, .. }) => {
                     Some(*anchor) == continues
                 }
+                // Deletes always join: the ids of the second follow the first's.
+                (OpContent::SeqDelete { .. }, OpContent::SeqDelete { .. }) => true,
                 _ => false,
             };
         if !joins {
             return Err(next);
         }
         match (&mut self.content, next) {
+            (OpContent::SeqDelete { spans }, next) => {
+                if let OpContent::SeqDelete { spans: more } = &next.content {
+                    push_runs(spans, more.iter().copied());
+                }
+            }
             (OpContent::TextInsert { text, .. }, next) => {
                 if let OpContent::TextInsert { text: more, .. } = &next.content {
                     text.push_str(more);

@@ -158,10 +158,10 @@ impl DocState {
                 collect_children(id, items, &mut created);
             }
             (OpContent::SeqDelete { spans }, ContainerState::Text(seq)) => {
-                seq.delete(spans);
+                seq.delete(spans.iter().map(|run| &run.span));
             }
             (OpContent::SeqDelete { spans }, ContainerState::List(seq)) => {
-                seq.delete(spans);
+                seq.delete(spans.iter().map(|run| &run.span));
             }
             (OpContent::MovableInsert { anchor, items }, ContainerState::MovableList(list)) => {
                 list.apply_insert(id, ts, *anchor, items.clone());
@@ -392,7 +392,7 @@ impl DocState {
                 }
             }
             OpContent::SeqDelete { spans } => {
-                if !spans.iter().all(|s| self.span_ok(overlay, container, s)) {
+                if !spans.iter().all(|run| self.span_ok(overlay, container, &run.span)) {
                     return Err("delete of unknown elements");
                 }
                 &[]

@@ -3,7 +3,7 @@
 use super::change_log::ChangeLog;
 use super::clock::{HybridClock, Timestamp};
 use super::id::{Counter, IdSpan, OpId, PeerId};
-use super::op::{ContainerId, ContainerKind, Op, OpContent, TextInsertRef};
+use super::op::{ContainerId, ContainerKind, LocalEdit, Op, OpContent};
 use super::types::CounterMut;
 use super::types::ListMut;
 use super::types::MapMut;
@@ -153,17 +153,15 @@ impl<'d> Transaction<'d> {
         self.next += len;
     }
 
-    /// [`Self::record`] of a text insert, from borrowed text: typing on appends it to the
+    /// [`Self::record`] of a local edit, borrowed: typing on and backspacing append it to the
     /// stored operation it continues, with no operation built.
-    pub(crate) fn record_text_insert(&mut self, reserved: Reserved, insert: TextInsertRef<'_>) {
+    pub(crate) fn record_edit(&mut self, reserved: Reserved, edit: LocalEdit<'_>) {
         let Reserved { id, len, timestamp } = reserved;
         debug_assert_eq!(id.counter, self.next, "an operation was reserved and not recorded");
-        self.note_changed(insert.container, Vec::new());
+        self.note_changed(edit.container(), Vec::new());
         let into_last = self.take_into_last(timestamp);
-        if !(into_last && self.doc.log.push_local_text(insert, id, len, timestamp)) {
-            let content = OpContent::TextInsert { anchor: insert.anchor, text: insert.text.to_owned() };
-            let op = Op { container: insert.container.clone(), content };
-            self.doc.log.push_local_op(op, id, len, timestamp, into_last);
+        if !(into_last && self.doc.log.push_local_edit(edit, id, len, timestamp)) {
+            self.doc.log.push_local_op(edit.to_op(), id, len, timestamp, into_last);
         }
         self.next += len;
     }
@@ -305,6 +303,49 @@ mod tests {
         assert_eq!(changes[0].len(), 8);
         assert_eq!(changes[0].ops.len(), 4, "the keystrokes typed on joined one operation");
         assert_eq!(doc.text("t").to_string(), "xxxhello");
+    }
+
+    #[test]
+    fn backspaces_and_forward_deletes_grow_one_operation() {
+        let mut doc = Document::new(PeerId::new(1));
+        doc.transact().text("t").insert(0, "hello world").unwrap();
+        for pos in [10, 9, 8] {
+            doc.transact().text("t").delete(pos, 1).unwrap();
+        }
+        for _ in 0..2 {
+            doc.transact().text("t").delete(0, 1).unwrap();
+        }
+        doc.transact().text("t").delete(1, 2).unwrap();
+        assert_eq!(doc.text("t").to_string(), "l wo");
+        let changes = doc.changes_since(&crate::VersionVector::new()).unwrap();
+        assert_eq!(changes.len(), 1);
+        // One id per character typed and per character deleted.
+        assert_eq!(changes[0].len(), 11 + 7);
+        assert_eq!(changes[0].ops.len(), 2, "the deletes joined one operation");
+    }
+
+    #[test]
+    fn exports_cut_inside_a_growing_delete_deliver_each_deletion() {
+        let mut writer = Document::new(PeerId::new(1));
+        writer.transact().text("t").insert(0, "abcdefgh").unwrap();
+        let mut reader = Document::new(PeerId::new(2));
+        let mut versions = Vec::new();
+        // Backspaces, then forward deletes, each sent on its own: every export after the
+        // first cuts the growing delete where the reader's version ends.
+        for (pos, len) in [(7, 1), (6, 1), (5, 1), (0, 1), (0, 2)] {
+            reader.import(&writer.export_since(reader.version()).unwrap()).unwrap();
+            versions.push((writer.frontier().clone(), writer.text("t").to_string()));
+            writer.transact().text("t").delete(pos, len).unwrap();
+        }
+        reader.import(&writer.export_since(reader.version()).unwrap()).unwrap();
+        assert_eq!(writer.text("t").to_string(), "de");
+        assert_eq!(reader.text("t").to_string(), "de");
+        assert_eq!(writer.changes_since(&crate::VersionVector::new()).unwrap()[0].ops.len(), 2);
+        // Every version inside the delete shows the text as it was then.
+        for (frontier, text) in versions {
+            let old = writer.fork_at(&frontier, PeerId::new(3)).unwrap();
+            assert_eq!(old.text("t").to_string(), text, "at {frontier:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::DecodeError;
 use crate::bytes::{Reader, varint_len, write_varint};
 
 /// The protocol version this library speaks (and the version byte of its frames).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 const FLAG_LZ4: u8 = 0b1;
 /// Payloads smaller than this are never worth compressing.
@@ -188,10 +188,12 @@ mod tests {
     fn bad_headers_are_typed_errors() {
         let limits = WireLimits::default();
         assert_eq!(decode_frame(&[], &limits), Err(DecodeError::Truncated));
-        assert_eq!(decode_frame(&[2, 0, 0], &limits), Err(DecodeError::UnsupportedVersion(2)));
-        assert_eq!(decode_frame(&[1, 0x80, 0], &limits), Err(DecodeError::UnknownFlags(0x80)));
-        assert!(matches!(decode_frame(&[1, 0, 1, 200], &limits), Err(DecodeError::Malformed(_))));
-        assert!(matches!(decode_frame(&[1, 0, 0, 0], &limits), Err(DecodeError::Malformed(_))));
+        let v = PROTOCOL_VERSION;
+        assert_eq!(decode_frame(&[v + 1, 0, 0], &limits), Err(DecodeError::UnsupportedVersion(v + 1)));
+        assert_eq!(decode_frame(&[1, 0, 0], &limits), Err(DecodeError::UnsupportedVersion(1)));
+        assert_eq!(decode_frame(&[v, 0x80, 0], &limits), Err(DecodeError::UnknownFlags(0x80)));
+        assert!(matches!(decode_frame(&[v, 0, 1, 200], &limits), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_frame(&[v, 0, 0, 0], &limits), Err(DecodeError::Malformed(_))));
     }
 
     #[test]

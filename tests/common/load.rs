@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crdt_sync::auth::{TokenClaims, sign_token};
 use crdt_sync::tokio::TokioClient;
-use crdt_sync::wire::{Message, encode_frame};
+use crdt_sync::wire::{Message, PROTOCOL_VERSION, encode_frame};
 use crdt_sync::{ClientConfig, ClientEvent, ClientSession, ConnectionStatus, Document, PeerId};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
@@ -375,8 +375,8 @@ async fn abuse(kind: Abuse, url: &str, address: &str) -> bool {
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
         let hello = |token: &[u8]| {
             encode_frame(&[Message::Hello {
-                min_version: 1,
-                max_version: 1,
+                min_version: PROTOCOL_VERSION,
+                max_version: PROTOCOL_VERSION,
                 peer: PeerId::new(999_999),
                 client_name: "abuser".into(),
                 token: token.to_vec(),

@@ -13,7 +13,7 @@
 //! value mapped to unsigned (`0, -1, 1, -2, ..` → `0, 1, 2, 3, ..`).
 //!
 //! ```text
-//! u8        format version (1)
+//! u8        format version (2; version 1 gave a sequence delete one id, not one per element)
 //! varint    number of changes
 //! varint    number of peers P, then P × varint peer id        (the peer table; no duplicates)
 //! varint    number of containers C, then per container:        (the container table)
@@ -62,13 +62,16 @@
 //! 12  anchor counter  explicit anchor  RLE zigzag(op counter - parent counter)
 //! 13  text length     text insert      RLE number of chars
 //! 14  text            text insert      the inserted UTF-8 text, concatenated (no lengths, no runs)
-//! 15  delete spans    sequence delete  RLE number of spans
+//! 15  delete spans    sequence delete  RLE number of runs (an op takes one id per element removed,
+//!                                           its i-th id naming the i-th element of its runs)
 //! 16  span peer       span             RLE peer index
-//! 17  span start      span             RLE zigzag(start counter - prediction); for an op's first span
-//!                                           the prediction is (start of the author's previous delete
-//!                                           - 1) if that delete was the author's previous op, else
-//!                                           (op counter - 1); for later spans the previous start
-//! 18  span length     span             RLE
+//! 17  span start      span             RLE zigzag(first removed counter - prediction); for an op's
+//!                                           first run the prediction is the next id beyond the
+//!                                           one the author's previous delete removed last (up
+//!                                           after a forward run, else down) if that delete was
+//!                                           the author's previous op, else (op counter - 1); for
+//!                                           later runs the previous run's first removed id
+//! 18  span length     span             RLE len << 1 | backward (removed first, first - 1, ...)
 //! 19  generic         other payloads   tagged binary (`values.rs`): list and movable items, moved and
 //!                                           set elements, map keys and values, register values,
 //!                                           counter deltas, set members and tags; op ids as
@@ -106,13 +109,14 @@ use self::values::{GenericReader, GenericWriter};
 use self::wire::{Reader, RleReader, RleWriter, malformed, write_varint};
 use super::change::Change;
 use super::clock::Timestamp;
-use super::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
+use super::deletion::{DeleteRun, DeleteRuns, decoded_run, encoded_len, push_runs};
+use super::id::{Counter, OpId, PeerId};
 use super::op::{ContainerId, Op, OpContent, ops_id_len};
 use super::types::sequence::{Anchor, Side};
 use super::version::Frontier;
 use crate::DecodeError;
 
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 const COLUMN_COUNT: usize = 20;
 const CHILD_CONTAINER: u8 = 8;
 
@@ -414,12 +418,15 @@ impl Encoder<'_> {
             OpContent::SeqDelete { spans } => {
                 self.span_count.push(spans.len() as u64);
                 let mut predicted = self.history.predicted_delete_start(author, id);
-                for span in spans {
-                    self.span_peer.push(self.peers.intern(span.start.peer) as u64);
-                    let start = i64::from(span.start.counter);
+                for run in spans {
+                    // Each run is written from the id it removed first, which is where the
+                    // prediction points, and its length with its direction in the low bit.
+                    let first = run.first();
+                    self.span_peer.push(self.peers.intern(first.peer) as u64);
+                    let start = i64::from(first.counter);
                     self.span_start.push_signed(start - predicted);
                     predicted = start;
-                    self.span_len.push(u64::from(span.len));
+                    self.span_len.push(encoded_len(run));
                 }
                 (SEQ_DELETE, None)
             }
@@ -786,17 +793,20 @@ impl<'a> Decoder<'a> {
                 OpContent::ListInsert { anchor: self.anchor(id, author)?, items }
             }
             SEQ_DELETE => {
-                let mut spans = IdSpans::new();
+                let mut spans = DeleteRuns::new();
                 let mut predicted = self.history.predicted_delete_start(author, id);
                 for _ in 0..self.span_count.next()? {
-                    self.budget.charge(size_of::<IdSpan>())?;
+                    self.budget.charge(size_of::<DeleteRun>())?;
                     let peer = self.peers[self.span_peer.next_index(self.peers.len())?];
-                    let start = predicted
+                    let first = predicted
                         .checked_add(self.span_start.next_signed()?)
                         .and_then(|s| u32::try_from(s).ok())
                         .ok_or_else(|| malformed("span start out of range"))?;
-                    predicted = i64::from(start);
-                    spans.push(IdSpan::new(OpId::new(peer, start), self.span_len.next_u32()?));
+                    predicted = i64::from(first);
+                    let run = decoded_run(peer, first, self.span_len.next()?)
+                        .ok_or_else(|| malformed("delete run out of range"))?;
+                    // Joined as the encoder would have, so that each deletion has one form.
+                    push_runs(&mut spans, [run]);
                 }
                 OpContent::SeqDelete { spans }
             }

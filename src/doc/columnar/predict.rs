@@ -97,7 +97,7 @@ impl History {
         self.peer(index)?.edit.cursor
     }
 
-    /// The most likely start counter of the first span of a delete op with id `op`.
+    /// The most likely counter of the first id a delete op with id `op` removes.
     pub(super) fn predicted_delete_start(&self, index: usize, op: OpId) -> i64 {
         let edit = self.peer(index).map(|p| p.edit).unwrap_or_default();
         edit.predicted_delete(op.peer, op.counter).1

@@ -8,6 +8,7 @@ use super::wire::{RleReader, RleWriter, write_varint};
 use super::{decode_changes, encode_changes};
 use crate::doc::change::Change;
 use crate::doc::clock::Timestamp;
+use crate::doc::deletion::{DeleteRun, forward_runs};
 use crate::doc::id::{Counter, IdSpan, OpId, PeerId};
 use crate::doc::op::{ContainerId, ContainerKind, Element, Op, OpContent};
 use crate::doc::types::sequence::{Anchor, Side};
@@ -146,7 +147,11 @@ pub(crate) fn hand_built() -> Vec<Change> {
                 op(
                     &text,
                     OpContent::SeqDelete {
-                        spans: vec![IdSpan::new(id(a, 1), 2), IdSpan::new(id(a, 8), 1)].into(),
+                        spans: vec![
+                            DeleteRun::new(IdSpan::new(id(a, 1), 2), true),
+                            DeleteRun::forward(IdSpan::new(id(a, 8), 1)),
+                        ]
+                        .into(),
                     },
                 ),
             ],
@@ -193,7 +198,7 @@ pub(crate) fn hand_built() -> Vec<Change> {
                 op(
                     &list,
                     OpContent::SeqDelete {
-                        spans: vec![IdSpan::new(id(a, 12), 3), IdSpan::new(id(c, 40), 2)].into(),
+                        spans: forward_runs([IdSpan::new(id(a, 12), 3), IdSpan::new(id(c, 40), 2)]),
                     },
                 ),
                 op(
@@ -273,9 +278,7 @@ pub(crate) fn hand_built() -> Vec<Change> {
                 ),
                 op(
                     &text,
-                    OpContent::SeqDelete {
-                        spans: vec![IdSpan::new(id(c, Counter::MAX), Counter::MAX)].into(),
-                    },
+                    OpContent::SeqDelete { spans: forward_runs([IdSpan::new(id(c, Counter::MAX), 1)]) },
                 ),
             ],
         ),
@@ -342,10 +345,10 @@ fn runs_are_written_as_runs_and_read_back_lazily() {
     assert!(reader.finish().is_err());
 }
 
-/// A hostile encoding of `change_count` changes (one empty delete each) whose every column is
-/// one run of `2^40` values: well under 100 bytes that describe a terabyte of changes.
+/// A hostile encoding of `change_count` changes (one delete of one id each) whose every column is
+/// one run of `2^40` values: some hundred bytes that describe a terabyte of changes.
 fn run_bomb(change_count: u64) -> Vec<u8> {
-    let mut out = vec![1];
+    let mut out = vec![super::FORMAT_VERSION];
     write_varint(&mut out, change_count);
     out.extend_from_slice(&[1, 1]); // one peer: 1
     out.extend_from_slice(&[1, 5]); // one container: root counter ""
@@ -366,16 +369,16 @@ fn run_bomb(change_count: u64) -> Vec<u8> {
         Some(0),                 // same timestamp
         Some(1),                 // one op
         Some(0),                 // container 0
-        Some(super::SEQ_DELETE), // an empty delete: one id, no payload
+        Some(super::SEQ_DELETE), // a delete
         None,
         None,
         None,
         None,
         None,
-        Some(0), // no spans
-        None,
-        None,
-        None,
+        Some(1), // of one run:
+        Some(0), // of peer 1,
+        Some(2), // at the predicted id plus one (id 0),
+        Some(2), // of one id, forward
         None,
     ];
     for column in columns {
@@ -389,7 +392,7 @@ fn run_bomb(change_count: u64) -> Vec<u8> {
 #[test]
 fn declared_sizes_are_bounded_by_the_limit_not_trusted() {
     let bomb = run_bomb(1 << 40);
-    assert!(bomb.len() < 100);
+    assert!(bomb.len() < 128);
     assert!(matches!(decode_changes(&bomb, 1 << 20), Err(DecodeError::TooLarge { .. })));
     // Declaring three changes, it decodes them and then finds the runs too long.
     assert!(matches!(decode_changes(&run_bomb(3), 1 << 20), Err(DecodeError::Malformed(_))));
@@ -403,7 +406,7 @@ fn declared_sizes_are_bounded_by_the_limit_not_trusted() {
     assert!(matches!(decode_changes(&bytes, LIMIT), Err(DecodeError::TooLarge { .. })));
 
     // Counts larger than the input are truncation, not allocation.
-    let mut bytes = vec![1, 0];
+    let mut bytes = vec![super::FORMAT_VERSION, 0];
     write_varint(&mut bytes, u64::MAX);
     assert_eq!(decode_changes(&bytes, LIMIT), Err(DecodeError::Truncated));
 }

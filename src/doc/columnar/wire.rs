@@ -158,10 +158,6 @@ impl<'a> RleReader<'a> {
         self.next().map(unzigzag)
     }
 
-    pub(super) fn next_u32(&mut self) -> Result<u32, DecodeError> {
-        u32::try_from(self.next()?).map_err(|_| malformed("value does not fit 32 bits"))
-    }
-
     pub(super) fn next_index(&mut self, len: usize) -> Result<usize, DecodeError> {
         usize::try_from(self.next()?).ok().filter(|&i| i < len).ok_or_else(|| malformed("index out of range"))
     }

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::sequence::Sequence;
 use super::text::{Cursor, cursor_at, resolve_cursor};
+use crate::doc::deletion::forward_runs;
 use crate::doc::id::OpId;
 use crate::doc::op::{ContainerId, ContainerKind, Element, OpContent};
 use crate::doc::transaction::Transaction;
@@ -155,7 +156,7 @@ impl<'t, 'd, T: Serialize + DeserializeOwned> ListMut<'t, 'd, T> {
         }
         let spans =
             self.txn.doc().state.list(&self.id).map(|s| s.visible_spans(index, len)).unwrap_or_default();
-        self.txn.push_op(self.id.clone(), OpContent::SeqDelete { spans })?;
+        self.txn.push_op(self.id.clone(), OpContent::SeqDelete { spans: forward_runs(spans) })?;
         Ok(())
     }
 

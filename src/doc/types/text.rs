@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sequence::Sequence;
 use crate::doc::id::{OpId, PeerId};
-use crate::doc::op::{ContainerId, ContainerKind, Op, OpContent, TextInsertRef};
+use crate::doc::op::{ContainerId, ContainerKind, LocalEdit};
 use crate::doc::transaction::Transaction;
 use crate::{Document, Error};
 
@@ -232,7 +232,7 @@ impl<'t, 'd> TextMut<'t, 'd> {
         let chars = text.chars().count();
         let (reserved, seq) = self.txn.reserve_in_text(&self.id, chars, |seq| in_bounds(seq.len()))?;
         let anchor = seq.insert_local(pos, reserved.id, text, chars);
-        self.txn.record_text_insert(reserved, TextInsertRef { container: &self.id, anchor, text });
+        self.txn.record_edit(reserved, LocalEdit::TextInsert { container: &self.id, anchor, text });
         Ok(())
     }
 
@@ -242,10 +242,10 @@ impl<'t, 'd> TextMut<'t, 'd> {
         if len == 0 {
             return super::checked_range(pos, 0, self.read().len()).map(drop);
         }
-        let (reserved, seq) = self.txn.reserve_in_text(&self.id, 1, in_bounds)?;
+        // One id per deleted character.
+        let (reserved, seq) = self.txn.reserve_in_text(&self.id, len, in_bounds)?;
         let spans = seq.delete_local(pos, len);
-        let op = Op { container: self.id.clone(), content: OpContent::SeqDelete { spans } };
-        self.txn.record(reserved, op, Vec::new());
+        self.txn.record_edit(reserved, LocalEdit::Delete { container: &self.id, spans: &spans });
         Ok(())
     }
 

@@ -11,7 +11,8 @@ use super::*;
 use crate::DecodeError;
 use crate::doc::change::Change;
 use crate::doc::clock::Timestamp;
-use crate::doc::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
+use crate::doc::deletion::{DeleteRuns, decoded_run, push_runs};
+use crate::doc::id::{Counter, OpId, PeerId};
 use crate::doc::op::{ContainerId, Element, Op, OpContent};
 use crate::doc::types::sequence::{Anchor, Side};
 use crate::doc::version::Frontier;
@@ -213,7 +214,7 @@ impl ChangeDecoder {
         header: u8,
         id: OpId,
         state: &PeerState,
-    ) -> Result<IdSpans, DecodeError> {
+    ) -> Result<DeleteRuns, DecodeError> {
         let predicted = state.predicted_delete(id.counter);
         let single = header & DELETE_SINGLE != 0;
         let n = if single { 1 } else { input.count(1)? };
@@ -221,19 +222,22 @@ impl ChangeDecoder {
             return Err(malformed("predicted start of a delete without spans"));
         }
         budget.items(n)?;
-        let mut spans = IdSpans::with_capacity(n);
+        let mut spans = DeleteRuns::with_capacity(n);
         let mut base = predicted;
         for i in 0..n {
-            let start = if i == 0 && header & DELETE_PREDICTED != 0 {
+            let first = if i == 0 && header & DELETE_PREDICTED != 0 {
                 let counter =
                     u32::try_from(predicted.1).map_err(|_| malformed("no delete to predict from"))?;
                 OpId::new(predicted.0, counter)
             } else {
                 self.id_ref(input, base)?
             };
-            let len = if single { 1 } else { input.u32()? };
-            spans.push(IdSpan::new(start, len));
-            base = (start.peer, i64::from(start.counter));
+            let len_and_direction = if single { 1 << 1 } else { input.varint()? };
+            let run = decoded_run(first.peer, first.counter, len_and_direction)
+                .ok_or_else(|| malformed("delete run out of range"))?;
+            // Joined as the encoder would have, so that each deletion has one form.
+            push_runs(&mut spans, [run]);
+            base = (first.peer, i64::from(first.counter));
         }
         Ok(spans)
     }

@@ -7,6 +7,7 @@ use super::context::{Author, Context, PeerState};
 use super::*;
 use crate::doc::change::Change;
 use crate::doc::clock::Timestamp;
+use crate::doc::deletion::encoded_len;
 use crate::doc::id::{Counter, OpId, PeerId};
 use crate::doc::op::{ContainerId, Op, OpContent};
 use crate::doc::types::sequence::{Anchor, Side};
@@ -130,22 +131,24 @@ impl ChangeEncoder {
             }
             OpContent::SeqDelete { spans } => {
                 let predicted = state.predicted_delete(id.counter);
-                let single = matches!(spans.as_slice(), [span] if span.len == 1);
+                let single = matches!(spans.as_slice(), [run] if run.span.len == 1);
                 if single {
                     header |= DELETE_SINGLE;
                 } else {
                     write_varint(out, spans.len() as u64);
                 }
                 let mut base = predicted;
-                for (i, span) in spans.iter().enumerate() {
-                    let start = (span.start.peer, i64::from(span.start.counter));
+                for (i, run) in spans.iter().enumerate() {
+                    // From the id removed first, where the prediction points.
+                    let first = run.first();
+                    let start = (first.peer, i64::from(first.counter));
                     if i == 0 && start == predicted {
                         header |= DELETE_PREDICTED;
                     } else {
-                        self.id_ref(base, span.start, out);
+                        self.id_ref(base, first, out);
                     }
                     if !single {
-                        write_varint(out, u64::from(span.len));
+                        write_varint(out, encoded_len(run));
                     }
                     base = start;
                 }

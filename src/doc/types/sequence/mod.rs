@@ -462,7 +462,7 @@ impl<C: SeqContent> Sequence<C> {
 
     /// Tombstone every present element of `spans` (absent ids are ignored, deleting twice is
     /// harmless); returns how many visible elements were deleted.
-    pub fn delete(&mut self, spans: &[IdSpan]) -> usize {
+    pub fn delete<'a>(&mut self, spans: impl IntoIterator<Item = &'a IdSpan>) -> usize {
         let mut deleted = 0;
         for span in spans {
             let (peer, lo, hi) = (span.start.peer, span.start.counter, span.end_counter());
