@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::Timestamp;
 use super::deletion::{DeleteRun, DeleteRuns, push_runs, slice_runs};
 use super::id::{Counter, IdSpan, OpId};
-use super::types::sequence::{Anchor, byte_offset_counted};
+use super::types::sequence::{Anchor, byte_offset_counted, push_typed};
 use super::value::Value;
 
 /// The kind of a container: which CRDT it is.
@@ -304,7 +304,7 @@ impl Op {
                 if Some(anchor) != continues {
                     return false;
                 }
-                text.push_str(more);
+                push_typed(text, more);
                 true
             }
             (OpContent::SeqDelete { spans: runs }, LocalEdit::Delete { spans, .. }) => {

@@ -54,15 +54,56 @@ impl ContainerState {
 
 /// Every container's state, keyed by id. A container exists once an operation touched it
 /// (roots) or created it (children), so replicas with the same changes hold the same keys.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+///
+/// The states sit in a vector that the id index points into, in the order they were made,
+/// and are never removed: an edit looks its container up once and keeps the slot, where a
+/// map of states would need a second lookup to hand out the state it checked.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct DocState {
-    containers: BTreeMap<ContainerId, ContainerState>,
+    /// Where each container's state is in `slots`.
+    index: BTreeMap<ContainerId, usize>,
+    slots: Vec<ContainerState>,
+}
+
+/// Replicas make containers in different orders: states are equal when every id has an equal
+/// state, whatever the slots.
+impl PartialEq for DocState {
+    fn eq(&self, other: &Self) -> bool {
+        self.index.len() == other.index.len() && self.containers().eq(other.containers())
+    }
+}
+
+/// Stored as before the slots: a struct whose one field maps ids to states, ascending.
+impl Serialize for DocState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Containers<'a>(&'a DocState);
+        impl Serialize for Containers<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_map(self.0.containers())
+            }
+        }
+        use serde::ser::SerializeStruct;
+        let mut state = serializer.serialize_struct("DocState", 1)?;
+        state.serialize_field("containers", &Containers(self))?;
+        state.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for DocState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "DocState")]
+        struct Stored {
+            containers: BTreeMap<ContainerId, ContainerState>,
+        }
+        Ok(DocState::from_containers(Stored::deserialize(deserializer)?.containers))
+    }
 }
 
 macro_rules! state_getter {
     ($name:ident, $variant:ident, $ty:ty) => {
         pub(crate) fn $name(&self, id: &ContainerId) -> Option<&$ty> {
-            match self.containers.get(id) {
+            match self.get(id) {
                 Some(ContainerState::$variant(s)) => Some(s),
                 _ => None,
             }
@@ -80,12 +121,25 @@ impl DocState {
     state_getter!(or_set, OrSet, OrSetState);
 
     pub(crate) fn get(&self, id: &ContainerId) -> Option<&ContainerState> {
-        self.containers.get(id)
+        self.index.get(id).map(|&slot| &self.slots[slot])
+    }
+
+    /// The state of `id`, made empty if it has none.
+    fn get_or_create(&mut self, id: &ContainerId) -> &mut ContainerState {
+        let slot = match self.index.get(id) {
+            Some(&slot) => slot,
+            None => {
+                self.slots.push(ContainerState::new(id.kind()));
+                self.index.insert(id.clone(), self.slots.len() - 1);
+                self.slots.len() - 1
+            }
+        };
+        &mut self.slots[slot]
     }
 
     /// Whether the container exists (roots always do, implicitly).
     pub(crate) fn has_container(&self, id: &ContainerId) -> bool {
-        matches!(id, ContainerId::Root { .. }) || self.containers.contains_key(id)
+        matches!(id, ContainerId::Root { .. }) || self.index.contains_key(id)
     }
 
     /// Whether `id` is a visible character of the text `container`.
@@ -95,18 +149,25 @@ impl DocState {
 
     /// A state holding exactly `containers`.
     pub(crate) fn from_containers(containers: BTreeMap<ContainerId, ContainerState>) -> Self {
-        DocState { containers }
+        let mut index = BTreeMap::new();
+        let mut slots = Vec::with_capacity(containers.len());
+        for (id, state) in containers {
+            index.insert(id, slots.len());
+            slots.push(state);
+        }
+        DocState { index, slots }
     }
 
+    /// Every container and its state, ascending by id.
     pub(crate) fn containers(&self) -> impl Iterator<Item = (&ContainerId, &ContainerState)> {
-        self.containers.iter()
+        self.index.iter().map(|(id, &slot)| (id, &self.slots[slot]))
     }
 
     /// Whether decoded state is internally consistent beyond what each type's own decoding
     /// checks: every container's state matches the kind in its id, and no set member is left
     /// without a tag.
     pub(crate) fn is_consistent(&self) -> bool {
-        self.containers.iter().all(|(id, state)| {
+        self.containers().all(|(id, state)| {
             id.kind() == state.kind()
                 && match state {
                     ContainerState::OrSet(s) => s.is_consistent(),
@@ -115,16 +176,15 @@ impl DocState {
         })
     }
 
-    /// Apply one validated operation. `id` is the op's first id, `ts` its change's timestamp.
-    /// Returns the containers it created.
-    /// Whether container `id` has a state: a root gets its state when first edited.
-    pub(crate) fn has_state(&self, id: &ContainerId) -> bool {
-        self.containers.contains_key(id)
+    /// The slot of container `id`'s state, if it has one: a root gets its state when first
+    /// edited.
+    pub(crate) fn slot(&self, id: &ContainerId) -> Option<usize> {
+        self.index.get(id).copied()
     }
 
-    /// The text `id`, to edit.
-    pub(crate) fn text_mut(&mut self, id: &ContainerId) -> Option<&mut Sequence<String>> {
-        match self.containers.get_mut(id) {
+    /// The text in `slot` (from [`Self::slot`]), to edit.
+    pub(crate) fn text_in_slot(&mut self, slot: usize) -> Option<&mut Sequence<String>> {
+        match self.slots.get_mut(slot) {
             Some(ContainerState::Text(seq)) => Some(seq),
             _ => None,
         }
@@ -132,23 +192,18 @@ impl DocState {
 
     /// The state of text `id`, created empty if it has none; `None` if `id` names no text.
     pub(crate) fn create_text(&mut self, id: &ContainerId) -> Option<&mut Sequence<String>> {
-        match self.containers.entry(id.clone()).or_insert_with(|| ContainerState::new(id.kind())) {
+        match self.get_or_create(id) {
             ContainerState::Text(seq) => Some(seq),
             _ => None,
         }
     }
 
+    /// Apply one validated operation. `id` is the op's first id, `ts` its change's timestamp.
+    /// Returns the containers it created.
     pub(crate) fn apply(&mut self, id: OpId, ts: Timestamp, op: &Op) -> Vec<ContainerId> {
         let mut created = Vec::new();
-        // One lookup when the container exists (nearly always); the id clone (a string for
-        // roots) is only paid when it is created.
-        let state = match self.containers.get_mut(&op.container) {
-            Some(state) => state,
-            None => self
-                .containers
-                .entry(op.container.clone())
-                .or_insert_with(|| ContainerState::new(op.container.kind())),
-        };
+        // The id clone (a string for roots) is only paid when the container is created.
+        let state = self.get_or_create(&op.container);
         match (&op.content, state) {
             (OpContent::TextInsert { anchor, text }, ContainerState::Text(seq)) => {
                 seq.insert_copy(id, *anchor, text);
@@ -197,7 +252,7 @@ impl DocState {
             _ => debug_assert!(false, "operation applied to a container of another kind"),
         }
         for child in &created {
-            self.containers.entry(child.clone()).or_insert_with(|| ContainerState::new(child.kind()));
+            self.get_or_create(child);
         }
         created
     }
@@ -334,7 +389,7 @@ impl DocState {
         let parent_in_batch = anchor.parent.is_some_and(|p| overlay.has_element(container, p));
         let as_root = Anchor { parent: None, side: Side::Right };
         let anchor = if parent_in_batch { &as_root } else { anchor };
-        match self.containers.get(container) {
+        match self.get(container) {
             Some(ContainerState::Text(seq)) => seq.can_insert(id, anchor, len),
             Some(ContainerState::List(seq)) => seq.can_insert(id, anchor, len),
             Some(ContainerState::MovableList(list)) => list.can_insert(id, anchor, len),
@@ -345,7 +400,7 @@ impl DocState {
 
     /// Whether every id of `span` is an element of the sequence `container`, in state or overlay.
     fn span_ok(&self, overlay: &Overlay, container: &ContainerId, span: &IdSpan) -> bool {
-        let in_state = |s: &IdSpan| match self.containers.get(container) {
+        let in_state = |s: &IdSpan| match self.get(container) {
             Some(ContainerState::Text(seq)) => seq.contains_span(s),
             Some(ContainerState::List(seq)) => seq.contains_span(s),
             _ => false,
@@ -444,6 +499,36 @@ mod tests {
 
     fn id(peer: u64, counter: u32) -> OpId {
         OpId::new(PeerId::new(peer), counter)
+    }
+
+    #[test]
+    fn states_made_in_another_order_are_equal_and_stored_alike() {
+        let text = ContainerId::root("t", ContainerKind::Text);
+        let counter = ContainerId::root("c", ContainerKind::Counter);
+        let add = |delta| Op { container: counter.clone(), content: OpContent::CounterAdd { delta } };
+        let insert = Op {
+            container: text.clone(),
+            content: OpContent::TextInsert {
+                anchor: Anchor { parent: None, side: Side::Right },
+                text: "hi".into(),
+            },
+        };
+        let (mut a, mut b) = (DocState::default(), DocState::default());
+        a.apply(id(1, 0), Timestamp::default(), &insert);
+        a.apply(id(1, 2), Timestamp::default(), &add(5));
+        b.apply(id(1, 2), Timestamp::default(), &add(5));
+        b.apply(id(1, 0), Timestamp::default(), &insert);
+        assert_eq!(a, b);
+        b.apply(id(2, 0), Timestamp::default(), &add(1));
+        assert_ne!(a, b);
+        // The stored form is the map of ids to states it was before the slots.
+        #[derive(Serialize)]
+        struct Stored<'a> {
+            containers: BTreeMap<&'a ContainerId, &'a ContainerState>,
+        }
+        let bytes = postcard::to_allocvec(&a).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&Stored { containers: a.containers().collect() }).unwrap());
+        assert_eq!(postcard::from_bytes::<DocState>(&bytes).unwrap(), a);
     }
 
     #[test]

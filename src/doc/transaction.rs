@@ -99,8 +99,8 @@ impl<'d> Transaction<'d> {
     ) -> Result<(Reserved, &mut Sequence<String>), Error> {
         let doc = &mut *self.doc;
         let (peer, next, timestamp) = (doc.peer, self.next, &mut self.timestamp);
-        if doc.state.has_state(id) {
-            let text = doc.state.text_mut(id).ok_or(Error::UnknownContainer)?;
+        if let Some(slot) = doc.state.slot(id) {
+            let text = doc.state.text_in_slot(slot).ok_or(Error::UnknownContainer)?;
             check(text)?;
             let reserved = reserve_ids(peer, &doc.log, &mut doc.clock, next, timestamp, len)?;
             return Ok((reserved, text));

@@ -68,6 +68,16 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
 /// between two pieces costs about as much as the rest of an edit.
 const TRIM_BYTES: usize = 4096;
 
+/// Append `more` to `s`, a typed character without a call to `memcpy`: typing appends one
+/// character at a time to a piece and to an operation, and the call costs more than the copy.
+pub(crate) fn push_typed(s: &mut String, more: &str) {
+    match more.as_bytes() {
+        // One byte of UTF-8 is an ASCII character.
+        &[byte] => s.push(char::from(byte)),
+        _ => s.push_str(more),
+    }
+}
+
 /// The byte offset of char `chars` of `s` (the end if there are fewer chars).
 fn byte_offset(s: &str, chars: usize) -> usize {
     s.char_indices().nth(chars).map_or(s.len(), |(b, _)| b)
@@ -117,7 +127,7 @@ impl SeqContent for String {
     }
 
     fn append_copy(&mut self, other: &str) {
-        self.push_str(other);
+        push_typed(self, other);
     }
 
     fn split_off_counted(&mut self, at: usize, len: usize) -> Self {
