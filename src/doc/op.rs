@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
-use super::deletion::{DeleteRun, DeleteRuns, push_runs, slice_runs};
+use super::deletion::{DeleteRun, DeleteRuns, forward_runs, push_runs, slice_runs};
 use super::id::{Counter, IdSpan, OpId};
 use super::types::sequence::{Anchor, byte_offset_counted, push_typed};
 use super::value::Value;
@@ -234,7 +234,7 @@ impl LocalEdit<'_> {
                 OpContent::TextInsert { anchor, text: text.to_owned() }
             }
             LocalEdit::Delete { spans, .. } => {
-                OpContent::SeqDelete { spans: super::deletion::forward_runs(spans.iter().copied()) }
+                OpContent::SeqDelete { spans: forward_runs(spans.iter().copied()) }
             }
         };
         Op { container: self.container().clone(), content }
@@ -316,9 +316,9 @@ impl Op {
     }
 
     /// Append `next` (whose first id is `next_id`) to this operation (whose ids end right before
-    /// `next_id`) if it continues it: deletes always, and an insert into the same text or list right after this
-    /// one's last element, which is what an insert cut in two becomes. Gives the operation back
-    /// if not.
+    /// `next_id`) if it continues it: a delete in the same container always, an insert into
+    /// the same text or list right after this one's last element, which is what an insert cut
+    /// in two becomes. Gives the operation back if not.
     ///
     /// Owned or borrowed: a server keeps the changes it applies for the fan-out, and joining
     /// a borrowed keystroke onto the stored run copies a character instead of the change.
