@@ -229,7 +229,8 @@ impl<'t, 'd> TextMut<'t, 'd> {
         if text.is_empty() {
             return in_bounds(self.read().len());
         }
-        let chars = text.chars().count();
+        // A keystroke is one ASCII byte, and counting it needs no call.
+        let chars = if text.len() == 1 { 1 } else { text.chars().count() };
         let (reserved, seq) = self.txn.reserve_in_text(&self.id, chars, |seq| in_bounds(seq.len()))?;
         let anchor = seq.insert_local(pos, reserved.id, text, chars);
         self.txn.record_edit(reserved, LocalEdit::TextInsert { container: &self.id, anchor, text });
