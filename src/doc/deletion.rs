@@ -50,7 +50,10 @@ impl DeleteRun {
     /// The part of the run removed `from..to` in its order (`from < to <= len`).
     fn slice(&self, from: Counter, to: Counter) -> DeleteRun {
         let (peer, lo) = (self.span.start.peer, self.span.start.counter);
-        let start = if self.backward { lo + (self.span.len - to) } else { lo + from };
+        // Saturating: a run from a peer is only sliced once validated, but ids near the end
+        // of the counter space must not wrap even so.
+        let start =
+            if self.backward { lo.saturating_add(self.span.len - to) } else { lo.saturating_add(from) };
         DeleteRun::new(IdSpan::new(OpId::new(peer, start), to - from), self.backward)
     }
 
@@ -84,12 +87,12 @@ pub(crate) fn push_runs(runs: &mut DeleteRuns, more: impl IntoIterator<Item = De
     }
 }
 
-/// The elements removed `from..to` in order (`from < to <= runs_len(runs)`).
+/// The elements removed `from..to` in order (`from < to <=` the number of ids in `runs`).
 pub(crate) fn slice_runs(runs: &[DeleteRun], from: Counter, to: Counter) -> DeleteRuns {
     let mut out = DeleteRuns::new();
     let mut at: Counter = 0;
     for run in runs {
-        let end = at + run.span.len;
+        let end = at.saturating_add(run.span.len);
         if end > from && at < to {
             out.push(run.slice(from.max(at) - at, to.min(end) - at));
         }

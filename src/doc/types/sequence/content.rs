@@ -68,7 +68,7 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
 /// between two pieces costs about as much as the rest of an edit.
 const TRIM_BYTES: usize = 4096;
 
-/// Append `more` to `s`, a typed character without a call to `memcpy`: typing appends one
+/// Append `more` to `s`; a one-byte character without a call to `memcpy`. Typing appends one
 /// character at a time to a piece and to an operation, and the call costs more than the copy.
 pub(crate) fn push_typed(s: &mut String, more: &str) {
     match more.as_bytes() {
