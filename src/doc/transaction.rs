@@ -14,7 +14,7 @@ use super::types::TextMut;
 use super::types::sequence::Sequence;
 use crate::{Document, Error};
 
-/// An operation checked by [`Transaction::reserve`]: its first id, its length in ids and the
+/// An operation checked by [`reserve_ids`]: its first id, its length in ids and the
 /// transaction's timestamp.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Reserved {
@@ -23,7 +23,7 @@ pub(crate) struct Reserved {
     pub(crate) timestamp: Timestamp,
 }
 
-/// [`Transaction::reserve`] once the container is known: the ids from `next` and the
+/// The checks of an operation once its container is known: the ids from `next` and the
 /// Lamport times must fit, and the transaction's `timestamp` is taken at its first operation.
 fn reserve_ids(
     peer: PeerId,
@@ -76,19 +76,10 @@ impl<'d> Transaction<'d> {
         self.doc
     }
 
-    /// Check that an operation of `len` ids on `container` can be made, before making it;
-    /// returns its first id, its length and the transaction's timestamp. The operation must
-    /// then be applied and recorded ([`Self::record`]) before any other is reserved.
-    pub(crate) fn reserve(&mut self, container: &ContainerId, len: usize) -> Result<Reserved, Error> {
-        if !self.doc.state.has_container(container) {
-            return Err(Error::UnknownContainer);
-        }
-        let doc = &mut *self.doc;
-        reserve_ids(doc.peer, &doc.log, &mut doc.clock, self.next, &mut self.timestamp, len)
-    }
-
-    /// [`Self::reserve`] of an operation of `len` ids on text `id`, once `check` accepts the
-    /// text as it is; returns the text too, to apply the operation to. One lookup of the
+    /// Check that an operation of `len` ids on text `id` can be made, once `check` accepts
+    /// the text as it is; returns its first id, its length, the transaction's timestamp and
+    /// the text to apply it to. The operation must then be applied and recorded
+    /// ([`Self::record_edit`]) before any other is reserved. One lookup of the
     /// text serves the check and the edit. A root text not edited yet is created, once
     /// nothing can fail any more.
     pub(crate) fn reserve_in_text(
@@ -136,25 +127,29 @@ impl<'d> Transaction<'d> {
 
     /// Apply and record one operation; returns its first id.
     pub(crate) fn push_op(&mut self, container: ContainerId, content: OpContent) -> Result<OpId, Error> {
-        let reserved = self.reserve(&container, content.id_len())?;
+        if !self.doc.state.has_container(&container) {
+            return Err(Error::UnknownContainer);
+        }
+        let doc = &mut *self.doc;
+        let Reserved { id, len, timestamp } = reserve_ids(
+            doc.peer,
+            &doc.log,
+            &mut doc.clock,
+            self.next,
+            &mut self.timestamp,
+            content.id_len(),
+        )?;
         let op = Op { container, content };
-        let created = self.doc.state.apply(reserved.id, reserved.timestamp, &op);
-        self.record(reserved, op, created);
-        Ok(reserved.id)
-    }
-
-    /// Record `op`, reserved and applied, which `created` the containers listed.
-    pub(crate) fn record(&mut self, reserved: Reserved, op: Op, created: Vec<ContainerId>) {
-        let Reserved { id, len, timestamp } = reserved;
-        debug_assert_eq!(id.counter, self.next, "an operation was reserved and not recorded");
+        let created = self.doc.state.apply(id, timestamp, &op);
         self.note_changed(&op.container, created);
         let into_last = self.take_into_last(timestamp);
         self.doc.log.push_local_op(op, id, len, timestamp, into_last);
         self.next += len;
+        Ok(id)
     }
 
-    /// [`Self::record`] of a local edit, borrowed: typing on and backspacing append it to the
-    /// stored operation it continues, with no operation built.
+    /// Record a local edit, reserved and applied, borrowed: typing on and backspacing append
+    /// it to the stored operation it continues, with no operation built.
     pub(crate) fn record_edit(&mut self, reserved: Reserved, edit: LocalEdit<'_>) {
         let Reserved { id, len, timestamp } = reserved;
         debug_assert_eq!(id.counter, self.next, "an operation was reserved and not recorded");

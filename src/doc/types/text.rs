@@ -246,6 +246,7 @@ impl<'t, 'd> TextMut<'t, 'd> {
         // One id per deleted character.
         let (reserved, seq) = self.txn.reserve_in_text(&self.id, len, in_bounds)?;
         let spans = seq.delete_local(pos, len);
+        debug_assert_eq!(spans.iter().map(|s| s.len as usize).sum::<usize>(), len, "one id per character");
         self.txn.record_edit(reserved, LocalEdit::Delete { container: &self.id, spans: &spans });
         Ok(())
     }
