@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::Timestamp;
 use super::id::{Counter, IdSpan, OpId, PeerId};
-use super::op::{ContainerId, LocalEdit, Op, ops_id_len};
+use super::op::{ContainerId, LocalEdit, Op, OpContent, ops_id_len};
 use super::version::Frontier;
 
 /// Consecutive operations of one replica: one transaction, or several that continue each other
@@ -214,6 +214,10 @@ impl Change {
     /// this change, whose ids end right before `id`: the transaction that made `op` started
     /// this change or continues it (see [`super::change_log::ChangeLog::local_continues`]).
     pub(crate) fn append_local(&mut self, op: Op, id: OpId, len: Counter, timestamp: Timestamp) {
+        // The last operation stops growing: give back the room its text took for typing on.
+        if let Some(Op { content: OpContent::TextInsert { text, .. }, .. }) = self.ops.last_mut() {
+            text.shrink_to_fit();
+        }
         self.take_header_parts(len, timestamp, !op.ignores_timestamp());
         self.join_ops(id, std::iter::once(Cow::Owned(op)));
     }

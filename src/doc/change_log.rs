@@ -148,6 +148,7 @@ impl ChangeLog {
         }
     }
 
+    #[inline]
     fn changes_mut(&mut self) -> &mut ChangesByPeer {
         if let Some(frozen) = self.frozen.take() {
             self.by_peer = frozen.into_changes();
@@ -175,6 +176,7 @@ impl ChangeLog {
     /// `peer`'s last change rather than start one, as [`Change::absorb`] would merge them:
     /// nothing has happened since that change (it is the only head, and the Lamport time has
     /// not moved past it), and it does not depend on another timestamp.
+    #[inline]
     pub(crate) fn local_continues(&self, peer: PeerId, timestamp: Timestamp) -> bool {
         match self.open_local {
             Some(open) if open.peer == peer => {
@@ -245,7 +247,11 @@ impl ChangeLog {
             return false;
         }
         self.open_local = Some(OpenLocal::of(last));
-        self.advance_local(id, len);
+        debug_assert!(len > 0, "a local edit takes ids");
+        // The last change was the only head, so the frontier is its last id: it moves on.
+        self.version.set(id.peer, id.counter + len);
+        self.lamport_end += len;
+        self.frontier.move_only_head(OpId::new(id.peer, id.counter + len - 1));
         true
     }
 

@@ -107,6 +107,7 @@ impl<'d> Transaction<'d> {
 
     /// Whether the operation about to be recorded goes into the peer's last change, and from
     /// then on every operation of this transaction does.
+    #[inline]
     fn take_into_last(&mut self, timestamp: Timestamp) -> bool {
         let into_last = self.into_last
             || (self.doc.config().merge_changes && self.doc.log.local_continues(self.doc.peer, timestamp));
@@ -114,14 +115,11 @@ impl<'d> Transaction<'d> {
         into_last
     }
 
-    /// Note that `container` (and the containers the operation `created`) changed, for the
-    /// event; only an event needs the set.
-    fn note_changed(&mut self, container: &ContainerId, created: Vec<ContainerId>) {
-        if self.doc.events_enabled() {
-            if !self.changed.contains(container) {
-                self.changed.push(container.clone());
-            }
-            self.changed.extend(created);
+    /// Note that `container` changed, for the event; only an event needs the set.
+    #[inline]
+    fn note_changed(&mut self, container: &ContainerId) {
+        if self.doc.events_enabled() && !self.changed.contains(container) {
+            self.changed.push(container.clone());
         }
     }
 
@@ -141,7 +139,10 @@ impl<'d> Transaction<'d> {
         )?;
         let op = Op { container, content };
         let created = self.doc.state.apply(id, timestamp, &op);
-        self.note_changed(&op.container, created);
+        self.note_changed(&op.container);
+        if self.doc.events_enabled() {
+            self.changed.extend(created);
+        }
         let into_last = self.take_into_last(timestamp);
         self.doc.log.push_local_op(op, id, len, timestamp, into_last);
         self.next += len;
@@ -153,7 +154,7 @@ impl<'d> Transaction<'d> {
     pub(crate) fn record_edit(&mut self, reserved: Reserved, edit: LocalEdit<'_>) {
         let Reserved { id, len, timestamp } = reserved;
         debug_assert_eq!(id.counter, self.next, "an operation was reserved and not recorded");
-        self.note_changed(edit.container(), Vec::new());
+        self.note_changed(edit.container());
         let into_last = self.take_into_last(timestamp);
         if !(into_last && self.doc.log.push_local_edit(edit, id, len, timestamp)) {
             self.doc.log.push_local_op(edit.to_op(), id, len, timestamp, into_last);
@@ -168,6 +169,7 @@ impl<'d> Transaction<'d> {
     }
 
     /// Give back a root id lent to an edit handle ([`Document::lend_root`]).
+    #[inline]
     pub(crate) fn return_root(&mut self, id: ContainerId) {
         self.doc.return_root(id);
     }
@@ -259,6 +261,7 @@ impl<'d> Transaction<'d> {
     pub fn commit(self) {}
 
     /// Queue the event of the transaction's edits, which the log already holds.
+    #[inline]
     fn finish(&mut self) {
         if self.next > self.start && self.doc.events_enabled() {
             let mut containers = std::mem::take(&mut self.changed);

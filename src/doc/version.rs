@@ -27,16 +27,19 @@ impl VersionVector {
         Self::default()
     }
 
+    #[inline]
     fn find(&self, peer: PeerId) -> Result<usize, usize> {
         self.0.binary_search_by_key(&peer, |&(p, _)| p)
     }
 
     /// How many operations of `peer` the version contains.
+    #[inline]
     pub fn get(&self, peer: PeerId) -> Counter {
         self.find(peer).map_or(0, |at| self.0[at].1)
     }
 
     /// Set the number of operations of `peer` (zero removes the entry).
+    #[inline]
     pub fn set(&mut self, peer: PeerId, end: Counter) {
         match (self.find(peer), end) {
             (Ok(at), 0) => {
@@ -181,6 +184,16 @@ impl Frontier {
     /// Whether the frontier is well-formed: sorted, unique (a decoded frontier may not be).
     pub(crate) fn is_canonical(&self) -> bool {
         self.0.windows(2).all(|w| w[0] < w[1])
+    }
+
+    /// Make `id` the only head, in place when there is one head already: a local change
+    /// typed on moves its head once per keystroke.
+    #[inline]
+    pub(crate) fn move_only_head(&mut self, id: OpId) {
+        match self.0.as_mut_slice() {
+            [only] => *only = id,
+            _ => *self = Frontier::from(id),
+        }
     }
 }
 

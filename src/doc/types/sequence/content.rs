@@ -56,6 +56,12 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
     /// another piece, trimming would copy it on every switch.
     fn shrink_to_fit(&mut self) {}
 
+    /// A copy of `slice` that local typing will likely grow, with room for some more elements,
+    /// so that the first keystrokes typed on do not each reallocate it.
+    fn to_owned_with_room(slice: &Self::Slice) -> Self {
+        slice.to_owned()
+    }
+
     /// A copy of the elements `from..to` (clamped to the length).
     fn slice(&self, from: usize, to: usize) -> Self {
         let mut middle = self.clone().split_off(from);
@@ -67,6 +73,16 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
 /// The largest content [`SeqContent::shrink_to_fit`] trims: copying this much on each switch
 /// between two pieces costs about as much as the rest of an edit.
 const TRIM_BYTES: usize = 4096;
+
+/// A copy of `text` with room to type on (see [`SeqContent::to_owned_with_room`]). Runs typed
+/// in one place average some tens of characters in the editing traces, so the first copy
+/// takes room for 32 bytes; what is not used is trimmed once typing moves elsewhere.
+pub(crate) fn to_owned_with_room(text: &str) -> String {
+    const ROOM: usize = 32;
+    let mut owned = String::with_capacity(text.len().max(ROOM));
+    owned.push_str(text);
+    owned
+}
 
 /// Append `more` to `s`; a one-byte character without a call to `memcpy`. Typing appends one
 /// character at a time to a piece and to an operation, and the call costs more than the copy.
@@ -151,6 +167,10 @@ impl SeqContent for String {
         if self.capacity() <= TRIM_BYTES {
             String::shrink_to_fit(self);
         }
+    }
+
+    fn to_owned_with_room(slice: &str) -> Self {
+        to_owned_with_room(slice)
     }
 
     fn slice(&self, from: usize, to: usize) -> Self {

@@ -66,7 +66,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
-pub(crate) use content::{SeqContent, byte_offset_counted, push_typed};
+pub(crate) use content::{SeqContent, byte_offset_counted, push_typed, to_owned_with_room};
 use peer_map::PeerMap;
 use tree::{Loc, Piece, Pieces};
 
@@ -211,6 +211,19 @@ pub(crate) struct Sequence<C> {
     /// Elements whose largest right child is an explicit one rather than the chain child:
     /// where the walk to the end of a subtree leaves a chain.
     branches: PeerMap<BTreeSet<Counter>>,
+    /// Where the author's next keystroke goes if it types on again, set by one that typed on.
+    /// Every other edit clears it: it may move the piece, or hang something after its end.
+    typing: Option<TypingOn>,
+}
+
+/// The state a keystroke that typed on leaves: the next one at visible index `pos` with id
+/// `next` types on too, extending piece `piece` of leaf `leaf`, with no lookup or check.
+#[derive(Clone, Copy, Debug)]
+struct TypingOn {
+    pos: usize,
+    next: OpId,
+    leaf: usize,
+    piece: usize,
 }
 
 impl<C> Default for Sequence<C> {
@@ -222,6 +235,7 @@ impl<C> Default for Sequence<C> {
             right_kids: PeerMap::default(),
             root_kids: Kids::new(),
             branches: PeerMap::default(),
+            typing: None,
         }
     }
 }
@@ -317,7 +331,8 @@ impl<C: SeqContent> Sequence<C> {
             Some(anchor) => anchor,
             None => {
                 let anchor = self.local_anchor(pos);
-                if self.insert_counted(id, anchor, Cow::Borrowed(content), len).is_none() {
+                let content = Cow::Owned(C::to_owned_with_room(content));
+                if self.insert_counted(id, anchor, content, len).is_none() {
                     return anchor;
                 }
                 anchor
@@ -336,20 +351,29 @@ impl<C: SeqContent> Sequence<C> {
     /// with one position lookup and no search among siblings. `None`, having done nothing,
     /// when the insert is anything else.
     fn type_on(&mut self, pos: usize, id: OpId, content: &C::Slice, len: usize) -> Option<Anchor> {
+        let typing = self.typing.take();
         let prev = OpId::new(id.peer, id.counter.checked_sub(1)?);
         let len = Counter::try_from(len).ok().filter(|&n| n > 0)?;
-        id.counter.checked_add(len)?;
-        let loc = self.pieces.find_visible(pos.checked_sub(1)?)?;
-        if self.pieces.id_at(loc) != prev || loc.offset + 1 != self.pieces.piece(loc).len {
-            return None;
-        }
-        if !kids_of(&self.right_kids, prev).is_empty() {
-            return None;
-        }
+        let end = id.counter.checked_add(len)?;
+        let (leaf, piece) = match typing {
+            // Nothing changed since the last keystroke typed on, right before `pos`.
+            Some(t) if t.pos == pos && t.next == id => (t.leaf, t.piece),
+            _ => {
+                let loc = self.pieces.find_visible(pos.checked_sub(1)?)?;
+                if self.pieces.id_at(loc) != prev || loc.offset + 1 != self.pieces.piece(loc).len {
+                    return None;
+                }
+                if !kids_of(&self.right_kids, prev).is_empty() {
+                    return None;
+                }
+                (loc.leaf, loc.piece)
+            }
+        };
         // The peer's last chain ending at `id` holds `prev`, and no id from `id` on is present.
         let chain = self.segments.get_mut(id.peer)?.0.last_mut().filter(|chain| chain.end == id.counter)?;
-        chain.end += len;
-        self.pieces.extend(loc.leaf, loc.piece, len, Cow::Borrowed(content));
+        chain.end = end;
+        self.pieces.extend(leaf, piece, len, Cow::Borrowed(content));
+        self.typing = Some(TypingOn { pos: pos + len as usize, next: OpId::new(id.peer, end), leaf, piece });
         Some(Anchor::after(prev))
     }
 
@@ -357,6 +381,7 @@ impl<C: SeqContent> Sequence<C> {
     /// edit; returns their ids, which the operation records, as [`Self::visible_spans`] gives
     /// them.
     pub fn delete_local(&mut self, pos: usize, len: usize) -> IdSpans {
+        self.typing = None;
         let mut out = IdSpans::new();
         let mut left = len;
         // The elements on either side of the deletion, when they are in the same pieces as
@@ -433,6 +458,7 @@ impl<C: SeqContent> Sequence<C> {
         content: Cow<'_, C::Slice>,
         n: usize,
     ) -> Option<Loc> {
+        self.typing = None;
         let len = Counter::try_from(n).ok()?;
         if let Some((leaf, at)) = self.chain_end_slot(id, &anchor, len) {
             // Only `chain_end_slot`'s case: the chain grows, no tree edge is added.
@@ -463,6 +489,7 @@ impl<C: SeqContent> Sequence<C> {
     /// Tombstone every present element of `spans` (absent ids are ignored, deleting twice is
     /// harmless); returns how many visible elements were deleted.
     pub fn delete<'a>(&mut self, spans: impl IntoIterator<Item = &'a IdSpan>) -> usize {
+        self.typing = None;
         let mut deleted = 0;
         for span in spans {
             let (peer, lo, hi) = (span.start.peer, span.start.counter, span.end_counter());

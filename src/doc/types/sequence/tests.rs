@@ -289,6 +289,39 @@ fn local_edits_match_a_vec_model() {
     }
 }
 
+/// A keystroke that types on skips every lookup while nothing else changed since the last
+/// one; a remote edit in between must make it look again.
+#[test]
+fn typing_on_after_a_remote_edit_looks_again() {
+    let type_ab = || {
+        let mut seq: Sequence<String> = Sequence::new();
+        seq.insert_local(0, id(5, 0), "a", 1);
+        seq.insert_local(1, id(5, 1), "b", 1);
+        seq
+    };
+    // A remote run before the typing point moves it on by one.
+    let mut seq = type_ab();
+    seq.insert(id(2, 0), Anchor { parent: None, side: Side::Right }, "Y".to_string());
+    assert_eq!(seq.to_content(), "Yab");
+    seq.insert_local(2, id(5, 2), "c", 1);
+    assert_eq!(seq.to_content(), "Yacb");
+    check(&seq);
+    // A remote run hung right after the last typed character, with a smaller id: the next
+    // keystroke goes before it, not at the end of the typed piece.
+    let mut seq = type_ab();
+    seq.insert(id(2, 0), Anchor::after(id(5, 1)), "X".to_string());
+    assert_eq!(seq.to_content(), "abX");
+    seq.insert_local(2, id(5, 2), "c", 1);
+    assert_eq!(seq.to_content(), "abcX");
+    check(&seq);
+    // A remote delete of the last typed character.
+    let mut seq = type_ab();
+    seq.delete(&[IdSpan::new(id(5, 1), 1)]);
+    seq.insert_local(1, id(5, 2), "c", 1);
+    assert_eq!(seq.to_content(), "ac");
+    check(&seq);
+}
+
 #[test]
 fn list_content_and_queries() {
     let mut seq: Sequence<Vec<u32>> = Sequence::new();

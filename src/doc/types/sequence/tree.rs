@@ -221,9 +221,13 @@ impl<C: SeqContent> Pieces<C> {
         let Cursor { leaf, piece: hinted, .. } = self.cursor;
         if let Some(pieces) = self.leaves.get(leaf).map(|l| &l.pieces) {
             // The hinted piece or a neighbour: ids are unique, so a piece holding `id` is it.
-            let from = hinted.saturating_sub(1);
-            for (piece, p) in pieces.iter().enumerate().skip(from).take(3) {
-                if p.peer == id.peer && p.counter <= id.counter && id.counter < p.end() {
+            // The hinted piece first: typing on and backspacing find the element there.
+            for piece in [hinted, hinted.wrapping_sub(1), hinted.wrapping_add(1)] {
+                if let Some(p) = pieces.get(piece)
+                    && p.peer == id.peer
+                    && p.counter <= id.counter
+                    && id.counter < p.end()
+                {
                     return Some(Loc { leaf, piece, offset: id.counter - p.counter });
                 }
             }
