@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::Timestamp;
 use super::deletion::{DeleteRun, DeleteRuns, forward_runs, push_runs, slice_runs};
 use super::id::{Counter, IdSpan, OpId};
-use super::types::sequence::{Anchor, byte_offset_counted, push_typed, to_owned_with_room};
+use super::types::sequence::{Anchor, SeqContent, byte_offset_counted, push_typed};
 use super::value::Value;
 
 /// The kind of a container: which CRDT it is.
@@ -231,7 +231,7 @@ impl LocalEdit<'_> {
     pub(crate) fn to_op(self) -> Op {
         let content = match self {
             LocalEdit::TextInsert { anchor, text, .. } => {
-                OpContent::TextInsert { anchor, text: to_owned_with_room(text) }
+                OpContent::TextInsert { anchor, text: String::to_owned_with_room(text) }
             }
             LocalEdit::Delete { spans, .. } => {
                 OpContent::SeqDelete { spans: forward_runs(spans.iter().copied()) }

@@ -74,16 +74,6 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
 /// between two pieces costs about as much as the rest of an edit.
 const TRIM_BYTES: usize = 4096;
 
-/// A copy of `text` with room to type on (see [`SeqContent::to_owned_with_room`]). Runs typed
-/// in one place average some tens of characters in the editing traces, so the first copy
-/// takes room for 32 bytes; what is not used is trimmed once typing moves elsewhere.
-pub(crate) fn to_owned_with_room(text: &str) -> String {
-    const ROOM: usize = 32;
-    let mut owned = String::with_capacity(text.len().max(ROOM));
-    owned.push_str(text);
-    owned
-}
-
 /// Append `more` to `s`; a one-byte character without a call to `memcpy`. Typing appends one
 /// character at a time to a piece and to an operation, and the call costs more than the copy.
 pub(crate) fn push_typed(s: &mut String, more: &str) {
@@ -169,8 +159,13 @@ impl SeqContent for String {
         }
     }
 
+    /// Runs typed in one place average some tens of characters in the editing traces, so the
+    /// copy takes room for 32 bytes; what is not used is trimmed once typing moves elsewhere.
     fn to_owned_with_room(slice: &str) -> Self {
-        to_owned_with_room(slice)
+        const ROOM: usize = 32;
+        let mut owned = String::with_capacity(slice.len().max(ROOM));
+        owned.push_str(slice);
+        owned
     }
 
     fn slice(&self, from: usize, to: usize) -> Self {

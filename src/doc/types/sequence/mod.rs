@@ -66,7 +66,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
-pub(crate) use content::{SeqContent, byte_offset_counted, push_typed, to_owned_with_room};
+pub(crate) use content::{SeqContent, byte_offset_counted, push_typed};
 use peer_map::PeerMap;
 use tree::{Loc, Piece, Pieces};
 
@@ -356,8 +356,14 @@ impl<C: SeqContent> Sequence<C> {
         let len = Counter::try_from(len).ok().filter(|&n| n > 0)?;
         let end = id.counter.checked_add(len)?;
         let (leaf, piece) = match typing {
-            // Nothing changed since the last keystroke typed on, right before `pos`.
-            Some(t) if t.pos == pos && t.next == id => (t.leaf, t.piece),
+            // Nothing changed since the last keystroke typed on, right before `pos`. The piece
+            // is checked all the same: were an edit ever to leave the record stale, typing
+            // falls back to the lookups below instead of extending another piece.
+            Some(t)
+                if t.pos == pos && t.next == id && self.pieces.visible_ends_before(t.leaf, t.piece, id) =>
+            {
+                (t.leaf, t.piece)
+            }
             _ => {
                 let loc = self.pieces.find_visible(pos.checked_sub(1)?)?;
                 if self.pieces.id_at(loc) != prev || loc.offset + 1 != self.pieces.piece(loc).len {

@@ -320,6 +320,23 @@ fn typing_on_after_a_remote_edit_looks_again() {
     seq.insert_local(1, id(5, 2), "c", 1);
     assert_eq!(seq.to_content(), "ac");
     check(&seq);
+    // A remote delete after the typing point leaves positions alone but overfills the leaf
+    // (8 pieces in tests), whose split moves the typed piece to a new leaf.
+    let mut seq: Sequence<String> = Sequence::new();
+    let mut parent = None;
+    for peer in 10..15 {
+        seq.insert(id(peer, 0), Anchor { parent, side: Side::Right }, "p".to_string());
+        parent = Some(id(peer, 0));
+    }
+    seq.insert(id(20, 0), Anchor { parent, side: Side::Right }, "qqqq".to_string());
+    seq.insert_local(5, id(5, 0), "a", 1);
+    seq.insert_local(6, id(5, 1), "b", 1);
+    assert_eq!(seq.pieces.leaf_count(), 1);
+    seq.delete(&[IdSpan::new(id(20, 1), 1)]);
+    assert_eq!(seq.pieces.leaf_count(), 2, "the delete split the leaf");
+    seq.insert_local(7, id(5, 2), "c", 1);
+    assert_eq!(seq.to_content(), "pppppabcqqq");
+    check(&seq);
 }
 
 #[test]

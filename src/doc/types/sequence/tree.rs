@@ -216,6 +216,13 @@ impl<C: SeqContent> Pieces<C> {
         OpId::new(start.peer, start.counter + loc.offset)
     }
 
+    /// Whether piece `piece` of `leaf` exists, is visible and ends right before `next` (its
+    /// last element is `next`'s predecessor of the same peer).
+    pub(super) fn visible_ends_before(&self, leaf: usize, piece: usize, next: OpId) -> bool {
+        let piece = self.leaves.get(leaf).and_then(|l| l.pieces.get(piece));
+        piece.is_some_and(|p| p.content.is_some() && p.peer == next.peer && p.end() == next.counter)
+    }
+
     /// Where element `id` is, if present.
     pub(super) fn locate(&self, id: OpId) -> Option<Loc> {
         let Cursor { leaf, piece: hinted, .. } = self.cursor;
