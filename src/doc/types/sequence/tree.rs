@@ -474,16 +474,19 @@ impl<C: SeqContent> Pieces<C> {
     /// continue; returns where the first of them is.
     pub(super) fn extend(&mut self, leaf: usize, pi: usize, len: Counter, content: Cow<'_, C::Slice>) -> Loc {
         let piece = &mut self.leaves[leaf].pieces[pi];
-        let offset = piece.len;
-        let from = piece.end();
-        piece.len += len;
-        self.index.extend(piece.peer, from, piece.end(), leaf);
+        // The content first, before the piece's length and the index are written: after those
+        // stores, the load of the content's own length stalled in some builds and not others
+        // (a fifth of a replay of `automerge-paper`, from unrelated code changes elsewhere).
         if let Some(have) = piece.content.as_mut() {
             match content {
                 Cow::Owned(content) => have.append(content),
                 Cow::Borrowed(content) => have.append_copy(content),
             }
         }
+        let offset = piece.len;
+        let from = piece.end();
+        piece.len += len;
+        self.index.extend(piece.peer, from, piece.end(), leaf);
         self.adjust(leaf, len as isize, len as isize);
         self.edited(leaf, pi);
         Loc { leaf, piece: pi, offset }
