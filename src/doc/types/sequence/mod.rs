@@ -217,7 +217,7 @@ pub(crate) struct Sequence<C> {
 }
 
 /// The state a keystroke that typed on leaves: the next one at visible index `pos` with id
-/// `next` types on too, extending piece `piece` of leaf `leaf`, with no lookup or check.
+/// `next` types on too, extending piece `piece` of leaf `leaf`, with no lookup.
 #[derive(Clone, Copy, Debug)]
 struct TypingOn {
     pos: usize,
