@@ -217,8 +217,8 @@ impl ChangeLog {
         timestamp: Timestamp,
         into_last: bool,
     ) {
-        let lamport = self.lamport_end;
-        let deps = self.advance_local(id, len);
+        let (lamport, deps) = (self.lamport_end, self.frontier.clone());
+        self.advance_local(id, len);
         let changes = self.changes_mut().entry(id.peer).or_default();
         match changes.last_mut() {
             Some(last) if into_last => last.append_local(op, id, len, timestamp),
@@ -247,21 +247,20 @@ impl ChangeLog {
             return false;
         }
         self.open_local = Some(OpenLocal::of(last));
-        debug_assert!(len > 0, "a local edit takes ids");
-        // The last change was the only head, so the frontier is its last id: it moves on.
-        self.version.set(id.peer, id.counter + len);
-        self.lamport_end += len;
-        self.frontier.move_only_head(OpId::new(id.peer, id.counter + len - 1));
+        self.advance_local(id, len);
         true
     }
 
-    /// Advance the version, frontier and Lamport end past local ids `id..id + len`; returns
-    /// the frontier before.
-    fn advance_local(&mut self, id: OpId, len: Counter) -> Frontier {
-        let Some(last) = len.checked_sub(1) else { return self.frontier.clone() };
+    /// Advance the version, frontier and Lamport end past local ids `id..id + len`, which
+    /// depend on every head: their last id becomes the only head. Typing on moves the one
+    /// head in place, once per keystroke.
+    // Always inlined: left a call, it cost about 55 instructions a keystroke (callgrind).
+    #[inline(always)]
+    fn advance_local(&mut self, id: OpId, len: Counter) {
+        let Some(last) = len.checked_sub(1) else { return };
         self.version.set(id.peer, id.counter + len);
         self.lamport_end += len;
-        std::mem::replace(&mut self.frontier, Frontier::from(OpId::new(id.peer, id.counter + last)))
+        self.frontier.move_only_head(OpId::new(id.peer, id.counter + last));
     }
 
     /// Advance the version, frontier and Lamport end past `change`; returns its peer's list.

@@ -105,11 +105,12 @@ pub(crate) fn slice_runs(runs: &[DeleteRun], from: Counter, to: Counter) -> Dele
 }
 
 /// The run that binary formats write as the id it removed first (`first` of `peer`) and
-/// `len << 1 | backward`; `None` if a backward run would start below counter 0 or the
-/// length does not fit a counter. (A forward run past the end of the counter space is kept:
-/// spans saturate, and the change that holds it fails validation.)
+/// `len << 1 | backward`; `None` if the run is empty (which would give a delete a second
+/// form), a backward run would start below counter 0, or the length does not fit a counter.
+/// (A forward run past the end of the counter space is kept: spans saturate, and the change
+/// that holds it fails validation.)
 pub(crate) fn decoded_run(peer: PeerId, first: Counter, len_and_direction: u64) -> Option<DeleteRun> {
-    let len = Counter::try_from(len_and_direction >> 1).ok()?;
+    let len = Counter::try_from(len_and_direction >> 1).ok().filter(|&len| len > 0)?;
     let backward = len_and_direction & 1 == 1 && len > 1;
     let start = if backward { first.checked_sub(len - 1)? } else { first };
     Some(DeleteRun::new(IdSpan::new(OpId::new(peer, start), len), backward))
@@ -200,6 +201,9 @@ mod tests {
         assert_eq!(decoded_run(PeerId::new(1), 0, u64::MAX), None);
         // A run of one id has one form.
         assert_eq!(decoded_run(PeerId::new(1), 5, 1 << 1 | 1), Some(one(5)));
+        // An empty run removes nothing and would give a delete a second form.
+        assert_eq!(decoded_run(PeerId::new(1), 5, 0), None);
+        assert_eq!(decoded_run(PeerId::new(1), 5, 1), None);
     }
 
     #[test]

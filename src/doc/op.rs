@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::Timestamp;
 use super::deletion::{DeleteRun, DeleteRuns, forward_runs, push_runs, slice_runs};
 use super::id::{Counter, IdSpan, OpId};
-use super::types::sequence::{Anchor, SeqContent, byte_offset_counted, push_typed};
+use super::types::sequence::{Anchor, SeqContent, byte_offset_counted, continues_chain, push_typed};
 use super::value::Value;
 
 /// The kind of a container: which CRDT it is.
@@ -299,9 +299,7 @@ impl Op {
         }
         match (&mut self.content, next) {
             (OpContent::TextInsert { text, .. }, LocalEdit::TextInsert { anchor, text: more, .. }) => {
-                let continues =
-                    next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
-                if Some(anchor) != continues {
+                if !continues_chain(next_id, &anchor) {
                     return false;
                 }
                 push_typed(text, more);
@@ -323,13 +321,12 @@ impl Op {
     /// Owned or borrowed: a server keeps the changes it applies for the fan-out, and joining
     /// a borrowed keystroke onto the stored run copies a character instead of the change.
     pub(crate) fn absorb<'a>(&mut self, next: Cow<'a, Op>, next_id: OpId) -> Result<(), Cow<'a, Op>> {
-        let continues = next_id.counter.checked_sub(1).map(|c| Anchor::after(OpId::new(next_id.peer, c)));
         let joins = self.container == next.container
             && match (&self.content, &next.content) {
                 (OpContent::TextInsert { .. }, OpContent::TextInsert { anchor, .. })
                 | (OpContent::ListInsert { .. }, OpContent::ListInsert { anchor, .. })
                 | (OpContent::MovableInsert { .. }, OpContent::MovableInsert { anchor, .. }) => {
-                    Some(*anchor) == continues
+                    continues_chain(next_id, anchor)
                 }
                 // Deletes always join: the ids of the second follow the first's.
                 (OpContent::SeqDelete { .. }, OpContent::SeqDelete { .. }) => true,

@@ -186,8 +186,7 @@ impl Frontier {
         self.0.windows(2).all(|w| w[0] < w[1])
     }
 
-    /// Make `id` the only head, in place when there is one head already: a local change
-    /// typed on moves its head once per keystroke.
+    /// Make `id` the only head, in place when there is one head already.
     #[inline]
     pub(crate) fn move_only_head(&mut self, id: OpId) {
         match self.0.as_mut_slice() {

@@ -96,7 +96,8 @@ impl Anchor {
 }
 
 /// Whether `anchor` makes `id` continue the chain of the element just before it.
-fn continues_chain(id: OpId, anchor: &Anchor) -> bool {
+#[inline]
+pub(crate) fn continues_chain(id: OpId, anchor: &Anchor) -> bool {
     id.counter.checked_sub(1).is_some_and(|c| *anchor == Anchor::after(OpId::new(id.peer, c)))
 }
 
@@ -216,12 +217,11 @@ pub(crate) struct Sequence<C> {
     typing: Option<TypingOn>,
 }
 
-/// The state a keystroke that typed on leaves: the next one at visible index `pos` with id
-/// `next` types on too, extending piece `piece` of leaf `leaf`, with no lookup.
+/// The state a keystroke that typed on leaves: the next one at visible index `pos`, whose id
+/// continues piece `piece` of leaf `leaf`, types on too and extends that piece with no lookup.
 #[derive(Clone, Copy, Debug)]
 struct TypingOn {
     pos: usize,
-    next: OpId,
     leaf: usize,
     piece: usize,
 }
@@ -356,12 +356,11 @@ impl<C: SeqContent> Sequence<C> {
         let len = Counter::try_from(len).ok().filter(|&n| n > 0)?;
         let end = id.counter.checked_add(len)?;
         let (leaf, piece) = match typing {
-            // Nothing changed since the last keystroke typed on, right before `pos`. The piece
-            // is checked all the same: were an edit ever to leave the record stale, typing
-            // falls back to the lookups below instead of extending another piece.
-            Some(t)
-                if t.pos == pos && t.next == id && self.pieces.visible_ends_before(t.leaf, t.piece, id) =>
-            {
+            // Nothing changed since the last keystroke typed on, right before `pos`, if the
+            // piece it extended still ends right before `id`. Were an edit ever to leave the
+            // record stale, typing falls back to the lookups below instead of extending
+            // another piece.
+            Some(t) if t.pos == pos && self.pieces.visible_ends_before(t.leaf, t.piece, id) => {
                 (t.leaf, t.piece)
             }
             _ => {
@@ -379,7 +378,7 @@ impl<C: SeqContent> Sequence<C> {
         let chain = self.segments.get_mut(id.peer)?.0.last_mut().filter(|chain| chain.end == id.counter)?;
         chain.end = end;
         self.pieces.extend(leaf, piece, len, Cow::Borrowed(content));
-        self.typing = Some(TypingOn { pos: pos + len as usize, next: OpId::new(id.peer, end), leaf, piece });
+        self.typing = Some(TypingOn { pos: pos + len as usize, leaf, piece });
         Some(Anchor::after(prev))
     }
 
