@@ -300,23 +300,32 @@ impl<C: SeqContent> Sequence<C> {
     /// The anchor for a local insert at visible index `pos` (clamped to [`Self::len`]); see the
     /// module docs for the convention.
     pub fn local_anchor(&self, pos: usize) -> Anchor {
+        self.local_place(pos).0
+    }
+
+    /// [`Self::local_anchor`], with the element the new run follows in the full order (none
+    /// at the start): the new run goes right after it whatever the anchor.
+    fn local_place(&self, pos: usize) -> (Anchor, Option<Loc>) {
         let pos = pos.min(self.len());
         let left = pos.checked_sub(1).and_then(|p| self.pieces.find_visible(p));
         let Some(left) = left else {
             // The root always has right children once anything exists, so go before the first
             // element of the full order.
-            return match self.pieces.first() {
+            let anchor = match self.pieces.first() {
                 Some(first) => Anchor { parent: Some(self.pieces.id_at(first)), side: Side::Left },
                 None => Anchor { parent: None, side: Side::Right },
             };
+            return (anchor, None);
         };
         let left_id = self.pieces.id_at(left);
         if !self.has_right_kids(left_id) {
-            return Anchor::after(left_id);
+            return (Anchor::after(left_id), Some(left));
         }
+        // The element after `left` is the first of `left`'s right subtree, so it has no left
+        // children: the run hung on its left lands right after `left`.
         match self.pieces.after(left) {
-            Some(next) => Anchor { parent: Some(self.pieces.id_at(next)), side: Side::Left },
-            None => Anchor::after(left_id),
+            Some(next) => (Anchor { parent: Some(self.pieces.id_at(next)), side: Side::Left }, Some(left)),
+            None => (Anchor::after(left_id), Some(left)),
         }
     }
 
@@ -329,14 +338,7 @@ impl<C: SeqContent> Sequence<C> {
         let pos = pos.min(self.len());
         let anchor = match self.type_on(pos, id, content, len) {
             Some(anchor) => anchor,
-            None => {
-                let anchor = self.local_anchor(pos);
-                let content = Cow::Owned(C::to_owned_with_room(content));
-                if self.insert_counted(id, anchor, content, len).is_none() {
-                    return anchor;
-                }
-                anchor
-            }
+            None => self.jump_to(pos, id, content, len),
         };
         // The next keystroke most likely types on after the last element.
         if let Some(last) = len.checked_sub(1).and_then(|n| Counter::try_from(n).ok()) {
@@ -380,6 +382,28 @@ impl<C: SeqContent> Sequence<C> {
         self.pieces.extend(leaf, piece, len, Cow::Borrowed(content));
         self.typing = Some(TypingOn { pos: pos + len as usize, leaf, piece });
         Some(Anchor::after(prev))
+    }
+
+    /// A local insert that does not type on: a new chain hung by the local insert convention.
+    /// The position lookup that finds the anchor also finds the slot, right after the visible
+    /// element `pos - 1`, so the placement among siblings and the id lookup of the general
+    /// path are skipped; so are its validity checks, since `id` is the author's next id.
+    fn jump_to(&mut self, pos: usize, id: OpId, content: &C::Slice, len: usize) -> Anchor {
+        self.typing = None;
+        let (anchor, left) = self.local_place(pos);
+        let content = Cow::Owned(C::to_owned_with_room(content));
+        let Some(left) = left else {
+            // At the start: rare, and the general path knows the first slot.
+            self.insert_counted(id, anchor, content, len);
+            return anchor;
+        };
+        debug_assert!(self.can_insert(id, &anchor, len), "{id:?} is not the author's next id");
+        let Some(n) = Counter::try_from(len).ok().filter(|&n| n > 0) else { return anchor };
+        self.pieces.split(left.leaf, left.piece, left.offset + 1);
+        let (leaf, at) = self.pieces.slot(left.leaf, left.piece + 1);
+        let joins = !self.record_tree(id, n, anchor);
+        self.pieces.insert(leaf, at, id, n, content, joins);
+        anchor
     }
 
     /// Tombstone the visible elements `pos..pos + len` (clamped to the sequence) as a local
