@@ -40,6 +40,11 @@ pub(super) struct Piece<C> {
 }
 
 impl<C> Piece<C> {
+    /// How many visible elements the piece holds.
+    fn vis(&self) -> Counter {
+        if self.content.is_some() { self.len } else { 0 }
+    }
+
     pub(super) fn new(start: OpId, len: Counter, content: Option<C>, starts_chain: bool) -> Self {
         Piece { peer: start.peer, counter: start.counter, len, content, starts_chain }
     }
@@ -52,11 +57,6 @@ impl<C> Piece<C> {
     /// One past the last counter.
     pub(super) fn end(&self) -> Counter {
         self.counter.saturating_add(self.len)
-    }
-
-    /// How many visible elements the piece holds.
-    pub(super) fn visible_len(&self) -> usize {
-        if self.content.is_some() { self.len as usize } else { 0 }
     }
 }
 
@@ -71,6 +71,10 @@ pub(super) struct Loc {
 #[derive(Clone, Debug)]
 struct Leaf<C> {
     pieces: Vec<Piece<C>>,
+    /// The visible length of each piece, side by side: finding a position scans a leaf's
+    /// pieces, and reading 4 bytes a piece instead of a 48-byte piece each touches a twelfth
+    /// of the memory (the scan was most of a position lookup's time on `sveltecomponent`).
+    vis: Vec<Counter>,
     /// The inner node holding this leaf.
     parent: usize,
     /// Neighbours in document order, for walks that cross leaves.
@@ -122,12 +126,29 @@ struct Cursor {
 /// most stop being edited well before they fill, so capacity grows by a few pieces at a time
 /// rather than doubling: a leaf gets some hundred inserts in all, and growing costs one copy
 /// of the leaf every few of them, about what an insert's shift of the pieces after it costs.
-fn make_room<C>(pieces: &mut Vec<Piece<C>>, extra: usize) {
+fn make_room<C>(leaf: &mut Leaf<C>, extra: usize) {
     const STEP: usize = 8;
-    let need = pieces.len() + extra;
-    if need > pieces.capacity() {
-        let target = (pieces.capacity() + STEP).min(MAX_PIECES).max(need);
-        pieces.reserve_exact(target - pieces.len());
+    let need = leaf.pieces.len() + extra;
+    if need > leaf.pieces.capacity() {
+        let target = (leaf.pieces.capacity() + STEP).min(MAX_PIECES).max(need);
+        leaf.pieces.reserve_exact(target - leaf.pieces.len());
+        leaf.vis.reserve_exact(target - leaf.vis.len());
+    }
+}
+
+impl<C> Leaf<C> {
+    /// A leaf of `pieces`, not linked yet.
+    fn of(pieces: Vec<Piece<C>>, parent: usize, prev: Option<usize>, next: Option<usize>) -> Self {
+        let vis: Vec<Counter> = pieces.iter().map(Piece::vis).collect();
+        let visible = vis.iter().map(|&v| v as usize).sum();
+        let total = pieces.iter().map(|p| p.len as usize).sum();
+        Leaf { pieces, vis, parent, prev, next, visible, total }
+    }
+
+    /// Insert `piece` at index `pi`, room made.
+    fn insert_piece(&mut self, pi: usize, piece: Piece<C>) {
+        self.vis.insert(pi, piece.vis());
+        self.pieces.insert(pi, piece);
     }
 }
 
@@ -160,10 +181,8 @@ impl<C: SeqContent> Pieces<C> {
         while pieces.peek().is_some() {
             let leaf = tree.leaves.len();
             let chunk: Vec<Piece<C>> = pieces.by_ref().take(per_leaf).collect();
-            let visible = chunk.iter().map(Piece::visible_len).sum();
-            let total = chunk.iter().map(|p| p.len as usize).sum();
             let prev = leaf.checked_sub(1);
-            tree.leaves.push(Leaf { pieces: chunk, parent: 0, prev, next: None, visible, total });
+            tree.leaves.push(Leaf::of(chunk, 0, prev, None));
             if let Some(prev) = prev {
                 tree.leaves[prev].next = Some(leaf);
             }
@@ -297,8 +316,8 @@ impl<C: SeqContent> Pieces<C> {
     fn find_in_leaf(&self, leaf: usize, mut rest: usize) -> Option<Loc> {
         let l = &self.leaves[leaf];
         if rest < l.visible / 2 {
-            for (piece, p) in l.pieces.iter().enumerate() {
-                let visible = p.visible_len();
+            for (piece, &visible) in l.vis.iter().enumerate() {
+                let visible = visible as usize;
                 if rest < visible {
                     return Some(Loc { leaf, piece, offset: rest as Counter });
                 }
@@ -308,8 +327,8 @@ impl<C: SeqContent> Pieces<C> {
         }
         // The element is the `from_end`-th visible one counting back from the leaf's end.
         let mut from_end = l.visible.checked_sub(rest).filter(|&n| n > 0)?;
-        for (piece, p) in l.pieces.iter().enumerate().rev() {
-            let visible = p.visible_len();
+        for (piece, &visible) in l.vis.iter().enumerate().rev() {
+            let visible = visible as usize;
             if from_end <= visible {
                 return Some(Loc { leaf, piece, offset: (visible - from_end) as Counter });
             }
@@ -349,7 +368,7 @@ impl<C: SeqContent> Pieces<C> {
     /// How many visible elements precede `loc`.
     pub(super) fn visible_before(&self, loc: Loc) -> usize {
         let leaf = &self.leaves[loc.leaf];
-        let mut inside: usize = leaf.pieces[..loc.piece].iter().map(Piece::visible_len).sum();
+        let mut inside: usize = leaf.vis[..loc.piece].iter().map(|&v| v as usize).sum();
         if leaf.pieces[loc.piece].content.is_some() {
             inside += loc.offset as usize;
         }
@@ -395,8 +414,7 @@ impl<C: SeqContent> Pieces<C> {
     /// The slot for a new piece at the very start, creating the first leaf if needed.
     pub(super) fn start_slot(&mut self) -> (usize, usize) {
         if self.leaves.is_empty() {
-            let leaf = Leaf { pieces: Vec::new(), parent: 0, prev: None, next: None, visible: 0, total: 0 };
-            self.leaves.push(leaf);
+            self.leaves.push(Leaf::of(Vec::new(), 0, None, None));
             self.inners.push(Inner { kids: vec![0], leaf_kids: true, parent: None, visible: 0, total: 0 });
             self.root = 0;
         }
@@ -424,8 +442,9 @@ impl<C: SeqContent> Pieces<C> {
         let content = piece.content.as_mut().map(|c| c.split_off_counted(at as usize, piece.len as usize));
         let tail = Piece::new(OpId::new(piece.peer, piece.counter + at), piece.len - at, content, false);
         piece.len = at;
-        make_room(&mut l.pieces, 1);
-        l.pieces.insert(pi + 1, tail);
+        l.vis[pi] = piece.vis();
+        make_room(l, 1);
+        l.insert_piece(pi + 1, tail);
     }
 
     /// Insert `piece` at index `pi` of `leaf`; returns where its first element ends up. It
@@ -455,8 +474,8 @@ impl<C: SeqContent> Pieces<C> {
         }
         let piece = Piece::new(start, len, Some(content.into_owned()), !joins);
         self.index.place(start.peer, start.counter, start.counter.saturating_add(len), leaf);
-        make_room(&mut l.pieces, 1);
-        l.pieces.insert(pi, piece);
+        make_room(l, 1);
+        l.insert_piece(pi, piece);
         self.adjust(leaf, visible, total);
         self.edited(leaf, pi);
         match self.fix(leaf) {
@@ -473,7 +492,9 @@ impl<C: SeqContent> Pieces<C> {
     /// Append `len` elements of `content` to visible piece `pi` of `leaf`, whose ids they
     /// continue; returns where the first of them is.
     pub(super) fn extend(&mut self, leaf: usize, pi: usize, len: Counter, content: Cow<'_, C::Slice>) -> Loc {
-        let piece = &mut self.leaves[leaf].pieces[pi];
+        let l = &mut self.leaves[leaf];
+        l.vis[pi] += len;
+        let piece = &mut l.pieces[pi];
         // The content first, before the piece's length and the index are written: after those
         // stores, the load of the content's own length stalled in some builds and not others
         // (a fifth of a replay of `automerge-paper`, from unrelated code changes elsewhere).
@@ -538,18 +559,20 @@ impl<C: SeqContent> Pieces<C> {
         let tombstone = Piece::new(OpId::new(start.peer, start.counter + from), to - from, None, starts);
         if from == 0 {
             *piece = tombstone;
+            l.vis[pi] = 0;
         } else {
             if tail.is_none() {
                 content.cut(from as usize, whole as usize, whole as usize);
             }
             piece.len = from;
+            l.vis[pi] = from;
             pi += 1;
-            make_room(&mut l.pieces, 1);
-            l.pieces.insert(pi, tombstone);
+            make_room(l, 1);
+            l.insert_piece(pi, tombstone);
         }
         if let Some(tail) = tail {
-            make_room(&mut l.pieces, 1);
-            l.pieces.insert(pi + 1, tail);
+            make_room(l, 1);
+            l.insert_piece(pi + 1, tail);
         }
         let n = n as usize;
         self.adjust(leaf, -(n as isize), 0);
@@ -567,7 +590,8 @@ impl<C: SeqContent> Pieces<C> {
     /// piece added or removed. `None`, having done nothing, for any other delete.
     fn grow_tombstone(&mut self, loc: Loc, len: Counter) -> Option<usize> {
         let (leaf, pi, from) = (loc.leaf, loc.piece, loc.offset);
-        let pieces = &mut self.leaves[leaf].pieces;
+        let l = &mut self.leaves[leaf];
+        let pieces = &mut l.pieces;
         let piece = &pieces[pi];
         let (start, whole) = (piece.start(), piece.len);
         let to = from.saturating_add(len).min(whole);
@@ -593,6 +617,7 @@ impl<C: SeqContent> Pieces<C> {
             let next = &mut pieces[pi + 1];
             next.counter -= n;
             next.len += n;
+            l.vis[pi] = from;
         } else if from == 0 && to < whole {
             // The tombstone before the piece, which the piece's ids continue, grows forwards.
             let prev = pieces.get(pi.checked_sub(1)?)?;
@@ -610,6 +635,7 @@ impl<C: SeqContent> Pieces<C> {
                 content.remove_front(n as usize, whole as usize);
             }
             pieces[pi - 1].len += n;
+            l.vis[pi] -= n;
         } else {
             return None;
         }
@@ -621,7 +647,8 @@ impl<C: SeqContent> Pieces<C> {
     /// Merge piece `pi + 1` of `leaf` into piece `pi` if they continue one chain with the same
     /// status.
     fn merge(&mut self, leaf: usize, pi: usize) {
-        let pieces = &mut self.leaves[leaf].pieces;
+        let l = &mut self.leaves[leaf];
+        let pieces = &mut l.pieces;
         let (Some(a), Some(b)) = (pieces.get(pi), pieces.get(pi + 1)) else { return };
         let joins = a.peer == b.peer
             && a.end() == b.counter
@@ -631,7 +658,9 @@ impl<C: SeqContent> Pieces<C> {
             return;
         }
         let b = pieces.remove(pi + 1);
-        let a = &mut pieces[pi];
+        let b_vis = l.vis.remove(pi + 1);
+        l.vis[pi] += b_vis;
+        let a = &mut l.pieces[pi];
         a.len += b.len;
         if let (Some(a), Some(b)) = (a.content.as_mut(), b.content) {
             a.append(b);
@@ -688,14 +717,15 @@ impl<C: SeqContent> Pieces<C> {
         }
         let mid = l.pieces.len() / 2;
         let tail = l.pieces.split_off(mid);
+        l.vis.truncate(mid);
         // Both halves now have room to grow to a full leaf, and most leaves stop being edited
         // long before: spare room is the leaves' largest cost, so keep none.
         l.pieces.shrink_to_fit();
-        let visible: usize = tail.iter().map(Piece::visible_len).sum();
-        let total: usize = tail.iter().map(|p| p.len as usize).sum();
-        l.visible -= visible;
-        l.total -= total;
+        l.vis.shrink_to_fit();
         let (parent, next) = (l.parent, l.next);
+        let right = Leaf::of(tail, parent, Some(leaf), next);
+        l.visible -= right.visible;
+        l.total -= right.total;
         l.next = Some(new);
         if let Some(next) = next {
             self.leaves[next].prev = Some(new);
@@ -703,7 +733,7 @@ impl<C: SeqContent> Pieces<C> {
         // The moved ids, as few ranges as possible: a leaf's pieces are mostly cut from a few
         // runs of consecutive ids.
         let mut moved: Vec<(PeerId, Counter, Counter)> =
-            tail.iter().map(|p| (p.peer, p.counter, p.end())).collect();
+            right.pieces.iter().map(|p| (p.peer, p.counter, p.end())).collect();
         moved.sort_unstable();
         moved.dedup_by(|next, run| {
             let joins = next.0 == run.0 && next.1 == run.2;
@@ -715,7 +745,7 @@ impl<C: SeqContent> Pieces<C> {
         for (peer, from, to) in moved {
             self.index.place(peer, from, to, new);
         }
-        self.leaves.push(Leaf { pieces: tail, parent, prev: Some(leaf), next, visible, total });
+        self.leaves.push(right);
         self.add_kid(parent, leaf, new);
         Some((new, mid))
     }
@@ -809,7 +839,8 @@ impl<C: SeqContent> Pieces<C> {
             let l = &self.leaves[leaf];
             assert_eq!(l.prev, i.checked_sub(1).map(|p| linked[p]));
             assert!(!l.pieces.is_empty() && l.pieces.len() <= MAX_PIECES);
-            assert_eq!(l.visible, l.pieces.iter().map(Piece::visible_len).sum::<usize>());
+            assert_eq!(l.visible, l.pieces.iter().map(|p| p.vis() as usize).sum::<usize>());
+            assert_eq!(l.vis, l.pieces.iter().map(Piece::vis).collect::<Vec<_>>(), "visible lengths");
             assert_eq!(l.total, l.pieces.iter().map(|p| p.len as usize).sum::<usize>());
             for piece in &l.pieces {
                 assert!(piece.len > 0);
