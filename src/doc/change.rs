@@ -213,13 +213,27 @@ impl Change {
     /// Append local operation `op`, with first id `id` and `len` ids, made at `timestamp`, to
     /// this change, whose ids end right before `id`: the transaction that made `op` started
     /// this change or continues it (see [`super::change_log::ChangeLog::local_continues`]).
-    pub(crate) fn append_local(&mut self, op: Op, id: OpId, len: Counter, timestamp: Timestamp) {
+    /// `op` is joined into the last operation if it continues it, unless the caller knows
+    /// that it does not (`may_join` false).
+    pub(crate) fn append_local(
+        &mut self,
+        op: Op,
+        id: OpId,
+        len: Counter,
+        timestamp: Timestamp,
+        may_join: bool,
+    ) {
         // The last operation stops growing: give back the room its text took for typing on.
         if let Some(Op { content: OpContent::TextInsert { text, .. }, .. }) = self.ops.last_mut() {
             text.shrink_to_fit();
         }
         self.take_header_parts(len, timestamp, !op.ignores_timestamp());
-        self.join_ops(id, std::iter::once(Cow::Owned(op)));
+        if may_join {
+            self.join_ops(id, std::iter::once(Cow::Owned(op)));
+        } else {
+            debug_assert!(self.ops.last().is_none_or(|last| !last.joined_by(&op, id)), "{op:?} joins");
+            self.ops.push(op);
+        }
     }
 
     /// [`Change::append_local`] of an edit that continues this change's last operation (typing

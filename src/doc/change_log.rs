@@ -205,7 +205,8 @@ impl ChangeLog {
     /// at `timestamp`: into the peer's last change if `into_last` (the operation's transaction
     /// started that change, or [`Self::local_continues`] allowed continuing it), else as the
     /// first operation of a new change on top of every head. The caller has checked that the
-    /// ids and Lamport times fit.
+    /// ids and Lamport times fit. `may_join` false says that `op` does not continue the last
+    /// operation, which then is not checked.
     ///
     /// A transaction records each operation as it is made, rather than a change when it
     /// ends: typing on then appends to the stored change, with no change built and merged.
@@ -216,12 +217,13 @@ impl ChangeLog {
         len: Counter,
         timestamp: Timestamp,
         into_last: bool,
+        may_join: bool,
     ) {
         let (lamport, deps) = (self.lamport_end, self.frontier.clone());
         self.advance_local(id, len);
         let changes = self.changes_mut().entry(id.peer).or_default();
         match changes.last_mut() {
-            Some(last) if into_last => last.append_local(op, id, len, timestamp),
+            Some(last) if into_last => last.append_local(op, id, len, timestamp, may_join),
             _ => {
                 let uses_timestamp = !op.ignores_timestamp();
                 changes.push(Change { id, deps, lamport, timestamp, ops: vec![op], len, uses_timestamp });

@@ -313,15 +313,9 @@ impl Op {
         }
     }
 
-    /// Append `next` (whose first id is `next_id`) to this operation (whose ids end right before
-    /// `next_id`) if it continues it: a delete in the same container always, an insert into
-    /// the same text or list right after this one's last element, which is what an insert cut
-    /// in two becomes. Gives the operation back if not.
-    ///
-    /// Owned or borrowed: a server keeps the changes it applies for the fan-out, and joining
-    /// a borrowed keystroke onto the stored run copies a character instead of the change.
-    pub(crate) fn absorb<'a>(&mut self, next: Cow<'a, Op>, next_id: OpId) -> Result<(), Cow<'a, Op>> {
-        let joins = self.container == next.container
+    /// Whether [`Self::absorb`] joins `next`, whose first id is `next_id`, into this operation.
+    pub(crate) fn joined_by(&self, next: &Op, next_id: OpId) -> bool {
+        self.container == next.container
             && match (&self.content, &next.content) {
                 (OpContent::TextInsert { .. }, OpContent::TextInsert { anchor, .. })
                 | (OpContent::ListInsert { .. }, OpContent::ListInsert { anchor, .. })
@@ -331,8 +325,18 @@ impl Op {
                 // Deletes always join: the ids of the second follow the first's.
                 (OpContent::SeqDelete { .. }, OpContent::SeqDelete { .. }) => true,
                 _ => false,
-            };
-        if !joins {
+            }
+    }
+
+    /// Append `next` (whose first id is `next_id`) to this operation (whose ids end right before
+    /// `next_id`) if it continues it: a delete in the same container always, an insert into
+    /// the same text or list right after this one's last element, which is what an insert cut
+    /// in two becomes. Gives the operation back if not.
+    ///
+    /// Owned or borrowed: a server keeps the changes it applies for the fan-out, and joining
+    /// a borrowed keystroke onto the stored run copies a character instead of the change.
+    pub(crate) fn absorb<'a>(&mut self, next: Cow<'a, Op>, next_id: OpId) -> Result<(), Cow<'a, Op>> {
+        if !self.joined_by(&next, next_id) {
             return Err(next);
         }
         match (&mut self.content, next) {

@@ -144,7 +144,7 @@ impl<'d> Transaction<'d> {
             self.changed.extend(created);
         }
         let into_last = self.take_into_last(timestamp);
-        self.doc.log.push_local_op(op, id, len, timestamp, into_last);
+        self.doc.log.push_local_op(op, id, len, timestamp, into_last, true);
         self.next += len;
         Ok(id)
     }
@@ -157,7 +157,9 @@ impl<'d> Transaction<'d> {
         self.note_changed(edit.container());
         let into_last = self.take_into_last(timestamp);
         if !(into_last && self.doc.log.push_local_edit(edit, id, len, timestamp)) {
-            self.doc.log.push_local_op(edit.to_op(), id, len, timestamp, into_last);
+            // An edit that `push_local_edit` could not append cannot join the last operation
+            // either: both follow the same rule (`Op::extend_local`, `Op::absorb`).
+            self.doc.log.push_local_op(edit.to_op(), id, len, timestamp, into_last, false);
         }
         self.next += len;
     }
