@@ -4,11 +4,8 @@
 //! which every keystroke and every delete does, therefore leaves this index alone, and a
 //! peer's consecutive ids in one leaf take one entry however many pieces they span.
 
-use std::collections::BTreeMap;
-
-use smallvec::SmallVec;
-
-use super::peer_map::{PeerMap, floor};
+use super::peer_map::PeerMap;
+use super::run_map::RunMap;
 use crate::doc::id::{Counter, OpId, PeerId};
 
 /// Per peer, the leaf of every present id, as runs.
@@ -22,7 +19,7 @@ pub(super) struct LeafIndex {
 /// not received yet) may fall in any run.
 #[derive(Clone, Debug, Default)]
 struct PeerRuns {
-    runs: BTreeMap<Counter, u32>,
+    runs: RunMap,
     /// One past the greatest counter placed. No entry is at or above it, so ids placed from
     /// here on fall in the last run: a peer typing on needs no entry.
     end: Counter,
@@ -47,7 +44,7 @@ impl LeafIndex {
         }
         let peers = peers
             .into_iter()
-            .map(|(peer, list, end)| (peer, PeerRuns { runs: list.into_iter().collect(), end }))
+            .map(|(peer, list, end)| (peer, PeerRuns { runs: RunMap::from_sorted(list), end }))
             .collect();
         LeafIndex { peers: PeerMap::from_entries(peers) }
     }
@@ -55,7 +52,7 @@ impl LeafIndex {
     /// The leaf holding `id`, if `id` is present (for an absent id, any leaf or none).
     pub(super) fn leaf_of(&self, id: OpId) -> Option<usize> {
         let runs = self.peers.get(id.peer)?;
-        floor(&runs.runs, id.counter).map(|(_, &leaf)| leaf as usize)
+        runs.runs.floor(id.counter).map(|(_, leaf)| leaf as usize)
     }
 
     /// Record that new ids `from..to` of `peer` joined a piece of `leaf` that holds `from - 1`.
@@ -73,37 +70,21 @@ impl LeafIndex {
         let leaf = leaf as u32;
         if from >= runs.end {
             // New ids after every placed one: only the last run may already cover them.
-            if runs.runs.last_key_value().is_none_or(|(_, &l)| l != leaf) {
+            if runs.runs.last().is_none_or(|(_, l)| l != leaf) {
                 runs.runs.insert(from, leaf);
             }
             runs.end = to;
             return;
         }
-        // One walk down from `to` finds the leaf of `to`, the entries inside the range and
-        // the leaf of `from - 1`.
-        let (mut after, mut at_to, mut before) = (None, false, None);
-        let mut inside: SmallVec<[Counter; 4]> = SmallVec::new();
-        for (&key, &l) in runs.runs.range(..=to).rev() {
-            if after.is_none() {
-                after = Some(l);
-                at_to = key == to;
-                if at_to {
-                    continue;
-                }
-            }
-            if key < from {
-                before = Some(l);
-                break;
-            }
-            inside.push(key);
-        }
-        for key in &inside {
-            runs.runs.remove(key);
-        }
+        // The leaf of `to` and of `from - 1`, before the entries inside the range go.
+        let after = runs.runs.floor(to);
+        let at_to = after.is_some_and(|(key, _)| key == to);
+        let before = from.checked_sub(1).and_then(|c| runs.runs.floor(c)).map(|(_, l)| l);
+        runs.runs.remove_range(from, to);
         // Ids from `to` on, if any are present, keep their leaf.
         if to < runs.end
             && !at_to
-            && let Some(after) = after.filter(|&l| l != leaf)
+            && let Some((_, after)) = after.filter(|&(_, l)| l != leaf)
         {
             runs.runs.insert(to, after);
         }
@@ -123,7 +104,8 @@ impl LeafIndex {
     #[cfg(test)]
     pub(super) fn check_ends(&self) {
         for (peer, runs) in self.peers.iter() {
-            if let Some((&last, _)) = runs.runs.last_key_value() {
+            runs.runs.check();
+            if let Some((last, _)) = runs.runs.last() {
                 assert!(last < runs.end, "run of {peer:?} at {last} past the end {}", runs.end);
             }
         }

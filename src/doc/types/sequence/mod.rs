@@ -831,6 +831,7 @@ mod leaf_index;
 mod oracle;
 mod peer_map;
 mod rebuild;
+mod run_map;
 #[cfg(test)]
 mod tests;
 mod tree;

@@ -88,12 +88,3 @@ impl<T> PeerMap<BTreeMap<Counter, T>> {
         )
     }
 }
-
-/// The entry of `map` with the greatest counter at most `at`. The last entry is tried first:
-/// edits mostly concern a peer's latest ids, and checking it costs no search.
-pub(super) fn floor<T>(map: &BTreeMap<Counter, T>, at: Counter) -> Option<(Counter, &T)> {
-    match map.last_key_value() {
-        Some((&last, value)) if last <= at => Some((last, value)),
-        _ => map.range(..=at).next_back().map(|(&k, v)| (k, v)),
-    }
-}

@@ -136,7 +136,8 @@ fn make_room<C>(leaf: &mut Leaf<C>, extra: usize) {
     if need > leaf.vis.capacity() {
         // Four bytes a piece: doubling wastes little, and growing by a step each time the
         // pieces do cost as much time again as the pieces' own growth.
-        let target = (leaf.vis.capacity() * 2).max(16).min(MAX_PIECES + 1).max(need);
+        let doubled = (leaf.vis.capacity() * 2).max(16);
+        let target = doubled.min(MAX_PIECES + 1).max(need);
         leaf.vis.reserve_exact(target - leaf.vis.len());
     }
 }

@@ -1,0 +1,190 @@
+//! An ordered map from counters to leaves, for [`super::leaf_index`]: sorted entries in chunks.
+//!
+//! The leaf index is rewritten every time a leaf splits, once per run of ids that moves, and
+//! that was a twelfth of a local replay of `sveltecomponent` with a `BTreeMap`: a range walk
+//! and two inserts, each a descent through nodes of eleven keys. Here a lookup is two binary
+//! searches, one over the first key of each chunk and one inside a chunk of at most
+//! [`CHUNK`] entries, and an insert shifts at most a chunk. Entries are 8 bytes back to back.
+
+use crate::doc::id::Counter;
+
+/// Entries a chunk may hold before it splits. Tests use tiny chunks so that small cases split.
+const CHUNK: usize = if cfg!(test) { 4 } else { 64 };
+
+/// Sorted `(key, leaf)` entries, in chunks of 1 to [`CHUNK`] entries.
+#[derive(Clone, Debug, Default)]
+pub(super) struct RunMap {
+    /// The first key of each chunk, ascending.
+    firsts: Vec<Counter>,
+    /// The entries, ascending by key across chunks; no chunk is empty.
+    chunks: Vec<Vec<(Counter, u32)>>,
+}
+
+impl RunMap {
+    /// A map of `entries`, ascending by key with no key twice, in full chunks.
+    pub(super) fn from_sorted(entries: Vec<(Counter, u32)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "unsorted entries");
+        let chunks: Vec<Vec<(Counter, u32)>> = entries.chunks(CHUNK).map(<[_]>::to_vec).collect();
+        let firsts = chunks.iter().map(|chunk| chunk[0].0).collect();
+        RunMap { firsts, chunks }
+    }
+
+    /// How many entries there are.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    /// The chunk that holds `at` or would: the last whose first key is at most `at`, or the
+    /// first chunk.
+    fn chunk_of(&self, at: Counter) -> usize {
+        self.firsts.partition_point(|&first| first <= at).saturating_sub(1)
+    }
+
+    /// The entry with the greatest key at most `at`. The last entry is tried first: edits
+    /// mostly concern a peer's latest ids, and checking it costs no search.
+    pub(super) fn floor(&self, at: Counter) -> Option<(Counter, u32)> {
+        if let Some(last) = self.last().filter(|&(key, _)| key <= at) {
+            return Some(last);
+        }
+        let c = self.firsts.partition_point(|&first| first <= at).checked_sub(1)?;
+        let chunk = &self.chunks[c];
+        // At least the chunk's first entry is at most `at`.
+        Some(chunk[chunk.partition_point(|&(key, _)| key <= at) - 1])
+    }
+
+    /// The entry with the greatest key.
+    pub(super) fn last(&self) -> Option<(Counter, u32)> {
+        self.chunks.last().and_then(|chunk| chunk.last()).copied()
+    }
+
+    /// Map `key` to `leaf`, replacing what it mapped to.
+    pub(super) fn insert(&mut self, key: Counter, leaf: u32) {
+        if self.chunks.is_empty() {
+            self.firsts.push(key);
+            self.chunks.push(vec![(key, leaf)]);
+            return;
+        }
+        let c = self.chunk_of(key);
+        let chunk = &mut self.chunks[c];
+        let i = match chunk.binary_search_by_key(&key, |&(k, _)| k) {
+            Ok(i) => {
+                chunk[i].1 = leaf;
+                return;
+            }
+            Err(i) => i,
+        };
+        chunk.insert(i, (key, leaf));
+        if i == 0 {
+            // Only before the first key of all: any other key goes after its chunk's first.
+            self.firsts[c] = key;
+        }
+        if chunk.len() > CHUNK {
+            let tail = chunk.split_off(chunk.len() / 2);
+            self.firsts.insert(c + 1, tail[0].0);
+            self.chunks.insert(c + 1, tail);
+        }
+    }
+
+    /// Remove every entry whose key is in `from..to`.
+    pub(super) fn remove_range(&mut self, from: Counter, to: Counter) {
+        let mut c = self.chunk_of(from);
+        while let Some(chunk) = self.chunks.get_mut(c) {
+            let lo = chunk.partition_point(|&(key, _)| key < from);
+            let hi = chunk.partition_point(|&(key, _)| key < to);
+            // Every key of the chunk from `lo` on is below `to`: the next chunk may hold more.
+            let more = hi == chunk.len();
+            chunk.drain(lo..hi);
+            if chunk.is_empty() {
+                self.chunks.remove(c);
+                self.firsts.remove(c);
+            } else {
+                self.firsts[c] = chunk[0].0;
+                c += 1;
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+
+    /// Every entry, ascending.
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (Counter, u32)> + '_ {
+        self.chunks.iter().flatten().copied()
+    }
+
+    /// Check that chunks are non-empty, not over-full, sorted and named by their first keys.
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        assert_eq!(self.firsts.len(), self.chunks.len());
+        for (first, chunk) in self.firsts.iter().zip(&self.chunks) {
+            assert!(!chunk.is_empty() && chunk.len() <= CHUNK, "chunk of {}", chunk.len());
+            assert_eq!(*first, chunk[0].0);
+        }
+        let keys: Vec<Counter> = self.iter().map(|(key, _)| key).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys out of order: {keys:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Insert(Counter, u32),
+        RemoveRange(Counter, Counter),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..64 as Counter, 0..4u32).prop_map(|(key, leaf)| Step::Insert(key, leaf)),
+            1 => (0..64 as Counter, 0..8 as Counter).prop_map(|(from, n)| Step::RemoveRange(from, from + n)),
+        ]
+    }
+
+    proptest! {
+        /// Any mix of inserts and range removals leaves the same entries, floors and last
+        /// entry as a `BTreeMap` given the same steps.
+        #[test]
+        fn behaves_like_a_btree_map(
+            start in proptest::collection::btree_map(0..64 as Counter, 0..4u32, 0..24),
+            steps in proptest::collection::vec(step(), 0..60),
+        ) {
+            let mut map = RunMap::from_sorted(start.iter().map(|(&k, &v)| (k, v)).collect());
+            let mut want = start;
+            for step in steps {
+                match step {
+                    Step::Insert(key, leaf) => {
+                        map.insert(key, leaf);
+                        want.insert(key, leaf);
+                    }
+                    Step::RemoveRange(from, to) => {
+                        map.remove_range(from, to);
+                        want.retain(|&key, _| !(from..to).contains(&key));
+                    }
+                }
+                map.check();
+                prop_assert_eq!(map.iter().collect::<Vec<_>>(), want.iter().map(|(&k, &v)| (k, v)).collect::<Vec<_>>());
+                prop_assert_eq!(map.len(), want.len());
+                prop_assert_eq!(map.last(), want.last_key_value().map(|(&k, &v)| (k, v)));
+                for at in 0..72 {
+                    let floor = want.range(..=at).next_back().map(|(&k, &v)| (k, v));
+                    prop_assert_eq!(map.floor(at), floor, "floor({})", at);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_before_every_other_renames_the_first_chunk() {
+        let mut map = RunMap::from_sorted(vec![(10, 0), (20, 1)]);
+        map.insert(5, 2);
+        map.check();
+        assert_eq!(map.floor(7), Some((5, 2)));
+        assert_eq!(map.floor(4), None);
+    }
+}
