@@ -179,6 +179,11 @@ impl Chains {
             // Grow by a quarter, not double: the slack stays small and growing stays amortized.
             self.0.reserve_exact(self.0.len() / 4 + 1);
         }
+        // A peer's new ids come after all its others: a search would only find the end.
+        if self.0.last().is_none_or(|last| last.start < segment.start) {
+            self.0.push(segment);
+            return;
+        }
         let at = self.0.partition_point(|s| s.start < segment.start);
         self.0.insert(at, segment);
     }
@@ -318,7 +323,10 @@ impl<C: SeqContent> Sequence<C> {
             return (anchor, None);
         };
         let left_id = self.pieces.id_at(left);
-        if !self.has_right_kids(left_id) {
+        // Inside a piece, the next element continues `left`'s chain: a right child, found
+        // without searching the chains (a cache miss on a large document).
+        let inside = left.offset + 1 < self.pieces.piece(left).len;
+        if !inside && !self.has_right_kids(left_id) {
             return (Anchor::after(left_id), Some(left));
         }
         // The element after `left` is the first of `left`'s right subtree, so it has no left
