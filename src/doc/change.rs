@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::clock::Timestamp;
 use super::id::{Counter, IdSpan, OpId, PeerId};
 use super::op::{ContainerId, LocalEdit, Op, OpContent, ops_id_len};
+use super::types::sequence::worth_trimming;
 use super::version::Frontier;
 
 /// Consecutive operations of one replica: one transaction, or several that continue each other
@@ -224,7 +225,9 @@ impl Change {
         may_join: bool,
     ) {
         // The last operation stops growing: give back the room its text took for typing on.
-        if let Some(Op { content: OpContent::TextInsert { text, .. }, .. }) = self.ops.last_mut() {
+        if let Some(Op { content: OpContent::TextInsert { text, .. }, .. }) = self.ops.last_mut()
+            && worth_trimming(text)
+        {
             text.shrink_to_fit();
         }
         self.take_header_parts(len, timestamp, !op.ignores_timestamp());

@@ -74,6 +74,14 @@ pub(crate) trait SeqContent: Clone + Debug + PartialEq + Serialize + Deserialize
 /// between two pieces costs about as much as the rest of an edit.
 const TRIM_BYTES: usize = 4096;
 
+/// Whether trimming the spare room of `s` gives back memory. Allocators hand out blocks in
+/// steps of 16 bytes with a minimum of about 32, so trimming less than 32 spare bytes mostly
+/// keeps the same block, and costs a `realloc` call, once per piece the cursor leaves and
+/// per operation typing stops growing.
+pub(crate) fn worth_trimming(s: &String) -> bool {
+    s.capacity() - s.len() >= 32
+}
+
 /// Append `more` to `s`; a one-byte character without a call to `memcpy`. Typing appends one
 /// character at a time to a piece and to an operation, and the call costs more than the copy.
 pub(crate) fn push_typed(s: &mut String, more: &str) {
@@ -154,7 +162,7 @@ impl SeqContent for String {
     }
 
     fn shrink_to_fit(&mut self) {
-        if self.capacity() <= TRIM_BYTES {
+        if self.capacity() <= TRIM_BYTES && worth_trimming(self) {
             String::shrink_to_fit(self);
         }
     }

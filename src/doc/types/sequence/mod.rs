@@ -66,7 +66,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::doc::id::{Counter, IdSpan, IdSpans, OpId, PeerId};
-pub(crate) use content::{SeqContent, byte_offset_counted, push_typed};
+pub(crate) use content::{SeqContent, byte_offset_counted, push_typed, worth_trimming};
 use peer_map::PeerMap;
 use tree::{Loc, Piece, Pieces};
 
