@@ -19,8 +19,10 @@
 //! The document order is a B-tree of pieces (consecutive ids of one chain, all visible or all
 //! deleted) in [`tree`]: leaves hold pieces, and every node caches its visible and total element
 //! counts, so finding a visible position and counting the elements before an element take
-//! O(log n). An index of which leaf holds each id ([`leaf_index`], runs of counters per leaf,
-//! touched only when ids change leaves) finds an id in O(log n) too. Edits cluster, so the
+//! O(log n); each leaf keeps its pieces' visible lengths side by side, so that the scan inside
+//! a leaf reads a few cache lines. An index of which leaf holds each id ([`leaf_index`], runs
+//! of counters per leaf in sorted chunks ([`run_map`]), touched only when ids change leaves)
+//! finds an id in O(log n) too. Edits cluster, so the
 //! tree also keeps a cursor at the last edit (its leaf, and how many visible elements precede
 //! that leaf), and the positions the last edit left known: typing or deleting next to it
 //! needs neither a descent from the root nor an index lookup. A keystroke that continues the
@@ -29,7 +31,9 @@
 //! content.
 //!
 //! Local edits ([`Sequence::insert_local`], [`Sequence::delete_local`]) find their position
-//! once and apply there; the anchor or the ids they return are what the operation records.
+//! once and apply there; the anchor or the ids they return are what the operation records. A
+//! local insert goes right after the visible element before it whatever its anchor, so it
+//! needs none of the sibling placement a remote insert needs.
 //!
 //! Chains are kept per peer as a vector of 24-byte records sorted by first counter: a peer's
 //! ids arrive in counter order, so a new chain is pushed at the end. Explicit children are kept
