@@ -409,8 +409,8 @@ impl<C: SeqContent> Sequence<C> {
             self.insert_counted(id, anchor, content, len);
             return anchor;
         };
-        debug_assert!(self.can_insert(id, &anchor, len), "{id:?} is not the author's next id");
         let Some(n) = Counter::try_from(len).ok().filter(|&n| n > 0) else { return anchor };
+        debug_assert!(self.can_insert(id, &anchor, len), "{id:?} is not the author's next id");
         self.pieces.split(left.leaf, left.piece, left.offset + 1);
         let (leaf, at) = self.pieces.slot(left.leaf, left.piece + 1);
         let joins = !self.record_tree(id, n, anchor);
