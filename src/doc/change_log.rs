@@ -219,17 +219,20 @@ impl ChangeLog {
         into_last: bool,
         may_join: bool,
     ) {
+        if into_last && let Some(last) = self.changes_mut().get_mut(&id.peer).and_then(|list| list.last_mut())
+        {
+            last.append_local(op, id, len, timestamp, may_join);
+            self.open_local = Some(OpenLocal::of(last));
+            self.advance_local(id, len);
+            return;
+        }
+        // A new change depends on every head.
         let (lamport, deps) = (self.lamport_end, self.frontier.clone());
         self.advance_local(id, len);
-        let changes = self.changes_mut().entry(id.peer).or_default();
-        match changes.last_mut() {
-            Some(last) if into_last => last.append_local(op, id, len, timestamp, may_join),
-            _ => {
-                let uses_timestamp = !op.ignores_timestamp();
-                changes.push(Change { id, deps, lamport, timestamp, ops: vec![op], len, uses_timestamp });
-            }
-        }
-        self.open_local = changes.last().map(OpenLocal::of);
+        let uses_timestamp = !op.ignores_timestamp();
+        let change = Change { id, deps, lamport, timestamp, ops: vec![op], len, uses_timestamp };
+        self.open_local = Some(OpenLocal::of(&change));
+        self.changes_mut().entry(id.peer).or_default().push(change);
     }
 
     /// [`Self::push_local_op`] of an edit that continues the last operation of the peer's last
