@@ -76,21 +76,8 @@ impl LeafIndex {
             runs.end = to;
             return;
         }
-        // The leaf of `to` and of `from - 1`, before the entries inside the range go.
-        let after = runs.runs.floor(to);
-        let at_to = after.is_some_and(|(key, _)| key == to);
-        let before = from.checked_sub(1).and_then(|c| runs.runs.floor(c)).map(|(_, l)| l);
-        runs.runs.remove_range(from, to);
         // Ids from `to` on, if any are present, keep their leaf.
-        if to < runs.end
-            && !at_to
-            && let Some((_, after)) = after.filter(|&(_, l)| l != leaf)
-        {
-            runs.runs.insert(to, after);
-        }
-        if before != Some(leaf) {
-            runs.runs.insert(from, leaf);
-        }
+        runs.runs.assign(from, to, leaf, to < runs.end);
         runs.end = runs.end.max(to);
     }
 
