@@ -432,6 +432,16 @@ impl<C: SeqContent> Sequence<C> {
             // What is deleted stops being visible, so the rest starts at `pos` again.
             let Some(loc) = self.pieces.find_visible(pos) else { break };
             let rest = (self.pieces.piece(loc).len - loc.offset) as usize;
+            // A delete that goes on past a whole piece takes the whole pieces together, as
+            // many as the leaf holds in a row.
+            if loc.offset == 0 && rest < left {
+                let whole = self.pieces.delete_whole(loc, left, |id, len| push_span(&mut out, id, len));
+                // The first piece fits, so it went.
+                debug_assert!(whole > 0, "a whole piece that fits was not deleted");
+                after = None;
+                left -= whole;
+                continue;
+            }
             let take = Counter::try_from(rest.min(left)).unwrap_or(Counter::MAX);
             let first = self.pieces.id_at(loc);
             if out.is_empty() && loc.offset > 0 {

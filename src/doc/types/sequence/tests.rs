@@ -340,6 +340,46 @@ fn typing_on_after_a_remote_edit_looks_again() {
 }
 
 #[test]
+fn a_long_delete_across_pieces_and_leaves_deletes_exactly_its_range() {
+    // Two peers take turns typing two characters at the end, so every piece is its own chain,
+    // over several leaves (8 pieces in tests); a few single deletes leave tombstones between.
+    let mut seq: Sequence<String> = Sequence::new();
+    let mut model: Vec<(OpId, char)> = Vec::new();
+    for i in 0..30u32 {
+        let (peer, text) = (1 + u64::from(i % 2), if i % 2 == 0 { "ab" } else { "xy" });
+        let first = id(peer, i / 2 * 2);
+        seq.insert_local(model.len(), first, text, 2);
+        model.extend(
+            text.chars().enumerate().map(|(k, c)| (OpId::new(first.peer, first.counter + k as Counter), c)),
+        );
+    }
+    for pos in [7, 20, 33] {
+        assert_eq!(seq.delete_local(pos, 1).as_slice(), &[IdSpan::new(model.remove(pos).0, 1)]);
+    }
+    assert!(seq.pieces.leaf_count() > 3);
+    // From inside a piece, over whole pieces and tombstones, to inside a piece.
+    let (pos, len) = (3, 45);
+    let spans = seq.delete_local(pos, len);
+    let gone: Vec<(OpId, char)> = model.drain(pos..pos + len).collect();
+    let mut want = IdSpans::new();
+    gone.iter().for_each(|&(id, _)| push_span(&mut want, id, 1));
+    assert_eq!(spans, want, "the ids deleted, in document order");
+    assert_eq!(seq.to_content(), model.iter().map(|&(_, c)| c).collect::<String>());
+    check(&seq);
+
+    // One chain cut by tombstones, then deleted whole: the tombstones join into one piece.
+    let mut seq: Sequence<String> = Sequence::new();
+    seq.insert_local(0, id(1, 0), "abcdefghij", 10);
+    seq.delete_local(2, 1);
+    seq.delete_local(5, 1);
+    assert_eq!(seq.to_content(), "abdefhij");
+    assert_eq!(seq.delete_local(0, 8).len(), 3, "three runs of ids around the tombstones");
+    assert_eq!(seq.to_content(), "");
+    assert_eq!(seq.pieces.iter().count(), 1);
+    check(&seq);
+}
+
+#[test]
 fn list_content_and_queries() {
     let mut seq: Sequence<Vec<u32>> = Sequence::new();
     assert_eq!(seq.local_anchor(0), Anchor { parent: None, side: Side::Right });

@@ -591,6 +591,77 @@ impl<C: SeqContent> Pieces<C> {
         n
     }
 
+    /// Tombstone the visible piece that starts at `loc`, and the visible pieces after it in
+    /// its leaf, as long as each fits whole in `max` elements; tombstones between them are
+    /// passed over. Reports each piece's ids to `deleted`, and returns how many elements it
+    /// deleted: none if the first piece does not fit or `loc` is inside a piece.
+    ///
+    /// A delete of one piece, or of part of one, is cheaper through [`Self::delete`].
+    ///
+    /// A long delete crosses many pieces. One by one, each cost a lookup, a walk up the tree
+    /// and two merges that shift the leaf; here the leaf is compacted once and the counts
+    /// climb once.
+    pub(super) fn delete_whole(
+        &mut self,
+        loc: Loc,
+        max: usize,
+        mut deleted: impl FnMut(OpId, Counter),
+    ) -> usize {
+        let l = &mut self.leaves[loc.leaf];
+        if loc.offset != 0 {
+            return 0;
+        }
+        let (mut n, mut last) = (0, None);
+        for pi in loc.piece..l.pieces.len() {
+            let piece = &mut l.pieces[pi];
+            if n == max {
+                break;
+            }
+            if piece.content.is_none() {
+                continue;
+            }
+            if n + piece.len as usize > max {
+                break;
+            }
+            piece.content = None;
+            l.vis[pi] = 0;
+            n += piece.len as usize;
+            deleted(piece.start(), piece.len);
+            last = Some(pi);
+        }
+        let Some(last) = last else { return 0 };
+        // The new tombstones may join each other, the tombstones between them, and those on
+        // either side: one pass, joined pieces swapped to the end of the range and dropped.
+        let (lo, hi) = (loc.piece.saturating_sub(1), (last + 1).min(l.pieces.len() - 1));
+        let mut w = lo;
+        for r in lo + 1..=hi {
+            let (a, b) = (&l.pieces[w], &l.pieces[r]);
+            let joins = a.peer == b.peer
+                && a.end() == b.counter
+                && a.content.is_some() == b.content.is_some()
+                && !b.starts_chain;
+            if joins {
+                let b = &mut l.pieces[r];
+                let (len, content) = (b.len, b.content.take());
+                l.vis[w] += l.vis[r];
+                let a = &mut l.pieces[w];
+                a.len += len;
+                if let (Some(a), Some(b)) = (a.content.as_mut(), content) {
+                    a.append(b);
+                }
+            } else {
+                w += 1;
+                l.pieces.swap(w, r);
+                l.vis.swap(w, r);
+            }
+        }
+        l.pieces.drain(w + 1..=hi);
+        l.vis.drain(w + 1..=hi);
+        self.adjust(loc.leaf, -(n as isize), 0);
+        self.edited(loc.leaf, lo);
+        n
+    }
+
     /// [`Self::delete`] of the elements at one end of a visible piece, next to a tombstone
     /// that they continue: backspacing and forward deleting. The tombstone takes them, with no
     /// piece added or removed. `None`, having done nothing, for any other delete.
