@@ -35,6 +35,16 @@ pub struct Change {
     pub(crate) uses_timestamp: bool,
 }
 
+/// Whether a local operation appended to its change may join the operation before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// It may: join it if it continues that operation.
+    Try,
+    /// The caller already found that it does not continue it ([`Op::extend_local`] refused
+    /// it, and joining follows the same rule), so the check is skipped.
+    Never,
+}
+
 impl Change {
     /// The id of the first operation.
     pub fn id(&self) -> OpId {
@@ -214,16 +224,9 @@ impl Change {
     /// Append local operation `op`, with first id `id` and `len` ids, made at `timestamp`, to
     /// this change, whose ids end right before `id`: the transaction that made `op` started
     /// this change or continues it (see [`super::change_log::ChangeLog::local_continues`]).
-    /// `op` is joined into the last operation if it continues it, unless the caller knows
-    /// that it does not (`may_join` false).
-    pub(crate) fn append_local(
-        &mut self,
-        op: Op,
-        id: OpId,
-        len: Counter,
-        timestamp: Timestamp,
-        may_join: bool,
-    ) {
+    /// `op` is joined into the last operation if it continues it, unless `join` says that the
+    /// caller already knows it does not.
+    pub(crate) fn append_local(&mut self, op: Op, id: OpId, len: Counter, timestamp: Timestamp, join: Join) {
         // The last operation stops growing: give back the room its text took for typing on.
         if let Some(Op { content: OpContent::TextInsert { text, .. }, .. }) = self.ops.last_mut()
             && worth_trimming(text)
@@ -231,7 +234,7 @@ impl Change {
             text.shrink_to_fit();
         }
         self.take_header_parts(len, timestamp, !op.ignores_timestamp());
-        if may_join {
+        if join == Join::Try {
             self.join_ops(id, std::iter::once(Cow::Owned(op)));
         } else {
             debug_assert!(self.ops.last().is_none_or(|last| !last.joined_by(&op, id)), "{op:?} joins");

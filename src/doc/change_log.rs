@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::change::Change;
+use super::change::{Change, Join};
 use super::clock::Timestamp;
 use super::frozen_history::{ChangesByPeer, FrozenHistory};
 use super::id::{Counter, OpId, PeerId};
@@ -205,8 +205,8 @@ impl ChangeLog {
     /// at `timestamp`: into the peer's last change if `into_last` (the operation's transaction
     /// started that change, or [`Self::local_continues`] allowed continuing it), else as the
     /// first operation of a new change on top of every head. The caller has checked that the
-    /// ids and Lamport times fit. `may_join` false says that `op` does not continue the last
-    /// operation, which then is not checked.
+    /// ids and Lamport times fit. `join` says whether `op` may join the last operation (see
+    /// [`Change::append_local`]).
     ///
     /// A transaction records each operation as it is made, rather than a change when it
     /// ends: typing on then appends to the stored change, with no change built and merged.
@@ -217,11 +217,11 @@ impl ChangeLog {
         len: Counter,
         timestamp: Timestamp,
         into_last: bool,
-        may_join: bool,
+        join: Join,
     ) {
         if into_last && let Some(last) = self.changes_mut().get_mut(&id.peer).and_then(|list| list.last_mut())
         {
-            last.append_local(op, id, len, timestamp, may_join);
+            last.append_local(op, id, len, timestamp, join);
             self.open_local = Some(OpenLocal::of(last));
             self.advance_local(id, len);
             return;

@@ -1,5 +1,6 @@
 //! Transactions: several operations that become one change.
 
+use super::change::Join;
 use super::change_log::ChangeLog;
 use super::clock::{HybridClock, Timestamp};
 use super::id::{Counter, IdSpan, OpId, PeerId};
@@ -144,7 +145,7 @@ impl<'d> Transaction<'d> {
             self.changed.extend(created);
         }
         let into_last = self.take_into_last(timestamp);
-        self.doc.log.push_local_op(op, id, len, timestamp, into_last, true);
+        self.doc.log.push_local_op(op, id, len, timestamp, into_last, Join::Try);
         self.next += len;
         Ok(id)
     }
@@ -159,7 +160,7 @@ impl<'d> Transaction<'d> {
         if !(into_last && self.doc.log.push_local_edit(edit, id, len, timestamp)) {
             // An edit that `push_local_edit` could not append cannot join the last operation
             // either: both follow the same rule (`Op::extend_local`, `Op::absorb`).
-            self.doc.log.push_local_op(edit.to_op(), id, len, timestamp, into_last, false);
+            self.doc.log.push_local_op(edit.to_op(), id, len, timestamp, into_last, Join::Never);
         }
         self.next += len;
     }
