@@ -316,7 +316,12 @@ impl<C: SeqContent> Sequence<C> {
     /// at the start): the new run goes right after it whatever the anchor.
     fn local_place(&self, pos: usize) -> (Anchor, Option<Loc>) {
         let pos = pos.min(self.len());
-        let left = pos.checked_sub(1).and_then(|p| self.pieces.find_visible(p));
+        self.local_place_after(pos.checked_sub(1).and_then(|p| self.pieces.find_visible(p)))
+    }
+
+    /// [`Self::local_place`] for an insert right after `left`, the visible element before it
+    /// (none at the start), already found.
+    fn local_place_after(&self, left: Option<Loc>) -> (Anchor, Option<Loc>) {
         let Some(left) = left else {
             // The root always has right children once anything exists, so go before the first
             // element of the full order.
@@ -349,8 +354,8 @@ impl<C: SeqContent> Sequence<C> {
         debug_assert_eq!(len, C::slice_len(content));
         let pos = pos.min(self.len());
         let anchor = match self.type_on(pos, id, content, len) {
-            Some(anchor) => anchor,
-            None => self.jump_to(pos, id, content, len),
+            Ok(anchor) => anchor,
+            Err(left) => self.jump_to(pos, left, id, content, len),
         };
         // The next keystroke most likely types on after the last element.
         if let Some(last) = len.checked_sub(1).and_then(|n| Counter::try_from(n).ok()) {
@@ -362,13 +367,20 @@ impl<C: SeqContent> Sequence<C> {
     /// The commonest local insert, typing on: the visible element right before `pos` is
     /// `id - 1`, the author's latest element, which ends its piece and its chain and has no
     /// other right child. The run then continues that chain and extends that piece in place,
-    /// with one position lookup and no search among siblings. `None`, having done nothing,
-    /// when the insert is anything else.
-    fn type_on(&mut self, pos: usize, id: OpId, content: &C::Slice, len: usize) -> Option<Anchor> {
+    /// with one position lookup and no search among siblings. Having done nothing when the
+    /// insert is anything else, it gives back the visible element before `pos` if it looked
+    /// it up, so that the jump does not look it up again.
+    fn type_on(
+        &mut self,
+        pos: usize,
+        id: OpId,
+        content: &C::Slice,
+        len: usize,
+    ) -> Result<Anchor, Option<Loc>> {
         let typing = self.typing.take();
-        let prev = OpId::new(id.peer, id.counter.checked_sub(1)?);
-        let len = Counter::try_from(len).ok().filter(|&n| n > 0)?;
-        let end = id.counter.checked_add(len)?;
+        let prev = OpId::new(id.peer, id.counter.checked_sub(1).ok_or(None)?);
+        let len = Counter::try_from(len).ok().filter(|&n| n > 0).ok_or(None)?;
+        let end = id.counter.checked_add(len).ok_or(None)?;
         let (leaf, piece) = match typing {
             // Nothing changed since the last keystroke typed on, right before `pos`, if the
             // piece it extended still ends right before `id`. Were an edit ever to leave the
@@ -378,31 +390,38 @@ impl<C: SeqContent> Sequence<C> {
                 (t.leaf, t.piece)
             }
             _ => {
-                let loc = self.pieces.find_visible(pos.checked_sub(1)?)?;
-                if self.pieces.id_at(loc) != prev || loc.offset + 1 != self.pieces.piece(loc).len {
-                    return None;
-                }
-                if !kids_of(&self.right_kids, prev).is_empty() {
-                    return None;
+                let loc = self.pieces.find_visible(pos.checked_sub(1).ok_or(None)?).ok_or(None)?;
+                if self.pieces.id_at(loc) != prev
+                    || loc.offset + 1 != self.pieces.piece(loc).len
+                    || !kids_of(&self.right_kids, prev).is_empty()
+                {
+                    return Err(Some(loc));
                 }
                 (loc.leaf, loc.piece)
             }
         };
         // The peer's last chain ending at `id` holds `prev`, and no id from `id` on is present.
-        let chain = self.segments.get_mut(id.peer)?.0.last_mut().filter(|chain| chain.end == id.counter)?;
+        let last_chain = self.segments.get_mut(id.peer).and_then(|chains| chains.0.last_mut());
+        let Some(chain) = last_chain.filter(|chain| chain.end == id.counter) else {
+            return Err(None);
+        };
         chain.end = end;
         self.pieces.extend(leaf, piece, len, Cow::Borrowed(content));
         self.typing = Some(TypingOn { pos: pos + len as usize, leaf, piece });
-        Some(Anchor::after(prev))
+        Ok(Anchor::after(prev))
     }
 
     /// A local insert that does not type on: a new chain hung by the local insert convention.
     /// The position lookup that finds the anchor also finds the slot, right after the visible
     /// element `pos - 1`, so the placement among siblings and the id lookup of the general
     /// path are skipped; so are its validity checks, since `id` is the author's next id.
-    fn jump_to(&mut self, pos: usize, id: OpId, content: &C::Slice, len: usize) -> Anchor {
+    /// `left` is that element if the caller found it already.
+    fn jump_to(&mut self, pos: usize, left: Option<Loc>, id: OpId, content: &C::Slice, len: usize) -> Anchor {
         self.typing = None;
-        let (anchor, left) = self.local_place(pos);
+        let (anchor, left) = match left {
+            Some(left) => self.local_place_after(Some(left)),
+            None => self.local_place(pos),
+        };
         let content = Cow::Owned(C::to_owned_with_room(content));
         let Some(left) = left else {
             // At the start: rare, and the general path knows the first slot.
