@@ -390,7 +390,7 @@ impl<C: SeqContent> Sequence<C> {
                 (t.leaf, t.piece)
             }
             _ => {
-                let loc = self.pieces.find_visible(pos.checked_sub(1).ok_or(None)?).ok_or(None)?;
+                let loc = self.pieces.seek_visible(pos.checked_sub(1).ok_or(None)?).ok_or(None)?;
                 if self.pieces.id_at(loc) != prev
                     || loc.offset + 1 != self.pieces.piece(loc).len
                     || !kids_of(&self.right_kids, prev).is_empty()
@@ -449,7 +449,7 @@ impl<C: SeqContent> Sequence<C> {
         let (mut before, mut after) = (None, None);
         while left > 0 {
             // What is deleted stops being visible, so the rest starts at `pos` again.
-            let Some(loc) = self.pieces.find_visible(pos) else { break };
+            let Some(loc) = self.pieces.seek_visible(pos) else { break };
             let rest = (self.pieces.piece(loc).len - loc.offset) as usize;
             // A delete that goes on past a whole piece takes the whole pieces together, as
             // many as the leaf holds in a row.

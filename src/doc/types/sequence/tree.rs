@@ -278,11 +278,33 @@ impl<C: SeqContent> Pieces<C> {
         self.hints = [Some((pos, id)), self.hints[0]];
     }
 
-    /// The location of the visible element at `pos`: one descent from the root.
+    /// The location of the visible element at `pos`: one descent from the root, unless the
+    /// last edit left it known.
     pub(super) fn find_visible(&self, pos: usize) -> Option<Loc> {
         if pos >= self.visible() {
             return None;
         }
+        self.find_near(pos).or_else(|| self.descend(pos).map(|(loc, _)| loc))
+    }
+
+    /// [`Self::find_visible`] for an edit about to be made there. A descent from the root also
+    /// moves the cursor to the leaf it found, with the count of the elements before that
+    /// leaf, which the descent knows: the edit would otherwise climb the tree again for it.
+    pub(super) fn seek_visible(&mut self, pos: usize) -> Option<Loc> {
+        if pos >= self.visible() {
+            return None;
+        }
+        if let Some(loc) = self.find_near(pos) {
+            return Some(loc);
+        }
+        let (loc, start) = self.descend(pos)?;
+        self.move_cursor(loc.leaf, loc.piece, Some(start));
+        Some(loc)
+    }
+
+    /// The visible element at `pos` (below [`Self::visible`]) if the last edit left it known:
+    /// a hint, or inside the cursor's leaf.
+    fn find_near(&self, pos: usize) -> Option<Loc> {
         for &(at, id) in self.hints.iter().flatten() {
             if at == pos
                 && let Some(loc) = self.locate(id)
@@ -296,6 +318,12 @@ impl<C: SeqContent> Pieces<C> {
         {
             return self.find_in_leaf(self.cursor.leaf, rest);
         }
+        None
+    }
+
+    /// The visible element at `pos` (below [`Self::visible`]), found from the root, and how
+    /// many visible elements precede its leaf.
+    fn descend(&self, pos: usize) -> Option<(Loc, usize)> {
         let mut rest = pos;
         let mut node = &self.inners[self.root];
         loop {
@@ -313,7 +341,7 @@ impl<C: SeqContent> Pieces<C> {
                 node = &self.inners[kid];
                 continue;
             }
-            return self.find_in_leaf(kid, rest);
+            return self.find_in_leaf(kid, rest).map(|loc| (loc, pos - rest));
         }
     }
 
@@ -523,6 +551,12 @@ impl<C: SeqContent> Pieces<C> {
     /// only, so its start still holds if the cursor was there, and is worked out otherwise
     /// (the caller needs the position of the edit anyway).
     fn edited(&mut self, leaf: usize, piece: usize) {
+        self.move_cursor(leaf, piece, None);
+    }
+
+    /// Move the cursor to piece `piece` of `leaf`, after `start` visible elements if known
+    /// (else kept if the cursor stays in `leaf`, or counted).
+    fn move_cursor(&mut self, leaf: usize, piece: usize, start: Option<usize>) {
         let Cursor { leaf: was_leaf, piece: was_piece, .. } = self.cursor;
         if (was_leaf, was_piece) != (leaf, piece)
             && let Some(content) = self
@@ -535,7 +569,7 @@ impl<C: SeqContent> Pieces<C> {
             // room is dead weight. A stale cursor may name another piece: trimming it is harmless.
             content.shrink_to_fit();
         }
-        let start = if self.cursor.leaf == leaf { self.cursor.start } else { None };
+        let start = start.or(if self.cursor.leaf == leaf { self.cursor.start } else { None });
         self.cursor = Cursor { leaf, piece, start };
         if start.is_none() {
             self.cursor.start = Some(self.leaf_start(leaf));
