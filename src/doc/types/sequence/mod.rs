@@ -27,8 +27,9 @@
 //! that leaf), and the positions the last edit left known: typing or deleting next to it
 //! needs neither a descent from the root nor an index lookup. A keystroke that continues the
 //! piece before it is appended to that piece in place, and a backspace or forward delete next
-//! to a tombstone grows that tombstone. Tombstones keep their ids and place but not their
-//! content.
+//! to a tombstone grows that tombstone; a delete over several pieces tombstones the whole
+//! ones of a leaf together and compacts the leaf once. Tombstones keep their ids and place
+//! but not their content.
 //!
 //! Local edits ([`Sequence::insert_local`], [`Sequence::delete_local`]) find their position
 //! once and apply there; the anchor or the ids they return are what the operation records. A
