@@ -382,13 +382,13 @@ impl<C: SeqContent> Sequence<C> {
         let prev = OpId::new(id.peer, id.counter.checked_sub(1).ok_or(None)?);
         let len = Counter::try_from(len).ok().filter(|&n| n > 0).ok_or(None)?;
         let end = id.counter.checked_add(len).ok_or(None)?;
-        let (leaf, piece) = match typing {
+        let (leaf, piece, found) = match typing {
             // Nothing changed since the last keystroke typed on, right before `pos`, if the
             // piece it extended still ends right before `id`. Were an edit ever to leave the
             // record stale, typing falls back to the lookups below instead of extending
             // another piece.
             Some(t) if t.pos == pos && self.pieces.visible_ends_before(t.leaf, t.piece, id) => {
-                (t.leaf, t.piece)
+                (t.leaf, t.piece, None)
             }
             _ => {
                 let loc = self.pieces.seek_visible(pos.checked_sub(1).ok_or(None)?).ok_or(None)?;
@@ -398,13 +398,13 @@ impl<C: SeqContent> Sequence<C> {
                 {
                     return Err(Some(loc));
                 }
-                (loc.leaf, loc.piece)
+                (loc.leaf, loc.piece, Some(loc))
             }
         };
         // The peer's last chain ending at `id` holds `prev`, and no id from `id` on is present.
         let last_chain = self.segments.get_mut(id.peer).and_then(|chains| chains.0.last_mut());
         let Some(chain) = last_chain.filter(|chain| chain.end == id.counter) else {
-            return Err(None);
+            return Err(found);
         };
         chain.end = end;
         self.pieces.extend(leaf, piece, len, Cow::Borrowed(content));

@@ -95,9 +95,9 @@ impl RunMap {
         }
     }
 
-    /// Make every key in `from..to` (not empty) fall in an entry for `leaf`, keeping what the keys around
-    /// the range fall in: keys below `from` always, and keys from `to` on when `keep_after`
-    /// (those that fell in no entry, below the first key, then fall in `leaf`'s).
+    /// Make every key in `from..to` (not empty) fall in an entry for `leaf`, keeping what the
+    /// keys around the range fall in: keys below `from` always, and keys from `to` on when
+    /// `keep_after` (those that fell in no entry, below the first key, then fall in `leaf`'s).
     /// Redundant entries (one that repeats the leaf of the entry before it) are not added.
     ///
     /// A leaf split calls this once per run of ids it moves. Most runs lie inside one chunk,

@@ -630,11 +630,10 @@ impl<C: SeqContent> Pieces<C> {
     /// passed over. Reports each piece's ids to `deleted`, and returns how many elements it
     /// deleted: none if the first piece does not fit or `loc` is inside a piece.
     ///
-    /// A delete of one piece, or of part of one, is cheaper through [`Self::delete`].
-    ///
     /// A long delete crosses many pieces. One by one, each cost a lookup, a walk up the tree
     /// and two merges that shift the leaf; here the leaf is compacted once and the counts
-    /// climb once.
+    /// climb once. A delete of one piece, or of part of one, is cheaper through
+    /// [`Self::delete`].
     pub(super) fn delete_whole(
         &mut self,
         loc: Loc,
@@ -647,10 +646,10 @@ impl<C: SeqContent> Pieces<C> {
         }
         let (mut n, mut last) = (0, None);
         for pi in loc.piece..l.pieces.len() {
-            let piece = &mut l.pieces[pi];
             if n == max {
                 break;
             }
+            let piece = &mut l.pieces[pi];
             if piece.content.is_none() {
                 continue;
             }
