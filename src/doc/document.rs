@@ -151,7 +151,6 @@ mod optional_bytes {
 /// A state snapshot, decoded and as the bytes it came in.
 type Base = (StateSnapshot, Arc<[u8]>);
 
-/// Decode an encoded base snapshot.
 /// Decode a state snapshot, checking that it is consistent in itself.
 fn decode_base(bytes: impl Into<Arc<[u8]>>) -> Result<Base, Error> {
     let bytes = bytes.into();

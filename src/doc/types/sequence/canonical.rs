@@ -1,7 +1,7 @@
 //! The canonical serialized form of a [`Sequence`]: maximal runs in document order.
 //!
 //! Replicas holding the same inserts and deletes encode to the same bytes however the operations
-//! were batched or ordered; decoding ([`rebuild`](super::rebuild)) rebuilds the tree and checks
+//! were batched or ordered; decoding ([`rebuild`]) rebuilds the tree and checks
 //! that the runs are in the order it implies, so hostile bytes are an error, never a corrupt
 //! sequence.
 
