@@ -268,6 +268,8 @@ mod session;
 pub mod sqlite;
 mod storage;
 mod store;
+#[cfg(test)]
+mod test_cases;
 #[cfg(any(feature = "tokio", feature = "async-io", feature = "tungstenite"))]
 #[path = "../runtimes/tls.rs"]
 mod tls;

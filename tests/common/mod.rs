@@ -14,14 +14,16 @@ use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 /// A realistic wall-clock time (Nov 2023) that the tests offset from.
 pub const BASE_MS: u64 = 1_700_000_000_000;
 
-/// Proptest configuration with `cases` cases whose failing seeds are saved in
-/// `<crate root>/proptest-regressions/<test file stem>.txt`.
+/// Proptest configuration with `cases` cases, or as many as `PROPTEST_CASES` asks for (a soak
+/// run; proptest reads the variable only where a configuration does not set `cases`), whose
+/// failing seeds are saved in `<crate root>/proptest-regressions/<test file stem>.txt`.
 ///
 /// Proptest's default (`SourceParallel`) looks for a `lib.rs` next to the test file to find
 /// the crate root; integration tests live in `tests/`, which has none, so the default falls
 /// back to writing `tests/<name>.proptest-regressions`. Pinning the path keeps every seed in
 /// one folder at the crate root, where proptest also reads them back on the next run.
 pub fn proptest_config(cases: u32, source_file: &str) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(cases);
     let stem = std::path::Path::new(source_file).file_stem().and_then(|s| s.to_str()).unwrap_or("unknown");
     let path = format!("{}/proptest-regressions/{stem}.txt", env!("CARGO_MANIFEST_DIR"));
     // `Direct` wants a `&'static str`; one small leak per test is fine.

@@ -579,7 +579,7 @@ pub(crate) fn edited_document(steps: &[u32]) -> Document {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(crate::test_cases::proptest_cases(64)))]
 
     #[test]
     fn random_histories_round_trip(

@@ -261,7 +261,7 @@ fn stream_with_states() -> (Vec<Vec<u8>>, Vec<ChangeDecoder>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(crate::test_cases::proptest_cases(64)))]
 
     #[test]
     fn random_histories_round_trip_in_random_batches(

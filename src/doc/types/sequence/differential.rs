@@ -213,7 +213,7 @@ impl<C: Make> Harness<C> {
 /// 96 cases unless `PROPTEST_CASES` asks otherwise; failing seeds are pinned next to those of
 /// the integration tests.
 fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(96);
+    let cases = crate::test_cases::proptest_cases(96);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/sequence_differential.txt");
     Config {
         cases,

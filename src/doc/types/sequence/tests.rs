@@ -637,7 +637,7 @@ fn inconsistent_encodings_are_errors() {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::test_cases::proptest_cases(64)))]
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
         if let Ok(seq) = postcard::from_bytes::<Sequence<String>>(&bytes) {
