@@ -90,3 +90,71 @@ fn a_wrapped_document_syncs_and_sees_every_applied_batch() {
     assert_eq!(journaled.journal, [1, 1, 1], "one batch per keystroke frame");
     assert!(writer.is_saved("doc"));
 }
+
+/// A document that cannot give its history (a store that lost it): every push fails.
+struct Unreadable(Document);
+
+impl SyncDocument for Unreadable {
+    fn version(&self) -> &VersionVector {
+        self.0.version()
+    }
+    fn changes_since(&self, _since: &VersionVector) -> Result<Vec<Change>, Error> {
+        Err(Error::HistoryTrimmed)
+    }
+    fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ImportStatus, Error> {
+        self.0.apply_changes(changes)
+    }
+    fn pending_count(&self) -> usize {
+        self.0.pending_count()
+    }
+    fn export_since(&self, since: &VersionVector) -> Result<Vec<u8>, Error> {
+        self.0.export_since(since)
+    }
+    fn encode(&self) -> Vec<u8> {
+        self.0.encode()
+    }
+    fn import(&mut self, update: &[u8]) -> Result<ImportStatus, Error> {
+        self.0.import(update)
+    }
+    fn trimmed_version(&self) -> &VersionVector {
+        self.0.trimmed_version()
+    }
+    fn trim_history(&mut self, version: &VersionVector) -> Result<(), Error> {
+        self.0.trim_history(version)
+    }
+}
+
+/// A document that fails to give its changes is reported once per state, not at every
+/// poll: an event loop that polls until the session is quiet must come to rest.
+#[test]
+fn a_document_that_cannot_give_its_changes_is_reported_once_per_edit() {
+    #[allow(clippy::disallowed_methods)] // the test's epoch
+    let now = Instant::now();
+    let mut server = Server::in_memory(ServerConfig::default());
+    let mut client = ClientSession::<Unreadable>::for_document_type(PeerId::new(1), ClientConfig::default());
+    client.subscribe("doc", Unreadable(Document::new(PeerId::new(1))));
+    let connection = server.accept(now);
+    client.connect(now);
+    client.handle_connected(now);
+    let mut errors = 0;
+    let mut pump = |client: &mut ClientSession<Unreadable>, server: &mut Server| {
+        for _ in 0..8 {
+            while let Some(frame) = client.poll_transmit() {
+                server.handle_input(now, connection, &frame);
+            }
+            while let Some(transmit) = server.poll_transmit() {
+                client.handle_input(now, &transmit.frame);
+            }
+            while let Some(event) = client.poll_event() {
+                errors += usize::from(matches!(event, crdt_sync::ClientEvent::Error(_)));
+            }
+        }
+        errors
+    };
+    assert_eq!(pump(&mut client, &mut server), 0, "nothing to push yet");
+    for (typed, word) in ["one", "two"].into_iter().enumerate() {
+        client.document_mut("doc").unwrap().0.transact().text("t").insert(0, word).unwrap();
+        assert_eq!(pump(&mut client, &mut server), typed + 1, "one error per edit, however often polled");
+    }
+    assert!(!client.is_saved("doc"));
+}

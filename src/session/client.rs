@@ -1,5 +1,6 @@
 //! The client session: one replica's documents kept in sync with one server.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,6 +99,10 @@ struct ClientDocument<D> {
     /// merge into, so its `Sync` could not bring this copy up to date. Pushing them resolves
     /// it; a reader cannot push.
     behind_trim: bool,
+    /// What was sent and what the document held when it could not give the changes the
+    /// server lacks: reported once, tried again only when either moves, so that polling a
+    /// failing document does not report the same error forever.
+    failed_push: Option<(VersionVector, VersionVector)>,
 }
 
 #[derive(Debug)]
@@ -257,6 +262,7 @@ impl<D: SyncDocument> ClientSession<D> {
             acknowledged: 0,
             permission: Permission::ReadWrite,
             behind_trim: false,
+            failed_push: None,
         };
         self.slots.insert(slot, entry.name.clone());
         let old = self.documents.insert(name.clone(), entry).map(|old| {
@@ -872,10 +878,27 @@ impl<D: SyncDocument> ClientSession<D> {
             if !entry.synced
                 || entry.permission != Permission::ReadWrite
                 || entry.sent.includes(entry.doc.version())
+                || entry
+                    .failed_push
+                    .as_ref()
+                    .is_some_and(|(sent, version)| *sent == entry.sent && version == entry.doc.version())
             {
                 continue;
             }
-            match entry.doc.changes_since(&entry.sent) {
+            // What the server lacks can include changes this copy holds only in its trimmed
+            // history: a snapshot the server sent and then lost, crashing before it stored
+            // them. They cannot go as changes from here; their authors, whose own edits wait
+            // unacknowledged, send them again. Send what follows them, or this push would
+            // fail at every poll and this copy's edits would never leave.
+            let trimmed = entry.doc.trimmed_version();
+            let since = if entry.sent.includes(trimmed) {
+                Cow::Borrowed(&entry.sent)
+            } else {
+                let mut since = entry.sent.clone();
+                since.merge(trimmed);
+                Cow::Owned(since)
+            };
+            match entry.doc.changes_since(&since) {
                 Ok(changes) if !changes.is_empty() => {
                     let batches = entry.codec.encode(&changes);
                     entry.sent.merge(entry.doc.version());
@@ -888,7 +911,10 @@ impl<D: SyncDocument> ClientSession<D> {
                     entry.in_flight.push_back((entry.batches_sent, entry.doc.version().get(peer)));
                 }
                 Ok(_) => entry.sent.merge(entry.doc.version()),
-                Err(e) => failures.push((name.clone(), e)),
+                Err(e) => {
+                    entry.failed_push = Some((entry.sent.clone(), entry.doc.version().clone()));
+                    failures.push((name.clone(), e));
+                }
             }
         }
         for (_, e) in failures {

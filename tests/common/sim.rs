@@ -357,7 +357,15 @@ impl Sim {
 
     /// Move every session's output onto the network, until nothing is left.
     pub fn drain(&mut self) {
-        loop {
+        // Draining takes no input, so a session's output must run dry: one that keeps
+        // producing would spin a real event loop. Fail here rather than grow the event log
+        // until memory runs out.
+        for round in 0.. {
+            assert!(
+                round < 1_000_000,
+                "a session keeps producing output without input; last events: {:?}",
+                self.client_events.iter().rev().take(8).collect::<Vec<_>>(),
+            );
             let mut progressed = false;
             for i in 0..self.clients.len() {
                 if self.clients[i].vanished {
@@ -393,7 +401,12 @@ impl Sim {
                                 self.schedule(at, Delivery::ClosedByClient { link: link_id });
                             }
                         }
-                        other => self.client_events.push((i, other)),
+                        other => {
+                            self.client_events.push((i, other));
+                            if self.client_events.len() > 2_000_000 {
+                                panic!("ZZ {:?}", &self.client_events[self.client_events.len() - 6..]);
+                            }
+                        }
                     }
                 }
             }
@@ -472,14 +485,34 @@ impl Sim {
 
     /// Run until `deadline` (simulated).
     pub fn run_until(&mut self, deadline: Instant) {
+        let mut stall = Stall::default();
         while let Some(next) = self.next_deadline() {
             if next > deadline {
                 break;
             }
             self.now = self.now.max(next);
+            stall.check(self);
             self.step();
         }
         self.now = self.now.max(deadline);
+    }
+
+    /// Who asks to be woken at or before now, for a stall report.
+    fn due_now(&self) -> String {
+        let now = self.now;
+        let mut due = Vec::new();
+        for (i, client) in self.clients.iter().enumerate().filter(|(_, c)| !c.vanished) {
+            if client.session.poll_timeout().is_some_and(|t| t <= now) {
+                due.push(format!("client {i} ({:?})", client.session.status()));
+            }
+        }
+        if self.server.as_ref().and_then(Server::poll_timeout).is_some_and(|t| t <= now) {
+            due.push("the server".to_owned());
+        }
+        if self.queue.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+            due.push("a delivery".to_owned());
+        }
+        due.join(", ")
     }
 
     pub fn run_for(&mut self, duration: Duration) {
@@ -720,14 +753,47 @@ impl Sim {
     /// replica to catch up costs no more than the deliveries it takes.
     pub fn run_until_with(&mut self, limit: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
         let deadline = self.now + limit;
+        let mut stall = Stall::default();
         while self.now < deadline {
             if done(self) {
                 return true;
             }
             let step = self.next_deadline().map_or(deadline, |n| n.min(deadline));
             self.now = self.now.max(step);
+            stall.check(self);
             self.step();
         }
         done(self)
+    }
+}
+
+/// Catches a simulation whose time stops: some session keeps asking to be woken now and
+/// handling the wake-up does not move its deadline, which a real event loop would spin on.
+/// Without this the run never ends and the event log grows until memory runs out.
+#[derive(Default)]
+struct Stall {
+    at: Option<Instant>,
+    steps: u32,
+}
+
+impl Stall {
+    /// Steps at one instant before it counts as a stall: far more than any burst of
+    /// deliveries due at once.
+    const LIMIT: u32 = 100_000;
+
+    fn check(&mut self, sim: &Sim) {
+        if self.at == Some(sim.now) {
+            self.steps += 1;
+            assert!(
+                self.steps < Self::LIMIT,
+                "simulated time stopped: {} steps at one instant; due now: {}; last events: {:?}",
+                self.steps,
+                sim.due_now(),
+                sim.client_events.iter().rev().take(8).collect::<Vec<_>>(),
+            );
+        } else {
+            self.at = Some(sim.now);
+            self.steps = 0;
+        }
     }
 }
