@@ -41,8 +41,8 @@ fn a_server_restored_from_an_old_backup_asks_for_what_it_lost() {
 /// the server went back to a backup older than that snapshot. The joiner's new edit depends
 /// on a change that now lives only in the joiner's snapshot and in its author's history, so
 /// the joiner cannot send everything the server asks for. It must still send its own edit,
-/// once, without an error (it used to report `HistoryTrimmed` at every poll, and the
-/// simulation spun on it), and everything converges once the author reconnects.
+/// without an error (it used to report `HistoryTrimmed` at every poll, and the simulation
+/// spun on it), and everything converges once the author reconnects.
 #[test]
 fn a_joiner_whose_snapshot_the_server_lost_still_sends_its_edits() {
     let mut sim = Sim::new(17, 1, &["doc"], Faults::none());

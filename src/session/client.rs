@@ -886,10 +886,10 @@ impl<D: SyncDocument> ClientSession<D> {
                 continue;
             }
             // What the server lacks can include changes this copy holds only in its trimmed
-            // history: a snapshot the server sent and then lost, crashing before it stored
-            // them. They cannot go as changes from here; their authors, whose own edits wait
-            // unacknowledged, send them again. Send what follows them, or this push would
-            // fail at every poll and this copy's edits would never leave.
+            // history: a snapshot the server sent and then lost (it crashed before storing
+            // them, or its store was restored from a backup). They cannot go as changes from
+            // here; their authors send them again when they resubscribe. Send what follows
+            // them, or this push would fail at every poll and this copy's edits never leave.
             let trimmed = entry.doc.trimmed_version();
             let since = if entry.sent.includes(trimmed) {
                 Cow::Borrowed(&entry.sent)

@@ -401,12 +401,7 @@ impl Sim {
                                 self.schedule(at, Delivery::ClosedByClient { link: link_id });
                             }
                         }
-                        other => {
-                            self.client_events.push((i, other));
-                            if self.client_events.len() > 2_000_000 {
-                                panic!("ZZ {:?}", &self.client_events[self.client_events.len() - 6..]);
-                            }
-                        }
+                        other => self.client_events.push((i, other)),
                     }
                 }
             }
